@@ -1,0 +1,145 @@
+"""What the fake model says: a provider-neutral completion that every wire format encodes.
+
+Plain frozen data, no IO. A `ContentSpec` (from a fault spec or the Python API) plus the
+parsed request decide the `Completion`; the wire encoders turn that into bytes.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass, field
+
+# A fixed vocabulary keeps the default text deterministic, readable, and long enough that a
+# paced stream is still running when a cancel lands.
+_WORDS = (
+    "The harness keeps streaming so that a cancel always lands mid-sentence and the socket "
+    "ledger can tell who closed the connection first and exactly when it happened"
+).split()
+
+DEFAULT_TOKENS = 200
+
+
+class FinishReason(enum.Enum):
+    """Why the fake model stopped; each wire format maps it to its own vocabulary."""
+
+    STOP = "stop"
+    LENGTH = "length"
+    TOOL_CALLS = "tool_calls"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One function/tool call the model makes; `arguments` is JSON text."""
+
+    id: str
+    name: str
+    arguments: str = "{}"
+
+    def argument_chunks(self, pieces: int = 3) -> tuple[str, ...]:
+        """Split the JSON arguments into `pieces` fragments, as providers stream them."""
+        text = self.arguments
+        if not text:
+            return ()
+        size = max(1, -(-len(text) // pieces))
+        return tuple(text[i : i + size] for i in range(0, len(text), size))
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int
+    output_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A whole model answer: text deltas (one per streamed event), tool calls, usage."""
+
+    model: str
+    response_id: str
+    created: int
+    text_chunks: tuple[str, ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()
+    finish: FinishReason = FinishReason.STOP
+    usage: Usage = field(default_factory=lambda: Usage(0, 0))
+
+    @property
+    def text(self) -> str:
+        return "".join(self.text_chunks)
+
+
+@dataclass(frozen=True, slots=True)
+class ContentSpec:
+    """How to build a completion: a token count or an explicit text, plus tool calls."""
+
+    tokens: int = DEFAULT_TOKENS
+    text: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+
+    def build(
+        self,
+        *,
+        model: str,
+        response_id: str,
+        created: int,
+        max_tokens: int | None,
+        input_tokens: int,
+    ) -> Completion:
+        """Make the completion for one request, honouring the request's own token limit.
+
+        Side requests (titles, summaries) usually ask for few tokens, so honouring
+        `max_tokens` makes them finish quickly, as with a real provider.
+        """
+        chunks = _chunk_text(self.text) if self.text is not None else default_text(self.tokens)
+        finish = FinishReason.TOOL_CALLS if self.tool_calls else FinishReason.STOP
+        if max_tokens is not None and max_tokens >= 0 and len(chunks) > max_tokens:
+            chunks = chunks[:max_tokens]
+            finish = FinishReason.LENGTH
+        calls = self.tool_calls if finish is not FinishReason.LENGTH else ()
+        output = len(chunks) + sum(len(c.arguments) // 4 + 1 for c in calls)
+        return Completion(
+            model=model,
+            response_id=response_id,
+            created=created,
+            text_chunks=chunks,
+            tool_calls=calls,
+            finish=finish,
+            usage=Usage(input_tokens=input_tokens, output_tokens=output),
+        )
+
+
+_SPACED = tuple(" " + w for w in _WORDS)
+
+
+def default_text(tokens: int) -> tuple[str, ...]:
+    """`tokens` word-sized chunks of deterministic prose, the first without a leading space.
+
+    Chunks are shared string objects, so a long idle stream costs a pointer per token.
+    """
+    n = len(_WORDS)
+    return tuple(_WORDS[0] if i == 0 else _SPACED[i % n] for i in range(max(0, tokens)))
+
+
+def _chunk_text(text: str) -> tuple[str, ...]:
+    if not text:
+        return ()
+    parts = text.split(" ")
+    return tuple(p if i == 0 else " " + p for i, p in enumerate(parts))
+
+
+def tool_call(name: str, arguments: dict[str, object] | None = None, *, id: str = "") -> ToolCall:
+    """Convenience constructor: `tool_call("get_weather", {"city": "Paris"})`."""
+    return ToolCall(
+        id=id or f"call_{name}_1",
+        name=name,
+        arguments=json.dumps(arguments or {}, separators=(",", ":")),
+    )
+
+
+def estimate_input_tokens(body: bytes) -> int:
+    """A stable stand-in for prompt token counting: one token per four bytes of request."""
+    return max(1, len(body) // 4)

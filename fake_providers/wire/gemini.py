@@ -1,0 +1,166 @@
+"""Google Gemini wire format: `POST /v1beta/models/{model}:generateContent` and
+`:streamGenerateContent`.
+
+Each streamed event is a whole `GenerateContentResponse`; the last carries `finishReason`.
+With `?alt=sse` they are `data:` lines (no terminator event); without it the response is
+one JSON array sent piecewise as `[{...}`, `,\r\n{...}`, ..., `]`. The two framings are
+two `GeminiWire` objects, chosen by the route.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from fake_providers.content import Completion, FinishReason
+from fake_providers.wire.base import RequestError, RequestFacts, json_bytes
+
+FINISH_REASONS: Mapping[FinishReason, str] = {
+    FinishReason.STOP: "STOP",
+    FinishReason.LENGTH: "MAX_TOKENS",
+    FinishReason.TOOL_CALLS: "STOP",  # Gemini reports function calls with a plain STOP
+}
+STATUSES: Mapping[int, str] = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ABORTED",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+    529: "UNAVAILABLE",
+}
+STREAM_METHOD = "streamGenerateContent"
+_TRUNCATED = '{"candidates":[{"content":{"parts":[{"text":"tru'
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def error_object(status: int, message: str) -> dict[str, Any]:
+    name = STATUSES.get(status, "INTERNAL" if status >= 500 else "INVALID_ARGUMENT")
+    return {"error": {"code": status, "message": message, "status": name}}
+
+
+def function_call_part(name: str, arguments: str) -> dict[str, Any]:
+    args = json.loads(arguments) if arguments else {}
+    return {"functionCall": {"name": name, "args": args}}
+
+
+class GeminiWire:
+    """The Gemini `WireFormat`; `sse` picks `alt=sse` framing over the streamed JSON array."""
+
+    __slots__ = ("sse",)
+
+    def __init__(self, *, sse: bool) -> None:
+        self.sse = sse
+
+    @property
+    def kind(self) -> str:
+        return "gemini"
+
+    def facts(self, path_params: Mapping[str, str], body: Mapping[str, Any]) -> RequestFacts:
+        """`contents` is required; the model and the stream flag come from the URL path."""
+        if not isinstance(body.get("contents"), list):
+            raise RequestError(400, "Invalid JSON payload: required field 'contents' is missing.")
+        config = body.get("generationConfig")
+        limit = config.get("maxOutputTokens") if isinstance(config, Mapping) else None
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
+            raise RequestError(400, "generationConfig.maxOutputTokens must be an integer.")
+        return RequestFacts(
+            kind=self.kind,
+            model=path_params.get("model", ""),
+            stream=path_params.get("method") == STREAM_METHOD,
+            include_usage=True,
+            max_tokens=limit,
+        )
+
+    def _documents(self, completion: Completion) -> list[str]:
+        """The GenerateContentResponse JSON texts, one per streamed event."""
+        tail = ',"modelVersion":' + _dumps(completion.model)
+        tail += ',"responseId":' + _dumps(completion.response_id) + "}"
+        usage = completion.usage
+        running = {"promptTokenCount": usage.input_tokens, "totalTokenCount": usage.input_tokens}
+        mid_tail = '],"role":"model"},"index":0}],"usageMetadata":' + _dumps(running) + tail
+        parts = ['{"text":' + _dumps(text) + "}" for text in completion.text_chunks]
+        if completion.tool_calls:
+            calls = (function_call_part(c.name, c.arguments) for c in completion.tool_calls)
+            parts.append(",".join(_dumps(p) for p in calls))
+        if not parts:
+            parts.append('{"text":""}')
+        docs = ['{"candidates":[{"content":{"parts":[' + p + mid_tail for p in parts[:-1]]
+        final = {
+            "promptTokenCount": usage.input_tokens,
+            "candidatesTokenCount": usage.output_tokens,
+            "totalTokenCount": usage.total_tokens,
+        }
+        docs.append(
+            '{"candidates":[{"content":{"parts":['
+            + parts[-1]
+            + '],"role":"model"},"finishReason":"'
+            + FINISH_REASONS[completion.finish]
+            + '","index":0}],"usageMetadata":'
+            + _dumps(final)
+            + tail
+        )
+        return docs
+
+    def stream_events(self, completion: Completion, facts: RequestFacts) -> list[bytes]:
+        docs = self._documents(completion)
+        if self.sse:
+            return [b"data: " + doc.encode() + b"\r\n\r\n" for doc in docs]
+        events = [b"[" + docs[0].encode()]
+        events.extend(b",\r\n" + doc.encode() for doc in docs[1:])
+        events.append(b"]")
+        return events
+
+    def json_body(self, completion: Completion, facts: RequestFacts) -> bytes:
+        parts: list[dict[str, Any]] = []
+        if completion.text or not completion.tool_calls:
+            parts.append({"text": completion.text})
+        parts.extend(function_call_part(c.name, c.arguments) for c in completion.tool_calls)
+        usage = completion.usage
+        candidate = {
+            "content": {"parts": parts, "role": "model"},
+            "finishReason": FINISH_REASONS[completion.finish],
+            "index": 0,
+        }
+        return json_bytes(
+            {
+                "candidates": [candidate],
+                "usageMetadata": {
+                    "promptTokenCount": usage.input_tokens,
+                    "candidatesTokenCount": usage.output_tokens,
+                    "totalTokenCount": usage.total_tokens,
+                },
+                "modelVersion": completion.model,
+                "responseId": completion.response_id,
+            }
+        )
+
+    def error_body(self, status: int, message: str) -> bytes:
+        return json_bytes(error_object(status, message))
+
+    def stream_error_event(self, message: str, completion: Completion) -> bytes:
+        """An `{"error": ...}` element; in array framing it also closes the array.
+
+        The array form assumes at least one element was already sent (it starts with a comma).
+        """
+        error = json_bytes(error_object(500, message))
+        if self.sse:
+            return b"data: " + error + b"\r\n\r\n"
+        return b",\r\n" + error + b"]"
+
+    def malformed_event(self) -> bytes:
+        if self.sse:
+            return b"data: " + _TRUNCATED.encode() + b"\r\n\r\n"
+        return b",\r\n" + _TRUNCATED.encode()
+
+
+GEMINI = GeminiWire(sse=True)
+GEMINI_JSON_ARRAY = GeminiWire(sse=False)
