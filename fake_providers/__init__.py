@@ -23,8 +23,8 @@ from fake_providers.faults import (
 )
 from fake_providers.gates import Gate
 from fake_providers.ledger import (
-    Closer,
     CloseKind,
+    Closer,
     ConnectionRecord,
     Ledger,
     LogicalCall,

@@ -12,10 +12,35 @@ from dataclasses import dataclass, field
 
 # A fixed vocabulary keeps the default text deterministic, readable, and long enough that a
 # paced stream is still running when a cancel lands.
-_WORDS = (
-    "The harness keeps streaming so that a cancel always lands mid-sentence and the socket "
-    "ledger can tell who closed the connection first and exactly when it happened"
-).split()
+_WORDS = [
+    "The",
+    "harness",
+    "keeps",
+    "streaming",
+    "so",
+    "that",
+    "a",
+    "cancel",
+    "always",
+    "lands",
+    "mid-sentence",
+    "and",
+    "the",
+    "socket",
+    "ledger",
+    "can",
+    "tell",
+    "who",
+    "closed",
+    "the",
+    "connection",
+    "first",
+    "and",
+    "exactly",
+    "when",
+    "it",
+    "happened",
+]
 
 DEFAULT_TOKENS = 200
 

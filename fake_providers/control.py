@@ -85,7 +85,7 @@ class ControlAPI:
                 return _error(400, 'send {"spec": "pace=50ms,hang-after=5"} or {"rules": [...]}')
             specs = [r["spec"] if isinstance(r, dict) else r for r in raw]
             if not all(isinstance(s, str) for s in specs):
-                return _error(400, "each rule must be a spec string or {\"spec\": \"...\"}")
+                return _error(400, 'each rule must be a spec string or {"spec": "..."}')
         elif text:
             specs = [line for line in text.splitlines() if line.strip()]
         else:

@@ -457,7 +457,9 @@ def parse_rule(spec: str) -> Rule:
     if status is not None:
         steps.append(HttpError(status, retry_after, retry_after_ms))
     elif retry_after is not None or retry_after_ms is not None:
-        raise FaultSpecError("retry-after goes with an error status: write status=429,retry-after=1")
+        raise FaultSpecError(
+            "retry-after goes with an error status: write status=429,retry-after=1"
+        )
     content = ContentSpec(tokens=content_tokens, text=text, tool_calls=tuple(tools))
     plan = FaultPlan(tuple(steps), content, seed)
     return Rule(plan=plan, match=Match(**match_fields), times=times)  # type: ignore[arg-type]

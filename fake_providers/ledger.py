@@ -60,9 +60,9 @@ class Outcome(StrEnum):
     SHUTDOWN = "shutdown"
 
 
-def redact_headers(headers: Iterator[tuple[bytes, bytes]] | list[tuple[bytes, bytes]]) -> tuple[
-    tuple[str, str], ...
-]:
+def redact_headers(
+    headers: Iterator[tuple[bytes, bytes]] | list[tuple[bytes, bytes]],
+) -> tuple[tuple[str, str], ...]:
     out = []
     for raw_name, raw_value in headers:
         name = raw_name.decode("latin-1").lower()
@@ -381,16 +381,13 @@ class Ledger:
         with self._lock:
             return [c for c in self._connections if not c.control]
 
-    def requests(
-        self, *, kind: str | None = None, path: str | None = None
-    ) -> list[RequestRecord]:
+    def requests(self, *, kind: str | None = None, path: str | None = None) -> list[RequestRecord]:
         """Requests to the provider (control-API calls are never recorded), oldest first."""
         with self._lock:
             return [
                 r
                 for r in self._requests
-                (kind is None or r.kind == kind)
-                and (path is None or r.path == path)
+                if (kind is None or r.kind == kind) and (path is None or r.path == path)
             ]
 
     def requests_after(self, t_ns: int) -> list[RequestRecord]:
@@ -433,13 +430,13 @@ class Ledger:
         return [LogicalCall(cid, tuple(reqs)) for cid, reqs in calls.items()]
 
     async def wait_for[T](
-        self, predicate: Callable[[Ledger], T], timeout: float = 5.0, what: str = "ledger"
+        self, predicate: Callable[[Ledger], T | None], timeout: float = 5.0, what: str = "ledger"
     ) -> T:
         """Wait until `predicate(ledger)` is truthy and return it; `WaitTimeout` otherwise."""
         return await self._changed.wait_until(lambda: predicate(self), timeout, what)
 
     def wait_for_blocking[T](
-        self, predicate: Callable[[Ledger], T], timeout: float = 5.0, what: str = "ledger"
+        self, predicate: Callable[[Ledger], T | None], timeout: float = 5.0, what: str = "ledger"
     ) -> T:
         return self._changed.wait_until_blocking(lambda: predicate(self), timeout, what)
 
@@ -471,4 +468,9 @@ class Ledger:
                 {"id": c.id, "attempts": [r.ordinal for r in c.attempts], "retries": c.retries}
                 for c in self.logical_calls()
             ]
-        return {"clock": "CLOCK_MONOTONIC", "now_ns": now_ns(), "connections": conns, "calls": calls}
+        return {
+            "clock": "CLOCK_MONOTONIC",
+            "now_ns": now_ns(),
+            "connections": conns,
+            "calls": calls,
+        }

@@ -21,6 +21,7 @@ from typing import Self
 
 import anyio
 import anyio.abc
+import anyio.streams.stapled
 from anyio.abc import SocketAttribute
 
 from fake_providers.control import ControlAPI
@@ -83,15 +84,7 @@ class FakeProvider:
                 if directory is None:
                     directory = Path(stack.enter_context(tempfile.TemporaryDirectory()))
                 self.tls = make_tls(directory)
-            try:
-                listener = await anyio.create_tcp_listener(
-                    local_host=self.host, local_port=self.requested_port
-                )
-            except OSError as exc:
-                raise ProviderStartError(
-                    f"cannot listen on {self.host}:{self.requested_port} ({exc.strerror}); "
-                    "pick another --port, or 0 for any free one"
-                ) from exc
+            listener = await _listen(self.host, self.requested_port)
             stack.push_async_callback(listener.aclose)
             self.port = _bound_port(listener)
             server = ProviderServer(
@@ -181,6 +174,31 @@ class FakeProvider:
         self.resolver.clear()
         self.gates.clear()
         self.ledger.reset()
+
+
+async def _listen(host: str, port: int) -> anyio.abc.Listener[anyio.abc.SocketStream]:
+    # "localhost" means both loopbacks on one port: Node >= 17 resolves it to ::1 first,
+    # while many hosts files map it to 127.0.0.1 only.
+    hosts = ["127.0.0.1", "::1"] if host == "localhost" else [host]
+    listeners: list[anyio.abc.SocketListener] = []
+    try:
+        for h in hosts:
+            try:
+                listener = await anyio.create_tcp_listener(local_host=h, local_port=port)
+            except OSError as exc:
+                if h == "::1" and listeners:
+                    break  # no IPv6 here: IPv4 alone still serves localhost
+                raise ProviderStartError(
+                    f"cannot listen on {h}:{port} ({exc.strerror or exc}); "
+                    "pick another --port, or 0 for any free one"
+                ) from exc
+            listeners.extend(getattr(listener, "listeners", [listener]))
+            port = listeners[0].extra(SocketAttribute.local_port)
+    except BaseException:
+        for opened in listeners:
+            await opened.aclose()
+        raise
+    return anyio.streams.stapled.MultiListener(listeners)
 
 
 def _bound_port(listener: anyio.abc.Listener[anyio.abc.SocketStream]) -> int:

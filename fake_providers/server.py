@@ -9,6 +9,7 @@ stream does not pay a syscall per event.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import ssl
@@ -26,8 +27,8 @@ from anyio.streams.tls import TLSStream
 from fake_providers.faults import TERMINAL_ACTIONS, Action, Schedule
 from fake_providers.gates import GateRegistry
 from fake_providers.ledger import (
-    Closer,
     CloseKind,
+    Closer,
     ConnectionRecord,
     Ledger,
     Outcome,
@@ -110,7 +111,9 @@ class ProviderServer:
                 )
                 await raw.aclose()
                 return
-        conn = _Conn(stream, raw, record, h11.Connection(h11.SERVER, max_incomplete_event_size=65536))
+        conn = _Conn(
+            stream, raw, record, h11.Connection(h11.SERVER, max_incomplete_event_size=65536)
+        )
         conn.loopback = _is_loopback(peer_host)
         try:
             await self._read_loop(conn)
@@ -199,9 +202,7 @@ class ProviderServer:
 
     # ---------------------------------------------------------------------- responding
 
-    def _start_response(
-        self, conn: _Conn, request: h11.Request, body: bytes, started: int
-    ) -> None:
+    def _start_response(self, conn: _Conn, request: h11.Request, body: bytes, started: int) -> None:
         assert self._tg is not None
         scope = anyio.CancelScope()
         conn.responder = scope
@@ -215,7 +216,7 @@ class ProviderServer:
         path, _, query = target.partition("?")
         method = request.method.decode("latin-1")
         req: RequestRecord | None = None
-        outcome = Outcome.COMPLETE
+        outcome: Outcome | None = None
         try:
             with scope:
                 if path.startswith("/__harness/"):
@@ -244,7 +245,7 @@ class ProviderServer:
         except anyio.ClosedResourceError:
             outcome = Outcome.CLIENT_CLOSED
         finally:
-            if scope.cancel_called:
+            if outcome is None:  # cancelled: by the client's close, or by shutdown
                 closed_by = conn.record.closed_by
                 outcome = Outcome.CLIENT_CLOSED if closed_by is Closer.CLIENT else Outcome.SHUTDOWN
             if req is not None:
@@ -309,7 +310,6 @@ class ProviderServer:
         except RequestError as exc:
             self.ledger.describe_request(req, kind=wire.kind, model=None, stream=None)
             return exc.status, wire.error_body(exc.status, exc.message)
-        self.ledger.describe_request(req, kind=wire.kind, model=facts.model, stream=facts.stream)
         view = RequestView(
             path=path,
             kind=wire.kind,
@@ -322,7 +322,13 @@ class ProviderServer:
         try:
             selection = self.resolver.select(view)
         except ValueError as exc:
+            self.ledger.describe_request(
+                req, kind=wire.kind, model=facts.model, stream=facts.stream
+            )
             return 400, wire.error_body(400, str(exc))
+        self.ledger.describe_request(
+            req, kind=wire.kind, model=selection.model, stream=facts.stream
+        )
         if selection.model != facts.model:
             facts = RequestFacts(
                 facts.kind, selection.model, facts.stream, facts.include_usage, facts.max_tokens
@@ -366,7 +372,9 @@ class ProviderServer:
                     sizes.append(len(chunk))
                     continue
                 if action.kind in TERMINAL_ACTIONS:
-                    return await self._terminate(conn, req, action, pending, sizes, wire, completion)
+                    return await self._terminate(
+                        conn, req, action, pending, sizes, wire, completion
+                    )
                 await self._pause(conn, req, action, position)
             if schedule.pace is not None:
                 deadline = start + next(due)
@@ -410,13 +418,15 @@ class ProviderServer:
     async def _pause(self, conn: _Conn, req: RequestRecord, action: Action, position: int) -> None:
         if action.kind == "hold" and action.hold is not None:
             gate = action.hold.gate or self.gates.get(action.hold.gate_name)
-            where = "headers" if position == 0 and action.hold.before == 0 else f"event {position + 1}"
+            where = (
+                "headers" if position == 0 and action.hold.before == 0 else f"event {position + 1}"
+            )
             self.ledger.held(req, f"held before {where} at gate {gate.name!r}")
             await gate.pass_through()
-        elif action.kind == "hang":
-            if action.duration is None:
-                self.ledger.held(req, f"hanging after {position} events until the client leaves")
-                await anyio.sleep_forever()
+        elif action.kind == "hang" and action.duration is None:
+            self.ledger.held(req, f"hanging after {position} events until the client leaves")
+            await anyio.sleep_forever()
+        elif action.kind == "hang" and action.duration is not None:
             self.ledger.held(req, f"hanging {action.duration:g}s after {position} events")
             await anyio.sleep(action.duration)
 
@@ -484,10 +494,10 @@ class ProviderServer:
                 sock = conn.raw.extra(SocketAttribute.raw_socket)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             else:
-                try:
+                with contextlib.suppress(
+                    anyio.BrokenResourceError, anyio.ClosedResourceError, OSError
+                ):
                     await conn.raw.send_eof()
-                except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-                    pass
             await conn.raw.aclose()
 
 
@@ -537,4 +547,3 @@ _STATUS_MESSAGES = {
 
 def _status_message(status: int) -> str:
     return _STATUS_MESSAGES.get(status, f"HTTP {status} (injected fault).")
-

@@ -8,6 +8,7 @@ the same loop, another loop, or a plain thread (the thread-hosted provider). One
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -38,7 +39,7 @@ class ChangeSignal:
                 loop.call_soon_threadsafe(_resolve, fut)
 
     async def wait_until[T](
-        self, predicate: Callable[[], T], timeout: float | None, what: str
+        self, predicate: Callable[[], T | None], timeout: float | None, what: str
     ) -> T:
         """Return the first truthy value of `predicate()`; raise WaitTimeout after `timeout`."""
         loop = asyncio.get_running_loop()
@@ -55,16 +56,14 @@ class ChangeSignal:
                 remaining = None if deadline is None else deadline - loop.time()
                 if remaining is not None and remaining <= 0:
                     raise WaitTimeout(f"timed out after {timeout:g}s waiting for {what}")
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(fut, remaining)
-                except TimeoutError:
-                    pass
             finally:
                 with self._cond:
                     self._futures.discard(entry)
 
     def wait_until_blocking[T](
-        self, predicate: Callable[[], T], timeout: float | None, what: str
+        self, predicate: Callable[[], T | None], timeout: float | None, what: str
     ) -> T:
         """Thread flavour of `wait_until`, for synchronous test code."""
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -133,16 +133,16 @@ class ChatEncoder:
         tail = b'],"usage":null}\n\n' if facts.include_usage else b"]}\n\n"
         extra = _dumps(dict(self.choice_extra))[1:-1] if self.choice_extra else ""
         open_choice = '{"index":0,"delta":'
-        close_open = ',"logprobs":null,"finish_reason":null' + ("," + extra if extra else "") + "}"
+        close_mid = ',"logprobs":null,"finish_reason":null' + ("," + extra if extra else "") + "}"
 
         def chunk(delta_json: str) -> bytes:
-            return head + (open_choice + delta_json + close_open).encode() + tail
+            return head + (open_choice + delta_json + close_mid).encode() + tail
 
         events = [chunk('{"role":"assistant","content":"","refusal":null}')]
         events.extend(chunk('{"content":' + _dumps(text) + "}") for text in completion.text_chunks)
         for index, call in enumerate(completion.tool_calls):
-            first = {"index": index, "id": call.id, "type": "function"}
-            first["function"] = {"name": call.name, "arguments": ""}
+            function = {"name": call.name, "arguments": ""}
+            first = {"index": index, "id": call.id, "type": "function", "function": function}
             events.append(chunk('{"tool_calls":[' + _dumps(first) + "]}"))
             for fragment in call.argument_chunks():
                 piece = {"index": index, "function": {"arguments": fragment}}

@@ -135,7 +135,7 @@ def event_count(completion: Completion) -> int:
     """How many events `stream_events` produces: the next free sequence number after them."""
     count = 3  # created, in_progress, completed/incomplete
     if has_message(completion):
-        count += 6 + len(completion.text_chunks)
+        count += 5 + len(completion.text_chunks)
     for call in completion.tool_calls:
         count += 3 + len(call.argument_chunks())
     return count

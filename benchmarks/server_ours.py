@@ -1,0 +1,55 @@
+"""Our server under test: `FakeProvider(default=SPEC)` on uvloop (or plain asyncio).
+
+    python -m benchmarks.server_ours --spec tokens=2000 [--loop uvloop|asyncio]
+                                     [--cprofile FILE]
+
+Prints `PORT <n>` once listening on 127.0.0.1 and serves until SIGTERM/SIGINT. With
+`--cprofile`, the whole run is profiled and the stats are written to FILE on exit
+(for reporting hot spots; not used for the figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+import anyio
+
+from benchmarks._common import raise_nofile
+from fake_providers import FakeProvider
+
+
+async def serve(spec: str) -> None:
+    async with FakeProvider(default=spec) as provider:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            print(f"PORT {provider.port}", flush=True)
+            async for _ in signals:
+                break
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--spec", required=True)
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    parser.add_argument("--cprofile", default=None)
+    args = parser.parse_args()
+    raise_nofile()
+    options = {"use_uvloop": args.loop == "uvloop"}
+    if args.cprofile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        try:
+            anyio.run(serve, args.spec, backend="asyncio", backend_options=options)
+        finally:
+            profiler.disable()
+            profiler.dump_stats(args.cprofile)
+    else:
+        anyio.run(serve, args.spec, backend="asyncio", backend_options=options)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

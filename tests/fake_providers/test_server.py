@@ -1,0 +1,235 @@
+"""The server over real loopback sockets: closes, faults, gates, keep-alive, control, TLS."""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+
+import anyio
+import httpx
+import pytest
+
+from fake_providers import Closer, CloseKind, FakeProvider, Outcome
+from fake_providers.ledger import now_ns
+
+pytestmark = pytest.mark.anyio
+
+CHAT = {"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+REQUEST = (
+    b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+    b"content-length: %d\r\n\r\n%s"
+)
+
+
+def raw_request(body: dict[str, object] = CHAT) -> bytes:
+    data = json.dumps(body).encode()
+    return REQUEST % (len(data), data)
+
+
+async def test_client_fin_is_seen_while_the_server_hangs(provider: FakeProvider) -> None:
+    provider.add_fault("hang-before-headers")
+    async with await anyio.connect_tcp("127.0.0.1", provider.port) as sock:
+        await sock.send(raw_request())
+        await provider.ledger.wait_for(lambda l: l.requests(), 2)
+        t = now_ns()
+    conn = await provider.ledger.wait_for(lambda l: l.closed_by_client_within(t, 0.1), 2)
+    assert conn.close_kind is CloseKind.FIN
+    assert conn.requests[0].outcome is Outcome.CLIENT_CLOSED
+    assert conn.events_sent == 0
+
+
+async def test_client_rst_is_told_apart_from_fin(provider: FakeProvider) -> None:
+    provider.add_fault("hang-after=2")
+    sock = socket.create_connection(("127.0.0.1", provider.port))
+    sock.sendall(raw_request())
+    await provider.ledger.wait_for_events(2)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    t = now_ns()
+    sock.close()
+    conn = await provider.ledger.wait_for(lambda l: l.closed_by_client_within(t, 0.1), 2)
+    assert conn.close_kind is CloseKind.RST
+    assert conn.events_sent == 2
+
+
+@pytest.mark.parametrize(
+    ("spec", "error", "kind"),
+    [
+        ("reset-after=3", httpx.ReadError, CloseKind.RST),
+        ("close-after=3", httpx.RemoteProtocolError, CloseKind.FIN),
+    ],
+)
+async def test_server_rst_and_fin_reach_httpx_as_different_errors(
+    provider: FakeProvider, spec: str, error: type[Exception], kind: CloseKind
+) -> None:
+    provider.add_fault(spec)
+    events: list[str] = []
+    async with httpx.AsyncClient() as client:
+        with pytest.raises(error):
+            async with client.stream("POST", provider.url() + "/chat/completions", json=CHAT) as r:
+                async for line in r.aiter_lines():
+                    if line:
+                        events.append(line)
+    conn = provider.ledger.connections()[0]
+    assert (conn.closed_by, conn.close_kind) == (Closer.SERVER, kind)
+    assert conn.events_sent == 3
+    assert len(events) == 3
+
+
+async def test_gate_holds_the_stream_until_released(provider: FakeProvider) -> None:
+    provider.add_fault("tokens=6,hold-before=4,gate=main")
+    gate = provider.gate("main")
+    async with httpx.AsyncClient() as client, anyio.create_task_group() as tg:
+        lines: list[str] = []
+
+        async def consume() -> None:
+            async with client.stream("POST", provider.url() + "/chat/completions", json=CHAT) as r:
+                lines.extend([line async for line in r.aiter_lines() if line])
+
+        tg.start_soon(consume)
+        await gate.wait_reached()
+        req = provider.ledger.requests()[0]
+        assert req.events_sent == 3  # the first three went out, the fourth is held
+        assert req.outcome is None
+        gate.release()
+    assert lines[-1] == "data: [DONE]"
+    assert provider.ledger.requests()[0].outcome is Outcome.COMPLETE
+
+
+async def test_hold_before_headers_sends_nothing(provider: FakeProvider) -> None:
+    provider.add_fault("hold-before=headers")
+    async with httpx.AsyncClient() as client, anyio.create_task_group() as tg:
+        statuses: list[int] = []
+
+        async def call() -> None:
+            r = await client.post(provider.url() + "/chat/completions", json=CHAT)
+            statuses.append(r.status_code)
+
+        tg.start_soon(call)
+        await provider.gate().wait_reached()
+        assert provider.ledger.requests()[0].response_started_ns is None
+        provider.gate().release()
+    assert statuses == [200]
+
+
+async def test_keep_alive_serves_sequential_requests_on_one_connection(
+    provider: FakeProvider,
+) -> None:
+    async with httpx.AsyncClient() as client:
+        for _ in range(3):
+            r = await client.post(provider.url() + "/chat/completions", json=CHAT)
+            assert r.text.rstrip().endswith("data: [DONE]")
+    conns = provider.ledger.connections()
+    assert len(conns) == 1
+    assert [r.ordinal for r in conns[0].requests] == [1, 2, 3]
+
+
+async def test_unknown_paths_and_model_probes_answer_at_once(provider: FakeProvider) -> None:
+    async with httpx.AsyncClient() as client:
+        missing = await client.post(provider.origin + "/api/show", json={})
+        models = await client.get(provider.url() + "/models")
+    assert missing.status_code == 404
+    assert "no route for POST /api/show" in missing.json()["error"]["message"]
+    assert models.status_code == 200
+    assert any(m["id"] == "gpt-4o" for m in models.json()["data"])
+
+
+async def test_malformed_json_body_is_a_provider_style_400(provider: FakeProvider) -> None:
+    async with httpx.AsyncClient() as client:
+        chat = await client.post(provider.url() + "/chat/completions", content=b"{nope")
+        anthropic = await client.post(provider.origin + "/v1/messages", content=b"[]")
+        after = await client.post(provider.url() + "/chat/completions", json=CHAT)
+    assert chat.status_code == 400
+    assert "not valid JSON" in chat.json()["error"]["message"]
+    assert anthropic.status_code == 400
+    assert anthropic.json()["type"] == "error"
+    assert after.status_code == 200
+
+
+async def test_error_status_carries_retry_after_headers(provider: FakeProvider) -> None:
+    provider.add_fault("status=429,retry-after=2,retry-after-ms=1500")
+    async with httpx.AsyncClient() as client:
+        r = await client.post(provider.origin + "/v1/messages", json={**CHAT, "max_tokens": 5})
+    assert r.status_code == 429
+    assert (r.headers["retry-after"], r.headers["retry-after-ms"]) == ("2", "1500")
+    assert r.json()["error"]["type"] == "rate_limit_error"
+
+
+async def test_model_name_spec_steers_an_unconfigurable_agent(provider: FakeProvider) -> None:
+    body = {**CHAT, "model": "gpt-4o~hang-after=2"}
+    async with await anyio.connect_tcp("127.0.0.1", provider.port) as sock:
+        await sock.send(raw_request(body))
+        req = await provider.ledger.wait_for_events(2)
+    assert req.model == "gpt-4o"
+    assert req.plan == "model-name: hang-after=2"
+    bad = {**CHAT, "model": "gpt-4o~hang-afterr=2"}
+    async with httpx.AsyncClient() as client:
+        r = await client.post(provider.url() + "/chat/completions", json=bad)
+    assert r.status_code == 400
+    assert "did you mean 'hang-after'" in r.json()["error"]["message"]
+
+
+async def test_pace_spaces_events_against_the_clock(provider: FakeProvider) -> None:
+    provider.add_fault("tokens=5,pace=20ms")
+    async with httpx.AsyncClient() as client:
+        await client.post(provider.url() + "/chat/completions", json=CHAT)
+    times = list(provider.ledger.requests()[0].event_ns)
+    assert len(times) >= 5
+    # Event i goes out no earlier than i * 20 ms after the first one.
+    assert all(t - times[0] >= i * 20_000_000 - 1_000_000 for i, t in enumerate(times))
+
+
+async def test_drip_trickles_bytes(provider: FakeProvider) -> None:
+    provider.add_fault("stream=false,tokens=3,drip=4000")
+    async with httpx.AsyncClient() as client:
+        t = now_ns()
+        r = await client.post(provider.url() + "/chat/completions", json={**CHAT, "stream": False})
+        elapsed = (now_ns() - t) / 1e9
+    assert r.json()["choices"][0]["message"]["content"]
+    assert elapsed >= 0.8 * len(r.content) / 4000
+
+
+async def test_shutdown_closes_hanging_streams_from_the_server_side() -> None:
+    async with FakeProvider(faults=("hang-after=1",)) as provider:
+        sock = socket.create_connection(("127.0.0.1", provider.port))
+        sock.sendall(raw_request())
+        await provider.ledger.wait_for_events(1)
+    conn = provider.ledger.connections()[0]
+    assert conn.closed_by is Closer.SERVER
+    assert conn.requests[0].outcome is Outcome.SHUTDOWN
+    sock.settimeout(2)
+    assert sock.recv(65536)  # the event that was sent...
+    sock.close()
+
+
+async def test_ipv6_loopback() -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    async with FakeProvider(host="::1") as provider, httpx.AsyncClient() as client:
+        assert provider.origin.startswith("http://[::1]:")
+        r = await client.post(provider.url() + "/chat/completions", json=CHAT)
+        assert r.status_code == 200
+        assert provider.ledger.connections()[0].peer.startswith("[::1]")
+
+
+async def test_localhost_binds_both_families_on_one_port() -> None:
+    async with FakeProvider(host="localhost") as provider, httpx.AsyncClient() as client:
+        for host in ("127.0.0.1", "[::1]"):
+            r = await client.get(f"http://{host}:{provider.port}/v1/models")
+            assert r.status_code == 200
+
+
+async def test_tls_streams_to_a_client_that_trusts_the_exported_ca(tmp_path: object) -> None:
+    async with FakeProvider(tls=True) as provider:
+        assert provider.tls is not None
+        assert provider.tls.ca_path.read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")
+        verify = provider.tls.client_context()
+        async with httpx.AsyncClient(verify=verify) as client:
+            async with client.stream("POST", provider.url() + "/chat/completions", json=CHAT) as r:
+                lines = [line async for line in r.aiter_lines() if line]
+        assert provider.url().startswith("https://")
+        assert lines[-1] == "data: [DONE]"
+        assert provider.ledger.connections()[0].tls
+        async with httpx.AsyncClient() as untrusting:
+            with pytest.raises(httpx.ConnectError):
+                await untrusting.get(provider.url() + "/models")
