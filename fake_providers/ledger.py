@@ -170,7 +170,12 @@ class ConnectionRecord:
     close_kind: CloseKind | None = None
     write_error: str | None = None
     requests: list[RequestRecord] = field(default_factory=list)
-    control: bool = False  # carried control-API calls only; left out of every query
+    control: bool = False  # carried control-API calls
+
+    @property
+    def model_traffic(self) -> bool:
+        """False for connections that only ever talked to the control API."""
+        return bool(self.requests) or not self.control
 
     @property
     def open(self) -> bool:
@@ -379,7 +384,7 @@ class Ledger:
     def connections(self) -> list[ConnectionRecord]:
         """Connections that carried model traffic (control-API connections left out)."""
         with self._lock:
-            return [c for c in self._connections if not c.control]
+            return [c for c in self._connections if c.model_traffic]
 
     def requests(self, *, kind: str | None = None, path: str | None = None) -> list[RequestRecord]:
         """Requests to the provider (control-API calls are never recorded), oldest first."""
@@ -403,7 +408,7 @@ class Ledger:
 
     def open_connections(self) -> list[ConnectionRecord]:
         with self._lock:
-            return [c for c in self._connections if c.open and not c.control]
+            return [c for c in self._connections if c.open and c.model_traffic]
 
     def closed_by_client_within(
         self, t_ns: int, within_s: float, *, connection_id: int | None = None
@@ -412,7 +417,7 @@ class Ledger:
         limit = t_ns + int(within_s * 1e9)
         with self._lock:
             for conn in self._connections:
-                if conn.control or (connection_id is not None and conn.id != connection_id):
+                if not conn.model_traffic or connection_id not in (None, conn.id):
                     continue
                 if (
                     conn.closed_by is Closer.CLIENT

@@ -65,6 +65,7 @@ class _Prepared:
     wire: WireFormat
     facts: RequestFacts
     selection: PlanSelection
+    media_type: str
     body: dict[str, Any] = field(default_factory=dict)
 
 
@@ -164,6 +165,12 @@ class ProviderServer:
                 continue
             data = await self._receive(conn)
             if data is None:
+                if conn.response_done is None and (
+                    request is not None or conn.h11.trailing_data[0]
+                ):
+                    # A half-closed client that sent part of a request still gets told why.
+                    reason = h11.RemoteProtocolError("the request ended before it was complete")
+                    await self._reject_malformed(conn, reason)
                 return
             conn.h11.receive_data(data)
 
@@ -333,7 +340,7 @@ class ProviderServer:
             facts = RequestFacts(
                 facts.kind, selection.model, facts.stream, facts.include_usage, facts.max_tokens
             )
-        return _Prepared(wire, facts, selection, decoded)
+        return _Prepared(wire, facts, selection, found.stream_media_type, decoded)
 
     async def _stream(
         self, conn: _Conn, req: RequestRecord, prepared: _Prepared, schedule: Schedule
@@ -341,14 +348,14 @@ class ProviderServer:
         wire, facts = prepared.wire, prepared.facts
         completion = prepared.selection.plan.content.build(
             model=facts.model,
-            response_id=f"fake-{req.ordinal}",
+            response_id=f"{_ID_PREFIX.get(wire.kind, '')}fake{req.ordinal:06d}",
             created=1_700_000_000 + req.ordinal,
             max_tokens=facts.max_tokens,
             input_tokens=max(1, req.body_size // 4),
         )
         if facts.stream:
             events: Iterator[bytes] = iter(wire.stream_events(completion, facts))
-            content_type = b"text/event-stream"
+            content_type = prepared.media_type.encode()
             headers = [(b"content-type", content_type), (b"cache-control", b"no-cache")]
         else:
             events = iter([wire.json_body(completion, facts)])
@@ -532,6 +539,10 @@ def _json_headers(payload: bytes, *, close: bool = False) -> list[tuple[bytes, b
 def _error_json(message: str, kind: str) -> bytes:
     return json.dumps({"error": {"message": message, "type": kind}}).encode()
 
+
+# Providers' own id shapes, so agents that sniff ids see what they expect.
+_ID_PREFIX = {"openai-chat": "chatcmpl-", "azure": "chatcmpl-", "openai-responses": "resp_"}
+_ID_PREFIX["anthropic"] = "msg_"
 
 _STATUS_MESSAGES = {
     408: "Request timed out (injected fault).",

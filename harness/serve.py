@@ -34,7 +34,7 @@ class LiveLog:
 
     def __call__(self, event: LedgerEvent) -> None:
         conn, req = event.connection, event.request
-        if conn.control:
+        if not conn.model_traffic:
             return
         stamp = f"{(now_ns() - self.start_ns) / 1e9:9.3f}s"
         head = f"{stamp}  conn#{conn.id}"

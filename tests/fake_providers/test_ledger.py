@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from fake_providers.ledger import REDACTED, Closer, CloseKind, Ledger, Outcome, now_ns
+from fake_providers.ledger import REDACTED, CloseKind, Closer, Ledger, Outcome, now_ns
 from fake_providers.signals import WaitTimeout
 
 
@@ -109,14 +109,14 @@ def test_blocking_wait_wakes_when_another_thread_records() -> None:
     worker = threading.Thread(target=record)
     worker.start()
     go.set()
-    found = ledger.wait_for_blocking(lambda l: l.requests(), timeout=5)
+    found = ledger.wait_for_blocking(lambda ledger: ledger.requests(), timeout=5)
     worker.join()
     assert len(found) == 1
 
 
 def test_wait_times_out_with_what_it_waited_for() -> None:
     with pytest.raises(WaitTimeout, match="waiting for the moon"):
-        Ledger().wait_for_blocking(lambda l: None, timeout=0.01, what="the moon")
+        Ledger().wait_for_blocking(lambda ledger: None, timeout=0.01, what="the moon")
 
 
 def test_reset_keeps_open_connections_only() -> None:

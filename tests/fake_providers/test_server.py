@@ -10,7 +10,7 @@ import anyio
 import httpx
 import pytest
 
-from fake_providers import Closer, CloseKind, FakeProvider, Outcome
+from fake_providers import CloseKind, Closer, FakeProvider, Outcome
 from fake_providers.ledger import now_ns
 
 pytestmark = pytest.mark.anyio
@@ -31,9 +31,9 @@ async def test_client_fin_is_seen_while_the_server_hangs(provider: FakeProvider)
     provider.add_fault("hang-before-headers")
     async with await anyio.connect_tcp("127.0.0.1", provider.port) as sock:
         await sock.send(raw_request())
-        await provider.ledger.wait_for(lambda l: l.requests(), 2)
+        await provider.ledger.wait_for(lambda ledger: ledger.requests(), 2)
         t = now_ns()
-    conn = await provider.ledger.wait_for(lambda l: l.closed_by_client_within(t, 0.1), 2)
+    conn = await provider.ledger.wait_for(lambda ledger: ledger.closed_by_client_within(t, 0.1), 2)
     assert conn.close_kind is CloseKind.FIN
     assert conn.requests[0].outcome is Outcome.CLIENT_CLOSED
     assert conn.events_sent == 0
@@ -47,7 +47,7 @@ async def test_client_rst_is_told_apart_from_fin(provider: FakeProvider) -> None
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     t = now_ns()
     sock.close()
-    conn = await provider.ledger.wait_for(lambda l: l.closed_by_client_within(t, 0.1), 2)
+    conn = await provider.ledger.wait_for(lambda ledger: ledger.closed_by_client_within(t, 0.1), 2)
     assert conn.close_kind is CloseKind.RST
     assert conn.events_sent == 2
 
@@ -219,14 +219,17 @@ async def test_localhost_binds_both_families_on_one_port() -> None:
             assert r.status_code == 200
 
 
-async def test_tls_streams_to_a_client_that_trusts_the_exported_ca(tmp_path: object) -> None:
+async def test_tls_streams_to_a_client_that_trusts_the_exported_ca() -> None:
     async with FakeProvider(tls=True) as provider:
         assert provider.tls is not None
         assert provider.tls.ca_path.read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")
         verify = provider.tls.client_context()
-        async with httpx.AsyncClient(verify=verify) as client:
-            async with client.stream("POST", provider.url() + "/chat/completions", json=CHAT) as r:
-                lines = [line async for line in r.aiter_lines() if line]
+        url = provider.url() + "/chat/completions"
+        async with (
+            httpx.AsyncClient(verify=verify) as client,
+            client.stream("POST", url, json=CHAT) as r,
+        ):
+            lines = [line async for line in r.aiter_lines() if line]
         assert provider.url().startswith("https://")
         assert lines[-1] == "data: [DONE]"
         assert provider.ledger.connections()[0].tls
