@@ -240,7 +240,8 @@ class Ledger:
         self._connections: list[ConnectionRecord] = []
         self._requests: list[RequestRecord] = []
         self._next_call = 1
-        self._last_call_by_body: dict[tuple[str, str], int] = {}
+        self._calls_by_body: dict[tuple[str, str], list[int]] = {}
+        self._attempts: dict[int, int] = {}
         self._changed = ChangeSignal()
         self._listeners: list[Callable[[LedgerEvent], None]] = []
 
@@ -295,19 +296,28 @@ class Ledger:
         return req
 
     def _group(self, req: RequestRecord) -> tuple[int, int]:
-        # The official SDKs number their retries in x-stainless-retry-count; other clients
-        # resend the same body, so an identical body on the same path is a retry.
+        # The official SDKs number their retries in x-stainless-retry-count: retry N joins
+        # the oldest call with the same path and body that has exactly N attempts so far,
+        # so concurrent identical calls keep their own retries. Other clients resend the
+        # same body, so an identical body on the same path is a retry of the latest call.
         key = (req.path, req.body_digest)
         raw = req.header("x-stainless-retry-count")
         count = int(raw) if raw is not None and raw.isdigit() else None
-        previous = self._last_call_by_body.get(key)
-        if previous is not None and (count is None or count > 0):
-            attempt = sum(1 for r in self._requests if r.call_id == previous)
-            return previous, attempt
-        call = self._next_call
+        calls = self._calls_by_body.setdefault(key, [])
+        if count is not None and count > 0:
+            for call_id in calls:
+                if self._attempts[call_id] == count:
+                    self._attempts[call_id] += 1
+                    return call_id, count
+        elif count is None and calls:
+            call_id = calls[-1]
+            self._attempts[call_id] += 1
+            return call_id, self._attempts[call_id] - 1
+        call_id = self._next_call
         self._next_call += 1
-        self._last_call_by_body[key] = call
-        return call, 0
+        calls.append(call_id)
+        self._attempts[call_id] = 1
+        return call_id, 0
 
     def describe_request(
         self, req: RequestRecord, *, kind: str | None, model: str | None, stream: bool | None
@@ -369,7 +379,8 @@ class Ledger:
         with self._lock:
             self._connections = [c for c in self._connections if c.open]
             self._requests = []
-            self._last_call_by_body = {}
+            self._calls_by_body = {}
+            self._attempts = {}
         self._changed.notify()
 
     # ---------------------------------------------------------------------- query side

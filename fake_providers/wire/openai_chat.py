@@ -138,7 +138,9 @@ class ChatEncoder:
         def chunk(delta_json: str) -> bytes:
             return head + (open_choice + delta_json + close_mid).encode() + tail
 
-        events = [chunk('{"role":"assistant","content":"","refusal":null}')]
+        # The API opens a text answer with content "" but a tool-only answer with null.
+        opening = '""' if completion.text_chunks or not completion.tool_calls else "null"
+        events = [chunk('{"role":"assistant","content":' + opening + ',"refusal":null}')]
         events.extend(chunk('{"content":' + _dumps(text) + "}") for text in completion.text_chunks)
         for index, call in enumerate(completion.tool_calls):
             function = {"name": call.name, "arguments": ""}
