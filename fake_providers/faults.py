@@ -163,6 +163,11 @@ class Schedule:
         found = [a for k, acts in sorted(self.actions.items()) if k >= position for a in acts]
         return tuple(sorted(found, key=lambda a: _ACTION_ORDER[a.kind]))
 
+    def next_position(self, position: int) -> int | None:
+        """The first position after `position` where an action waits, if any."""
+        later = [k for k in self.actions if k > position]
+        return min(later) if later else None
+
     def due(self) -> Iterator[float]:
         """Offsets (seconds after headers) of events 1, 2, ... against absolute deadlines."""
         pace = self.pace

@@ -343,6 +343,14 @@ class Ledger:
             req.event_bytes.extend(sizes)
         self._changed.notify()
 
+    def event_written(self, req: RequestRecord, size: int) -> None:
+        """Record one event (the pacer's path: one write per due event)."""
+        t = now_ns()
+        with self._lock:
+            req.event_ns.append(t)
+            req.event_bytes.append(size)
+        self._changed.notify()
+
     def held(self, req: RequestRecord, detail: str) -> None:
         self._emit(LedgerEvent("held", self.connection(req.connection_id), req, detail))
 

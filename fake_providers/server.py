@@ -38,6 +38,7 @@ from fake_providers.ledger import (
 from fake_providers.rules import PlanResolver, PlanSelection, RequestView
 from fake_providers.wire import RequestError, RequestFacts, WireFormat, route
 from fake_providers.wire.routes import models_list_body
+from fake_providers.writer import Cursor, PacedRun, Pacer, Sink
 
 MAX_BODY = 8 * 1024 * 1024
 BATCH_BYTES = 64 * 1024
@@ -86,6 +87,7 @@ class ProviderServer:
         self.gates = gates
         self.ssl_context = ssl_context
         self.control = control
+        self.pacer = Pacer()
         self._tg: anyio.abc.TaskGroup | None = None
 
     async def serve(self, listener: anyio.abc.Listener[anyio.abc.SocketStream]) -> None:
@@ -362,62 +364,63 @@ class ProviderServer:
             headers = [(b"content-type", b"application/json")]
         headers.append(SERVER_HEADER)
         self.ledger.response_started(req, 200, prepared.selection.describe())
-        pending = bytearray(conn.h11.send(h11.Response(status_code=200, headers=headers)) or b"")
-        sizes: list[int] = []
+        head = conn.h11.send(h11.Response(status_code=200, headers=headers)) or b""
+        sink = Sink(conn.stream, conn.raw, chunked=conn.h11.their_http_version == b"1.1")
+        out = _Out(self, req, sink, schedule.drip)
+        out.framed += head
         due = schedule.due()
         start = anyio.current_time()
-        position = 0
-        current = next(events, None)
-        while current is not None:
-            upcoming = next(events, None)
-            for action in schedule.at(position, last=upcoming is None):
+        # The pacer writes straight into the transport; TLS and drip go the slow way.
+        pacer = self.pacer if schedule.pace and not schedule.drip and sink.transport else None
+        cursor = Cursor(events)
+        while cursor.current is not None:
+            for action in schedule.at(cursor.position, last=cursor.last):
                 if action.kind in ("hold", "hang") or schedule.drip:
-                    await self._flush(conn, req, pending, sizes, schedule.drip)
+                    await out.flush()
                 if action.kind == "malformed":
-                    chunk = wire.malformed_event()
-                    pending += _frame(conn, chunk)
-                    sizes.append(len(chunk))
+                    out.event(wire.malformed_event())
                     continue
                 if action.kind in TERMINAL_ACTIONS:
-                    return await self._terminate(
-                        conn, req, action, pending, sizes, wire, completion
-                    )
-                await self._pause(conn, req, action, position)
+                    return await self._terminate(conn, out, action, wire, completion)
+                await self._pause(conn, req, action, cursor.position)
             if schedule.pace is not None:
                 deadline = start + next(due)
+                if pacer is not None and not cursor.last:
+                    await out.flush()
+                    run = PacedRun(
+                        cursor=cursor,
+                        stop=schedule.next_position(cursor.position),
+                        offsets=due,
+                        start=start,
+                        sink=sink,
+                        ledger=self.ledger,
+                        request=req,
+                        next_due=deadline,
+                    )
+                    await pacer.play(run)
+                    continue
                 if deadline > anyio.current_time():
-                    await self._flush(conn, req, pending, sizes, schedule.drip)
+                    await out.flush()
                     await anyio.sleep_until(deadline)
-            pending += _frame(conn, current)
-            sizes.append(len(current))
-            if len(pending) >= BATCH_BYTES or schedule.pace is not None:
-                await self._flush(conn, req, pending, sizes, schedule.drip)
-            position += 1
-            current = upcoming
-        pending += conn.h11.send(h11.EndOfMessage()) or b""
-        await self._flush(conn, req, pending, sizes, schedule.drip)
+            out.event(cursor.current)
+            if out.size >= BATCH_BYTES or schedule.pace is not None:
+                await out.flush()
+            cursor.advance()
+        out.end(conn.h11.send(h11.EndOfMessage()) or b"")
+        await out.flush()
         await self._finish_cycle(conn)
         return Outcome.COMPLETE
 
     async def _terminate(
-        self,
-        conn: _Conn,
-        req: RequestRecord,
-        action: Action,
-        pending: bytearray,
-        sizes: list[int],
-        wire: WireFormat,
-        completion: Any,
+        self, conn: _Conn, out: _Out, action: Action, wire: WireFormat, completion: Any
     ) -> Outcome:
         if action.kind == "error":
-            chunk = wire.stream_error_event(action.message, completion)
-            pending += _frame(conn, chunk)
-            sizes.append(len(chunk))
-            pending += conn.h11.send(h11.EndOfMessage()) or b""
-            await self._flush(conn, req, pending, sizes, None)
+            out.event(wire.stream_error_event(action.message, completion))
+            out.end(conn.h11.send(h11.EndOfMessage()) or b"")
+            await out.flush()
             await self._finish_cycle(conn)
             return Outcome.STREAM_ERROR
-        await self._flush(conn, req, pending, sizes, None)
+        await out.flush()
         kind = CloseKind.RST if action.kind == "reset" else CloseKind.FIN
         await self._close(conn, kind)
         return Outcome.SERVER_RESET if kind is CloseKind.RST else Outcome.SERVER_CLOSED
@@ -436,34 +439,6 @@ class ProviderServer:
         elif action.kind == "hang" and action.duration is not None:
             self.ledger.held(req, f"hanging {action.duration:g}s after {position} events")
             await anyio.sleep(action.duration)
-
-    async def _flush(
-        self,
-        conn: _Conn,
-        req: RequestRecord,
-        pending: bytearray,
-        sizes: list[int],
-        drip: float | None,
-    ) -> None:
-        if not pending:
-            return
-        data = bytes(pending)
-        pending.clear()
-        if drip:
-            await self._drip(conn, data, drip)
-        else:
-            await conn.stream.send(data)
-        if sizes:
-            self.ledger.events_written(req, sizes)
-            sizes.clear()
-
-    async def _drip(self, conn: _Conn, data: bytes, rate: float) -> None:
-        # Trickle against absolute deadlines in ticks of at most 10 ms, so the rate holds.
-        tick = max(1, int(rate / 100))
-        start = anyio.current_time()
-        for sent in range(0, len(data), tick):
-            await anyio.sleep_until(start + sent / rate)
-            await conn.stream.send(data[sent : sent + tick])
 
     async def _send_simple(
         self,
@@ -508,8 +483,62 @@ class ProviderServer:
             await conn.raw.aclose()
 
 
-def _frame(conn: _Conn, event: bytes) -> bytes:
-    return conn.h11.send(h11.Data(data=event)) or b""
+class _Out:
+    """A response's pending bytes: framed bytes (headers, end) and raw events to frame."""
+
+    __slots__ = ("body", "drip", "framed", "request", "server", "sink", "sizes")
+
+    def __init__(
+        self, server: ProviderServer, request: RequestRecord, sink: Sink, drip: float | None
+    ):
+        self.server = server
+        self.request = request
+        self.sink = sink
+        self.drip = drip
+        self.framed = bytearray()
+        self.body = bytearray()
+        self.sizes: list[int] = []
+
+    @property
+    def size(self) -> int:
+        return len(self.body)
+
+    def event(self, data: bytes) -> None:
+        self.body += data
+        self.sizes.append(len(data))
+
+    def end(self, trailer: bytes) -> None:
+        self._fold()
+        self.framed += trailer
+
+    def _fold(self) -> None:
+        if self.body:
+            self.framed += self.sink.frame(self.body)
+            self.body.clear()
+
+    async def flush(self) -> None:
+        """Send everything pending as one write (one HTTP chunk for all pending events)."""
+        self._fold()
+        if not self.framed:
+            return
+        data = bytes(self.framed)
+        self.framed.clear()
+        if self.drip:
+            await _drip(self.sink, data, self.drip)
+        else:
+            await self.sink.send(data)
+        if self.sizes:
+            self.server.ledger.events_written(self.request, self.sizes)
+            self.sizes = []
+
+
+async def _drip(sink: Sink, data: bytes, rate: float) -> None:
+    # Trickle against absolute deadlines in ticks of at most 10 ms, so the rate holds.
+    tick = max(1, int(rate / 100))
+    start = anyio.current_time()
+    for sent in range(0, len(data), tick):
+        await anyio.sleep_until(start + sent / rate)
+        await sink.stream.send(data[sent : sent + tick])
 
 
 def _close_kind(exc: BaseException) -> CloseKind:

@@ -29,8 +29,13 @@ class ChangeSignal:
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._futures: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
+        self._blocking = 0
 
     def notify(self) -> None:
+        # Hot path (every event written): nobody waiting means nothing to do. A waiter
+        # registers before it evaluates its predicate, so it cannot miss this change.
+        if not self._futures and not self._blocking:
+            return
         with self._cond:
             self._cond.notify_all()
             waiting, self._futures = self._futures, set()
@@ -68,11 +73,15 @@ class ChangeSignal:
         """Thread flavour of `wait_until`, for synchronous test code."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while True:
-                result = predicate()
-                if result:
-                    return result
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise WaitTimeout(f"timed out after {timeout:g}s waiting for {what}")
-                self._cond.wait(remaining)
+            self._blocking += 1
+            try:
+                while True:
+                    result = predicate()
+                    if result:
+                        return result
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise WaitTimeout(f"timed out after {timeout:g}s waiting for {what}")
+                    self._cond.wait(remaining)
+            finally:
+                self._blocking -= 1

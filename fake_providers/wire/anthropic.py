@@ -8,7 +8,7 @@ sends it), then `message_delta` with the stop reason and `message_stop`.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from fake_providers.content import Completion, FinishReason, ToolCall
@@ -33,6 +33,12 @@ ERROR_TYPES: Mapping[int, str] = {
 }
 PING = sse({"type": "ping"}, "ping")
 MESSAGE_STOP = sse({"type": "message_stop"}, "message_stop")
+# A text delta event is these two around the JSON-encoded text.
+TEXT_DELTA_HEAD = (
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+    b'"delta":{"type":"text_delta","text":'
+)
+TEXT_DELTA_TAIL = b"}}\n\n"
 MALFORMED = (
     b"event: content_block_delta\n"
     b'data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"tru\n\n'
@@ -112,45 +118,37 @@ class AnthropicWire:
             max_tokens=max_tokens,
         )
 
-    def stream_events(self, completion: Completion, facts: RequestFacts) -> list[bytes]:
-        events = [
-            sse(
-                {"type": "message_start", "message": _message(completion, [], False)},
-                "message_start",
-            )
-        ]
+    def stream_events(self, completion: Completion, facts: RequestFacts) -> Iterator[bytes]:
+        yield sse(
+            {"type": "message_start", "message": _message(completion, [], False)},
+            "message_start",
+        )
         index = 0
         if has_text_block(completion):
             text_block: dict[str, Any] = {"type": "text", "text": ""}
             start = {"type": "content_block_start", "index": 0, "content_block": text_block}
-            events.append(sse(start, "content_block_start"))
-            events.append(PING)
-            head = (
-                b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
-                b'"delta":{"type":"text_delta","text":'
-            )
-            events.extend(head + _dumps(t).encode() + b"}}\n\n" for t in completion.text_chunks)
-            events.append(sse({"type": "content_block_stop", "index": 0}, "content_block_stop"))
+            yield sse(start, "content_block_start")
+            yield PING
+            for text in completion.text_chunks:
+                yield TEXT_DELTA_HEAD + _dumps(text).encode() + TEXT_DELTA_TAIL
+            yield sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
             index = 1
         for call in completion.tool_calls:
             block = {"type": "tool_use", "id": call.id, "name": call.name, "input": {}}
             start = {"type": "content_block_start", "index": index, "content_block": block}
-            events.append(sse(start, "content_block_start"))
+            yield sse(start, "content_block_start")
             if index == 0:
-                events.append(PING)
+                yield PING
             for fragment in call.argument_chunks():
                 delta = {"type": "input_json_delta", "partial_json": fragment}
                 data = {"type": "content_block_delta", "index": index, "delta": delta}
-                events.append(sse(data, "content_block_delta"))
-            events.append(sse({"type": "content_block_stop", "index": index}, "content_block_stop"))
+                yield sse(data, "content_block_delta")
+            yield sse({"type": "content_block_stop", "index": index}, "content_block_stop")
             index += 1
         stop = {"stop_reason": STOP_REASONS[completion.finish], "stop_sequence": None}
         usage = {"output_tokens": completion.usage.output_tokens}
-        events.append(
-            sse({"type": "message_delta", "delta": stop, "usage": usage}, "message_delta")
-        )
-        events.append(MESSAGE_STOP)
-        return events
+        yield sse({"type": "message_delta", "delta": stop, "usage": usage}, "message_delta")
+        yield MESSAGE_STOP
 
     def json_body(self, completion: Completion, facts: RequestFacts) -> bytes:
         content: list[dict[str, Any]] = []

@@ -8,7 +8,8 @@ with a choice-less chunk carrying `prompt_filter_results`, and every choice carr
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from itertools import chain
 from typing import Any
 
 from fake_providers.content import Completion
@@ -67,8 +68,9 @@ class AzureChat:
             )
         return self._chat.facts_with_default_model(body, path_params.get("deployment") or None)
 
-    def stream_events(self, completion: Completion, facts: RequestFacts) -> list[bytes]:
-        return [_PRELUDE, *self._chat.stream_events(completion, facts)]
+    def stream_events(self, completion: Completion, facts: RequestFacts) -> Iterator[bytes]:
+        """The prompt-filter prelude, then the (lazy) chat stream; `chain` adds no frame."""
+        return chain((_PRELUDE,), self._chat.stream_events(completion, facts))
 
     def json_body(self, completion: Completion, facts: RequestFacts) -> bytes:
         body = self._chat.completion_object(completion)

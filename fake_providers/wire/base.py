@@ -8,7 +8,7 @@ completion, errors and faults as bytes. Nothing here knows about timing or conne
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -47,8 +47,8 @@ class WireFormat(Protocol):
         """Validate a decoded JSON request body; raise `RequestError` as the provider would."""
         ...
 
-    def stream_events(self, completion: Completion, facts: RequestFacts) -> list[bytes]:
-        """The complete event stream, one `bytes` per SSE event, terminator included."""
+    def stream_events(self, completion: Completion, facts: RequestFacts) -> Iterator[bytes]:
+        """The event stream, produced lazily, one `bytes` per SSE event, terminator included."""
         ...
 
     def json_body(self, completion: Completion, facts: RequestFacts) -> bytes:

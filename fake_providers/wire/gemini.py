@@ -10,7 +10,8 @@ two `GeminiWire` objects, chosen by the route.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from itertools import islice
 from typing import Any
 
 from fake_providers.content import Completion, FinishReason
@@ -36,6 +37,7 @@ STATUSES: Mapping[int, str] = {
 }
 STREAM_METHOD = "streamGenerateContent"
 _TRUNCATED = '{"candidates":[{"content":{"parts":[{"text":"tru'
+_OPEN = b'{"candidates":[{"content":{"parts":['
 
 
 def _dumps(value: Any) -> str:
@@ -80,44 +82,53 @@ class GeminiWire:
             max_tokens=limit,
         )
 
-    def _documents(self, completion: Completion) -> list[str]:
-        """The GenerateContentResponse JSON texts, one per streamed event."""
+    def stream_events(self, completion: Completion, facts: RequestFacts) -> Iterator[bytes]:
+        """One GenerateContentResponse per event, framed as SSE or as pieces of one array.
+
+        Every text chunk but the last is a mid-stream document; the last part (the final
+        text chunk, or all function calls in one part) carries `finishReason` and usage.
+        """
+        if self.sse:
+            first, lead, end = b"data: ", b"data: ", b"\r\n\r\n"
+        else:
+            first, lead, end = b"[", b",\r\n", b""
         tail = ',"modelVersion":' + _dumps(completion.model)
         tail += ',"responseId":' + _dumps(completion.response_id) + "}"
         usage = completion.usage
         running = {"promptTokenCount": usage.input_tokens, "totalTokenCount": usage.input_tokens}
-        mid_tail = '],"role":"model"},"index":0}],"usageMetadata":' + _dumps(running) + tail
-        parts = ['{"text":' + _dumps(text) + "}" for text in completion.text_chunks]
-        if completion.tool_calls:
-            calls = (function_call_part(c.name, c.arguments) for c in completion.tool_calls)
-            parts.append(",".join(_dumps(p) for p in calls))
-        if not parts:
-            parts.append('{"text":""}')
-        docs = ['{"candidates":[{"content":{"parts":[' + p + mid_tail for p in parts[:-1]]
+        mid_tail = (
+            '}],"role":"model"},"index":0}],"usageMetadata":' + _dumps(running) + tail
+        ).encode() + end
+        texts, calls = completion.text_chunks, completion.tool_calls
+        mids = len(texts) if calls else max(len(texts) - 1, 0)
+        head, next_head = first + _OPEN + b'{"text":', lead + _OPEN + b'{"text":'
+        for text in islice(texts, mids):
+            yield head + _dumps(text).encode() + mid_tail
+            head = next_head
+        if calls:
+            last = ",".join(_dumps(function_call_part(c.name, c.arguments)) for c in calls)
+        else:
+            last = '{"text":' + _dumps(texts[-1] if texts else "") + "}"
         final = {
             "promptTokenCount": usage.input_tokens,
             "candidatesTokenCount": usage.output_tokens,
             "totalTokenCount": usage.total_tokens,
         }
-        docs.append(
-            '{"candidates":[{"content":{"parts":['
-            + parts[-1]
-            + '],"role":"model"},"finishReason":"'
-            + FINISH_REASONS[completion.finish]
-            + '","index":0}],"usageMetadata":'
-            + _dumps(final)
-            + tail
+        yield (
+            (lead if mids else first)
+            + _OPEN
+            + (
+                last
+                + '],"role":"model"},"finishReason":"'
+                + FINISH_REASONS[completion.finish]
+                + '","index":0}],"usageMetadata":'
+                + _dumps(final)
+                + tail
+            ).encode()
+            + end
         )
-        return docs
-
-    def stream_events(self, completion: Completion, facts: RequestFacts) -> list[bytes]:
-        docs = self._documents(completion)
-        if self.sse:
-            return [b"data: " + doc.encode() + b"\r\n\r\n" for doc in docs]
-        events = [b"[" + docs[0].encode()]
-        events.extend(b",\r\n" + doc.encode() for doc in docs[1:])
-        events.append(b"]")
-        return events
+        if not self.sse:
+            yield b"]"
 
     def json_body(self, completion: Completion, facts: RequestFacts) -> bytes:
         parts: list[dict[str, Any]] = []

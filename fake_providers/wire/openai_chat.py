@@ -9,7 +9,7 @@ through `ChatEncoder.choice_extra`.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,7 +118,7 @@ class ChatEncoder:
             max_tokens=optional_int(body, "max_completion_tokens", "max_tokens"),
         )
 
-    def stream_events(self, completion: Completion, facts: RequestFacts) -> list[bytes]:
+    def stream_events(self, completion: Completion, facts: RequestFacts) -> Iterator[bytes]:
         head = (
             'data: {"id":'
             + _dumps(completion.response_id)
@@ -135,29 +135,33 @@ class ChatEncoder:
         open_choice = '{"index":0,"delta":'
         close_mid = ',"logprobs":null,"finish_reason":null' + ("," + extra if extra else "") + "}"
 
+        # Text deltas are the hot path: only the text itself is encoded per event.
+        text_head = head + (open_choice + '{"content":').encode()
+        text_tail = ("}" + close_mid).encode() + tail
+
         def chunk(delta_json: str) -> bytes:
             return head + (open_choice + delta_json + close_mid).encode() + tail
 
         # The API opens a text answer with content "" but a tool-only answer with null.
         opening = '""' if completion.text_chunks or not completion.tool_calls else "null"
-        events = [chunk('{"role":"assistant","content":' + opening + ',"refusal":null}')]
-        events.extend(chunk('{"content":' + _dumps(text) + "}") for text in completion.text_chunks)
+        yield chunk('{"role":"assistant","content":' + opening + ',"refusal":null}')
+        for text in completion.text_chunks:
+            yield text_head + _dumps(text).encode() + text_tail
         for index, call in enumerate(completion.tool_calls):
             function = {"name": call.name, "arguments": ""}
             first = {"index": index, "id": call.id, "type": "function", "function": function}
-            events.append(chunk('{"tool_calls":[' + _dumps(first) + "]}"))
+            yield chunk('{"tool_calls":[' + _dumps(first) + "]}")
             for fragment in call.argument_chunks():
                 piece = {"index": index, "function": {"arguments": fragment}}
-                events.append(chunk('{"tool_calls":[' + _dumps(piece) + "]}"))
+                yield chunk('{"tool_calls":[' + _dumps(piece) + "]}")
         finish = FINISH_REASONS[completion.finish]
         close_final = ',"logprobs":null,"finish_reason":"' + finish + '"'
         close_final += ("," + extra if extra else "") + "}"
-        events.append(head + (open_choice + "{}" + close_final).encode() + tail)
+        yield head + (open_choice + "{}" + close_final).encode() + tail
         if facts.include_usage:
             usage = _dumps(chat_usage(completion.usage)).encode()
-            events.append(head + b'],"usage":' + usage + b"}\n\n")
-        events.append(DONE)
-        return events
+            yield head + b'],"usage":' + usage + b"}\n\n"
+        yield DONE
 
     def json_body(self, completion: Completion, facts: RequestFacts) -> bytes:
         return json_bytes(self.completion_object(completion))

@@ -8,7 +8,7 @@ message or function call. The `response` snapshots carry every field the SDK req
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from fake_providers.content import Completion, FinishReason, Usage
@@ -19,8 +19,6 @@ MALFORMED = (
     b"event: response.output_text.delta\n"
     b'data: {"type":"response.output_text.delta","item_id":"msg_malformed","delta":"trunc\n\n'
 )
-
-_Emit = Callable[[str, dict[str, Any]], None]
 
 
 def _dumps(value: Any) -> str:
@@ -131,6 +129,22 @@ def _item_status(completion: Completion) -> str:
     return "incomplete" if completion.finish is FinishReason.LENGTH else "completed"
 
 
+def _event(kind: str, fields: dict[str, Any], sequence_number: int) -> bytes:
+    """One typed event: `fields` plus `type` and `sequence_number`, in that key order."""
+    fields["type"] = kind
+    fields["sequence_number"] = sequence_number
+    return sse(fields, kind)
+
+
+def _lifecycle(
+    kind: str, sequence_number: int, completion: Completion, status: str, limit: int | None
+) -> bytes:
+    """A `response.*` lifecycle event; its snapshot is built here so no generator holds it."""
+    output = final_output(completion) if status in ("completed", "incomplete") else []
+    response = response_object(completion, status=status, output=output, max_output_tokens=limit)
+    return _event(kind, {"response": response}, sequence_number)
+
+
 def event_count(completion: Completion) -> int:
     """How many events `stream_events` produces: the next free sequence number after them."""
     count = 3  # created, in_progress, completed/incomplete
@@ -162,64 +176,60 @@ class ResponsesWire:
             max_tokens=optional_int(body, "max_output_tokens"),
         )
 
-    def stream_events(self, completion: Completion, facts: RequestFacts) -> list[bytes]:
-        events: list[bytes] = []
-
-        def emit(kind: str, fields: dict[str, Any]) -> None:
-            fields["type"] = kind
-            fields["sequence_number"] = len(events)
-            events.append(sse(fields, kind))
-
+    def stream_events(self, completion: Completion, facts: RequestFacts) -> Iterator[bytes]:
+        """Lazily; `event_count` must agree with how many events this yields."""
         limit = facts.max_tokens
-        start = response_object(
-            completion, status="in_progress", output=[], max_output_tokens=limit
-        )
-        emit("response.created", {"response": start})
-        emit("response.in_progress", {"response": start})
+        has_text = has_message(completion)
+        if has_text:
+            item_id = message_id(completion)
+            # Text deltas are the hot path: only the text and the sequence number vary.
+            delta_head = (
+                'event: response.output_text.delta\ndata: {"type":"response.output_text.delta",'
+                '"item_id":' + _dumps(item_id) + ',"output_index":0,"content_index":0,"delta":'
+            ).encode()
+        yield _lifecycle("response.created", 0, completion, "in_progress", limit)
+        yield _lifecycle("response.in_progress", 1, completion, "in_progress", limit)
+        seq = 2
         index = 0
-        if has_message(completion):
-            self._message_events(completion, emit, events)
+        if has_text:
+            added = _message_item(completion, "in_progress", None)
+            yield _event("response.output_item.added", {"output_index": 0, "item": added}, seq)
+            where = {"item_id": item_id, "output_index": 0, "content_index": 0}
+            part = {**where, "part": _text_part("")}
+            yield _event("response.content_part.added", part, seq + 1)
+            seq += 2
+            for text in completion.text_chunks:
+                tail = ',"logprobs":[],"sequence_number":' + str(seq) + "}\n\n"
+                yield delta_head + (_dumps(text) + tail).encode()
+                seq += 1
+            text = completion.text
+            done_text = {**where, "text": text, "logprobs": []}
+            yield _event("response.output_text.done", done_text, seq)
+            yield _event("response.content_part.done", {**where, "part": _text_part(text)}, seq + 1)
+            done = _message_item(completion, _item_status(completion), text)
+            yield _event("response.output_item.done", {"output_index": 0, "item": done}, seq + 2)
+            seq += 3
             index = 1
         for call_index, call in enumerate(completion.tool_calls):
-            item_id = call_item_id(completion, call_index)
+            call_id = call_item_id(completion, call_index)
             item = _call_item(completion, call_index, "in_progress", "")
-            emit("response.output_item.added", {"output_index": index, "item": item})
+            yield _event("response.output_item.added", {"output_index": index, "item": item}, seq)
+            seq += 1
             for fragment in call.argument_chunks():
-                fields = {"item_id": item_id, "output_index": index, "delta": fragment}
-                emit("response.function_call_arguments.delta", fields)
-            fields = {"item_id": item_id, "output_index": index, "arguments": call.arguments}
-            emit("response.function_call_arguments.done", fields)
+                fields = {"item_id": call_id, "output_index": index, "delta": fragment}
+                yield _event("response.function_call_arguments.delta", fields, seq)
+                seq += 1
+            fields = {"item_id": call_id, "output_index": index, "arguments": call.arguments}
+            yield _event("response.function_call_arguments.done", fields, seq)
             item = _call_item(completion, call_index, "completed", call.arguments)
-            emit("response.output_item.done", {"output_index": index, "item": item})
+            done_call = {"output_index": index, "item": item}
+            yield _event("response.output_item.done", done_call, seq + 1)
+            seq += 2
             index += 1
-        incomplete = completion.finish is FinishReason.LENGTH
-        status = "incomplete" if incomplete else "completed"
-        end = response_object(
-            completion, status=status, output=final_output(completion), max_output_tokens=limit
-        )
-        emit("response.incomplete" if incomplete else "response.completed", {"response": end})
-        return events
-
-    @staticmethod
-    def _message_events(completion: Completion, emit: _Emit, events: list[bytes]) -> None:
-        """The message item at output 0; text deltas are templated, the hot path."""
-        item_id = message_id(completion)
-        where = {"item_id": item_id, "output_index": 0, "content_index": 0}
-        added = _message_item(completion, "in_progress", None)
-        emit("response.output_item.added", {"output_index": 0, "item": added})
-        emit("response.content_part.added", {**where, "part": _text_part("")})
-        head = (
-            'event: response.output_text.delta\ndata: {"type":"response.output_text.delta",'
-            '"item_id":' + _dumps(item_id) + ',"output_index":0,"content_index":0,"delta":'
-        ).encode()
-        for text in completion.text_chunks:
-            tail = ',"logprobs":[],"sequence_number":' + str(len(events)) + "}\n\n"
-            events.append(head + (_dumps(text) + tail).encode())
-        text = completion.text
-        emit("response.output_text.done", {**where, "text": text, "logprobs": []})
-        emit("response.content_part.done", {**where, "part": _text_part(text)})
-        done = _message_item(completion, _item_status(completion), text)
-        emit("response.output_item.done", {"output_index": 0, "item": done})
+        if completion.finish is FinishReason.LENGTH:
+            yield _lifecycle("response.incomplete", seq, completion, "incomplete", limit)
+        else:
+            yield _lifecycle("response.completed", seq, completion, "completed", limit)
 
     def json_body(self, completion: Completion, facts: RequestFacts) -> bytes:
         status = "incomplete" if completion.finish is FinishReason.LENGTH else "completed"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
@@ -60,15 +61,30 @@ def parse_sse(event: bytes) -> tuple[str | None, str]:
     return name, "\n".join(data)
 
 
-def sse_json(events: list[bytes]) -> list[tuple[str | None, Any]]:
+def sse_json(events: Iterable[bytes]) -> list[tuple[str | None, Any]]:
     return [(name, json.loads(data)) for name, data in map(parse_sse, events)]
+
+
+ENCODERS = (OPENAI_CHAT, AZURE, OPENAI_RESPONSES, ANTHROPIC, GEMINI, GEMINI_JSON_ARRAY)
+
+
+@pytest.mark.parametrize("wire", ENCODERS, ids=lambda w: f"{w.kind}-{type(w).__name__}")
+@pytest.mark.parametrize("completion", ALL)
+def test_stream_events_are_lazy(wire: WireFormat, completion: Completion) -> None:
+    """An iterator, not a list: a held stream keeps no unsent events; re-runs are equal."""
+    events = wire.stream_events(completion, facts(wire))
+    assert not isinstance(events, list | tuple)
+    assert iter(events) is events
+    first = next(events)
+    assert [first, *events] == list(wire.stream_events(completion, facts(wire)))
 
 
 # --- OpenAI chat -------------------------------------------------------------------------
 
 
 def chat_chunks(completion: Completion, include_usage: bool = False) -> list[dict[str, Any]]:
-    events = OPENAI_CHAT.stream_events(completion, facts(OPENAI_CHAT, include_usage=include_usage))
+    chat_facts = facts(OPENAI_CHAT, include_usage=include_usage)
+    events = list(OPENAI_CHAT.stream_events(completion, chat_facts))
     assert events[-1] == b"data: [DONE]\n\n"
     assert all(b"[DONE]" not in e for e in events[:-1])
     return [data for _, data in sse_json(events[:-1])]
@@ -161,7 +177,7 @@ def test_chat_fault_events() -> None:
 
 
 def test_azure_stream_wraps_chat() -> None:
-    events = AZURE.stream_events(TOOLS, facts(AZURE, include_usage=True))
+    events = list(AZURE.stream_events(TOOLS, facts(AZURE, include_usage=True)))
     assert events[-1] == b"data: [DONE]\n\n"
     chunks = [data for _, data in sse_json(events[:-1])]
     assert chunks[0]["choices"] == [] and chunks[0]["prompt_filter_results"]
@@ -314,7 +330,7 @@ def test_anthropic_json_and_errors() -> None:
 def test_gemini_sse_and_array_agree(completion: Completion) -> None:
     sse_events = GEMINI.stream_events(completion, facts(GEMINI))
     docs = [json.loads(parse_sse(e)[1]) for e in sse_events]
-    array = GEMINI_JSON_ARRAY.stream_events(completion, facts(GEMINI))
+    array = list(GEMINI_JSON_ARRAY.stream_events(completion, facts(GEMINI)))
     assert array[0].startswith(b"[{") and array[-1] == b"]"
     assert all(e.startswith(b",\r\n{") for e in array[1:-1])
     assert json.loads(b"".join(array)) == docs
@@ -340,7 +356,7 @@ def test_gemini_errors_and_faults() -> None:
         error = json.loads(GEMINI.error_body(code, "x"))
         assert error == {"error": {"code": code, "message": "x", "status": status}}
     assert json.loads(parse_sse(GEMINI.stream_error_event("x", TEXT))[1])["error"]["code"] == 500
-    array = GEMINI_JSON_ARRAY.stream_events(TEXT, facts(GEMINI))
+    array = list(GEMINI_JSON_ARRAY.stream_events(TEXT, facts(GEMINI)))
     failed = b"".join([*array[:-1], GEMINI_JSON_ARRAY.stream_error_event("x", TEXT)])
     assert json.loads(failed)[-1]["error"]["status"] == "INTERNAL"
     truncated = b"".join([*array[:-1], GEMINI_JSON_ARRAY.malformed_event(), b"]"])

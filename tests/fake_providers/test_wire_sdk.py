@@ -63,7 +63,7 @@ class Provider:
         )
         if not facts.stream:
             return httpx2.Response(200, headers=JSON, content=wire.json_body(completion, facts))
-        events = wire.stream_events(completion, facts)
+        events = list(wire.stream_events(completion, facts))
         if self.cut_after is not None:
             fault = (
                 wire.malformed_event()

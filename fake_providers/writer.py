@@ -1,0 +1,195 @@
+"""Getting response bytes onto the socket cheaply: one frame per flush, one timer for all paces.
+
+Two costs dominate a streaming fake server: a syscall and a task wake-up per event. The
+`Sink` frames a whole batch of events as one HTTP chunk and hands it straight to the
+transport when it has room. The `Pacer` writes every paced stream's due events from a
+single timer callback against absolute deadlines, so 2,000 streams at 20 events/s cost
+one wake-up per tick instead of 40,000 task switches a second, and nothing drifts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+from collections.abc import Iterator
+
+import anyio
+import anyio.abc
+
+from fake_providers.ledger import Ledger, RequestRecord
+
+# How early the pacer may write an event that is nearly due, to batch neighbours.
+PACER_SLACK = 0.0005
+
+
+class Sink:
+    """Where a response's bytes go: the raw transport when possible, else the anyio stream."""
+
+    __slots__ = ("chunked", "stream", "transport")
+
+    def __init__(self, stream: anyio.abc.ByteStream, raw: object, *, chunked: bool) -> None:
+        self.stream = stream
+        self.chunked = chunked
+        # anyio's asyncio socket stream keeps its transport here. Plain TCP on asyncio gets
+        # the fast path; TLS streams and other backends go through stream.send().
+        transport = getattr(raw, "_transport", None) if stream is raw else None
+        self.transport: asyncio.WriteTransport | None = (
+            transport if isinstance(transport, asyncio.WriteTransport) else None
+        )
+
+    def frame(self, body: bytes | bytearray) -> bytes:
+        if not body:
+            return b""
+        if self.chunked:
+            return b"".join((b"%x\r\n" % len(body), body, b"\r\n"))
+        return bytes(body)
+
+    def write_now(self, data: bytes) -> bool:
+        """Write without waiting if the transport has nothing queued; False otherwise."""
+        t = self.transport
+        if t is None or t.is_closing() or t.get_write_buffer_size():
+            return False
+        t.write(data)
+        return True
+
+    async def send(self, data: bytes) -> None:
+        if data and not self.write_now(data):
+            await self.stream.send(data)  # waits for the queue to drain; raises if broken
+
+
+class Cursor:
+    """Walks a lazy event stream with one event of look-ahead, so the last one is known."""
+
+    __slots__ = ("_events", "current", "position", "upcoming")
+
+    def __init__(self, events: Iterator[bytes]) -> None:
+        self._events = events
+        self.current = next(events, None)
+        self.upcoming = next(events, None) if self.current is not None else None
+        self.position = 0
+
+    @property
+    def last(self) -> bool:
+        return self.current is not None and self.upcoming is None
+
+    def advance(self) -> None:
+        self.current = self.upcoming
+        self.upcoming = next(self._events, None) if self.current is not None else None
+        self.position += 1
+
+
+class PacedRun:
+    """A stretch of plain paced events the pacer writes on the stream's behalf."""
+
+    __slots__ = (
+        "cursor",
+        "done",
+        "ledger",
+        "next_due",
+        "offsets",
+        "request",
+        "sink",
+        "start",
+        "stop",
+    )
+
+    def __init__(
+        self,
+        *,
+        cursor: Cursor,
+        stop: int | None,
+        offsets: Iterator[float],
+        start: float,
+        sink: Sink,
+        ledger: Ledger,
+        request: RequestRecord,
+        next_due: float,
+    ) -> None:
+        self.cursor = cursor
+        self.stop = stop
+        self.offsets = offsets
+        self.start = start
+        self.sink = sink
+        self.ledger = ledger
+        self.request = request
+        self.next_due = next_due
+        self.done: asyncio.Future[None] | None = None
+
+    def step(self) -> bool:
+        """Write the current event; True if the run goes on (its next due time is set)."""
+        transport = self.sink.transport
+        event = self.cursor.current
+        if transport is None or transport.is_closing() or event is None:
+            raise anyio.BrokenResourceError("the connection closed under a paced stream")
+        transport.write(self.sink.frame(event))
+        self.ledger.event_written(self.request, len(event))
+        self.cursor.advance()
+        cursor = self.cursor
+        if cursor.current is None or cursor.last:
+            return False  # the stream loop writes the last event (faults may sit before it)
+        if self.stop is not None and cursor.position >= self.stop:
+            return False
+        self.next_due = self.start + next(self.offsets)
+        return True
+
+
+class Pacer:
+    """One timer for every paced stream on the loop: writes what is due, sleeps to the next."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, PacedRun]] = []
+        self._seq = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_due = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def play(self, run: PacedRun) -> None:
+        """Write the run's events at their deadlines; return when it reaches its end."""
+        loop = self._loop = asyncio.get_running_loop()
+        run.done = loop.create_future()
+        self._push(run)
+        try:
+            await run.done
+        finally:
+            if not run.done.done():
+                run.done.cancel()  # the stream was cancelled: the pacer skips it from now on
+
+    def _push(self, run: PacedRun) -> None:
+        heapq.heappush(self._heap, (run.next_due, self._seq, run))
+        self._seq += 1
+        if self._timer is None or run.next_due < self._timer_due:
+            self._arm()
+
+    def _arm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._heap and self._loop is not None:
+            self._timer_due = self._heap[0][0]
+            self._timer = self._loop.call_at(self._timer_due, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        assert self._loop is not None
+        horizon = self._loop.time() + PACER_SLACK
+        heap = self._heap
+        while heap and heap[0][0] <= horizon:
+            _, _, run = heapq.heappop(heap)
+            done = run.done
+            if done is None or done.done():
+                continue
+            try:
+                more = run.step()
+            except BaseException as exc:
+                done.set_exception(_as_exception(exc))
+                continue
+            if more:
+                heapq.heappush(heap, (run.next_due, self._seq, run))
+                self._seq += 1
+            else:
+                done.set_result(None)
+        self._arm()
+
+
+def _as_exception(exc: BaseException) -> Exception:
+    return exc if isinstance(exc, Exception) else RuntimeError(repr(exc))

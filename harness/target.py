@@ -1,0 +1,137 @@
+"""The one interface scenarios talk to: how to drive an agent under test.
+
+A target starts an agent against the fake provider, opens sessions, submits prompts,
+cancels, waits for outcomes and reads the persisted transcript. Each target declares
+its capabilities; a scenario needing one the target lacks is "not applicable", never
+"passed". Kinds: `reference` (in-process), and later `python:`, `acp:`, `http:`, `pty:`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+
+class Capability(StrEnum):
+    CANCEL = "cancel"  # cancel a running turn
+    TIMEOUT = "timeout"  # a per-turn deadline the harness can set
+    TRANSCRIPT = "transcript"  # read the persisted transcript and usage
+    TOOLS = "tools"  # the agent runs tools the model asks for (subprocess tool included)
+    RETRIES = "retries"  # the agent retries transient provider failures, as configured
+    STALE_TIMEOUT = "stale-timeout"  # the agent gives up on a silent stream by itself
+    COMPACTION = "compaction"  # inline context compaction, cancellable by the user
+    BACKGROUND = "background"  # post-turn background model calls with their own lifetime
+    SESSIONS = "sessions"  # several independent sessions at once
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where the fake provider is and how to talk to it."""
+
+    kind: str  # openai-chat | openai-responses | anthropic | azure
+    base_url: str
+    api_key: str = "sk-cancel-harness-test"
+    ca_file: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSettings:
+    """Knobs a scenario sets on the agent (seconds). None keeps the target's default."""
+
+    turn_timeout: float | None = None
+    stale_timeout: float | None = None
+    max_retries: int | None = None
+    backoff_base: float | None = None
+    backoff_max: float | None = None
+    compaction_threshold_chars: int | None = None
+    memory_extraction: bool | None = None
+    max_output_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """A prompt the agent accepted."""
+
+    session_id: str
+    turn_id: str
+    stream_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CancelAck:
+    """The agent's answer to a cancel request (I4: `cancelled: false` is reported, not lost)."""
+
+    cancelled: bool
+    turn_id: str = ""
+    stream_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a turn ended, as the agent reports it."""
+
+    turn_id: str
+    stop_reason: str  # completed | cancelled | timeout | max_turns | max_budget | error
+    text: str = ""
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptEntry:
+    role: str
+    content: str
+    turn_id: str = ""
+    finish_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    """The persisted state of one session, comparable for ghost-turn checks."""
+
+    entries: tuple[TranscriptEntry, ...] = ()
+    usage: tuple[int, int] = (0, 0)  # (input tokens, output tokens)
+    turn_ids: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineNote:
+    """Something the target saw inside the agent, for the scenario's timeline."""
+
+    t_ns: int
+    what: str
+
+
+class TargetStartError(RuntimeError):
+    """The agent would not start; the message has the cause and the stderr tail."""
+
+
+class Target(Protocol):
+    """An agent under test."""
+
+    name: str
+    capabilities: frozenset[Capability]
+
+    async def start(self, endpoint: Endpoint, settings: AgentSettings) -> None: ...
+
+    async def new_session(self) -> str: ...
+
+    async def submit(self, session_id: str, prompt: str) -> Submission:
+        """Return once the agent accepted the prompt (the turn may not have started)."""
+        ...
+
+    async def cancel(self, session_id: str, stream_id: str | None = None) -> CancelAck: ...
+
+    async def wait_outcome(self, submission: Submission, timeout: float) -> Outcome: ...
+
+    async def transcript(self, session_id: str) -> Transcript: ...
+
+    def live_pids(self) -> list[int]:
+        """Tool subprocesses the agent started that are still running (orphan check)."""
+        ...
+
+    def notes(self) -> list[TimelineNote]:
+        """Agent-side events so far (may be empty for black-box targets)."""
+        ...
+
+    async def stop(self) -> None: ...

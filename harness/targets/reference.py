@@ -1,0 +1,127 @@
+"""The `reference` target: the reference agent, in-process, with optional defects."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+
+import anyio
+
+from harness.target import (
+    AgentSettings,
+    CancelAck,
+    Capability,
+    Endpoint,
+    Outcome,
+    Submission,
+    TargetStartError,
+    TimelineNote,
+    Transcript,
+    TranscriptEntry,
+)
+from reference_agent.agent import Agent, TurnHandle
+from reference_agent.config import AgentConfig
+from reference_agent.defects import Defects
+
+# Our own knobs: fast enough for CI, every one overridable by the scenario's settings.
+DEFAULTS = AgentSettings(
+    turn_timeout=None,
+    stale_timeout=5.0,
+    max_retries=2,
+    backoff_base=0.05,
+    backoff_max=1.0,
+    compaction_threshold_chars=100_000,
+    memory_extraction=False,
+    max_output_tokens=256,
+)
+
+
+class ReferenceTarget:
+    """Drives `reference_agent.Agent` through its Python API."""
+
+    name = "reference"
+    capabilities = frozenset(Capability)
+
+    def __init__(self, defects: Sequence[str] = ()) -> None:
+        self.defects = Defects.of(defects)
+        if self.defects:
+            self.name = "reference+" + ",".join(self.defects.names())
+        self._stack: AsyncExitStack | None = None
+        self._agent: Agent | None = None
+        self._handles: dict[str, TurnHandle] = {}
+
+    @property
+    def agent(self) -> Agent:
+        if self._agent is None:
+            raise TargetStartError("the reference target was used before start()")
+        return self._agent
+
+    async def start(self, endpoint: Endpoint, settings: AgentSettings) -> None:
+        chosen = {
+            name: getattr(settings, name)
+            if getattr(settings, name) is not None
+            else getattr(DEFAULTS, name)
+            for name in AgentSettings.__dataclass_fields__
+        }
+        if chosen["turn_timeout"] is None:
+            chosen.pop("turn_timeout")
+        model = "claude-test" if endpoint.kind == "anthropic" else "gpt-4o"
+        config = AgentConfig(
+            provider=endpoint.kind,
+            base_url=endpoint.base_url,
+            api_key=endpoint.api_key,
+            model=model,
+            ca_file=endpoint.ca_file,
+            defects=self.defects,
+            **chosen,
+        )
+        stack = AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            self._agent = await stack.enter_async_context(Agent(config))
+        except Exception as exc:
+            await stack.aclose()
+            raise TargetStartError(f"reference agent failed to start: {exc}") from exc
+        self._stack = stack
+
+    async def new_session(self) -> str:
+        return await self.agent.new_session()
+
+    async def submit(self, session_id: str, prompt: str) -> Submission:
+        handle = await self.agent.submit(session_id, prompt)
+        self._handles[handle.id] = handle
+        return Submission(session_id, handle.id, stream_id=handle.id)
+
+    async def cancel(self, session_id: str, stream_id: str | None = None) -> CancelAck:
+        result = await self.agent.cancel(session_id, stream_id)
+        return CancelAck(result.cancelled, result.turn_id, result.turn_id)
+
+    async def wait_outcome(self, submission: Submission, timeout: float) -> Outcome:
+        outcome = await self._handles[submission.turn_id].wait(timeout)
+        return Outcome(outcome.turn_id, outcome.stop_reason.value, outcome.text, outcome.error)
+
+    async def transcript(self, session_id: str) -> Transcript:
+        messages = self.agent.transcript(session_id)
+        usage = self.agent.usage(session_id)
+        turns = tuple(dict.fromkeys(m.turn_id for m in messages))
+        entries = tuple(
+            TranscriptEntry(m.role, m.content, m.turn_id, m.finish_reason) for m in messages
+        )
+        return Transcript(entries, (usage.input_tokens, usage.output_tokens), turns)
+
+    def live_pids(self) -> list[int]:
+        return self.agent.live_pids() if self._agent is not None else []
+
+    def notes(self) -> list[TimelineNote]:
+        if self._agent is None:
+            return []
+        return [
+            TimelineNote(e.t_ns, f"{e.kind} {e.turn_id} {e.detail}".strip())
+            for e in self._agent.events
+        ]
+
+    async def stop(self) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            with anyio.CancelScope(shield=True):
+                await stack.aclose()
