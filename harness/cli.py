@@ -1,4 +1,4 @@
-"""The `cancel-harness` command line.
+"""The `cancel-harness` command line: list, run, mutants, serve.
 
 Exit codes: 0 success, 1 a check failed, 2 bad usage or setup (one line, no traceback).
 """
@@ -6,28 +6,121 @@ Exit codes: 0 success, 1 a check failed, 2 bad usage or setup (one line, no trac
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NoReturn
 
 import anyio
 
 from fake_providers import FaultSpecError, ProviderStartError
 from fake_providers.provider import BASE_PATHS
+from harness.cases import Case, CaseResult, RunConfig, RunResult, Status, new_seed, plan_cases
+from harness.report import (
+    DEFAULT_DIR,
+    failure_details,
+    mutant_matrix,
+    render_matrix,
+    summary_table,
+    write_json,
+    write_junit,
+    write_mutants,
+)
+from harness.runner import Runner, run_guarded
+from harness.scenario import (
+    ALL_KINDS,
+    DEFAULT_TEMPO,
+    CatalogueError,
+    Registry,
+    ScenarioDefinitionError,
+    ScenarioSpec,
+    UnknownSelectorError,
+    load_catalogue,
+)
+from harness.target import Target
+from harness.targets import TargetSpecError, make_target
+from reference_agent.defects import Defect, UnknownDefectError, parse_defect
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+type TargetMaker = Callable[[str, Sequence[str]], Target]
 
 
 class UsageError(Exception):
     """Bad input from the user; printed as one line with exit code 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (and exit 2), like every other user error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"cancel-harness: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cancel-harness",
         description="Reliability test harness for the cancellation paths of LLM agents.",
     )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    listing = commands.add_parser("list", help="show the scenario catalogue")
+    listing.add_argument("selectors", nargs="*", metavar="SELECTOR")
+    run = commands.add_parser(
+        "run",
+        help="run scenarios against a target",
+        description="Run scenarios (all by default) against a target; exit 1 if any fails.",
+    )
+    run.add_argument(
+        "selectors",
+        nargs="*",
+        metavar="SELECTOR",
+        help="scenario id, glob on ids (esc.*), incident (I1) or tag:NAME; default: all",
+    )
+    run.add_argument("--target", default="reference", help="the agent to test (default reference)")
+    _common(run)
+    run.add_argument(
+        "--defect",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="switch a known bug on in the reference agent (repeatable)",
+    )
+    run.add_argument("--junit", type=Path, default=None, help="JUnit XML path")
+    run.add_argument("--json", type=Path, default=None, help="results.json path")
+    run.add_argument("-v", "--verbose", action="store_true", help="every case, full timelines")
+    mutants = commands.add_parser(
+        "mutants",
+        help="prove the catalogue catches every reference-agent defect",
+        description="Run the catalogue on the clean reference agent, then once per defect.",
+    )
+    mutants.add_argument("selectors", nargs="*", metavar="SELECTOR")
+    _common(mutants)
+    mutants.add_argument("--json", type=Path, default=None, help="mutants.json path")
+    _serve_parser(commands)
+    return parser
+
+
+def _common(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--provider",
+        action="append",
+        default=[],
+        metavar="KIND",
+        help=f"provider kind (repeatable): {', '.join(ALL_KINDS)}; default: each scenario's",
+    )
+    sub.add_argument("--seed", type=int, default=None, help="seed (default: random, printed)")
+    sub.add_argument(
+        "--tempo",
+        type=float,
+        default=DEFAULT_TEMPO,
+        metavar="SECONDS",
+        help=f"the interval every wait is a multiple of (default {DEFAULT_TEMPO})",
+    )
+
+
+def _serve_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
     serve = commands.add_parser(
         "serve",
         help="run a standalone fake provider to point an agent at",
@@ -53,20 +146,173 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SPEC",
         help="fault rule such as 'pace=100ms,hang-after=5' (repeatable; first match wins)",
     )
-    return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    catalogue: Registry | None = None,
+    targets: TargetMaker | None = None,
+) -> int:
+    """Entry point. `catalogue` and `targets` stand in for the scenarios package and
+    `make_target` (tests, embedding)."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage line already printed
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
         if args.command == "serve":
             return _serve(args)
-        parser.print_help()
-        return EXIT_USAGE
-    except (UsageError, FaultSpecError, ProviderStartError) as exc:
+        if args.command not in ("list", "run", "mutants"):
+            parser.print_help()
+            return EXIT_USAGE
+        registry = catalogue if catalogue is not None else load_catalogue()
+        if args.command == "list":
+            print(catalogue_table(registry.select(args.selectors)))
+            return EXIT_OK
+        options = _options(args, registry, targets or make_target)
+        if args.command == "run":
+            return _run(options)
+        return _mutants(options)
+    except (
+        UsageError,
+        FaultSpecError,
+        ProviderStartError,
+        UnknownSelectorError,
+        UnknownDefectError,
+        TargetSpecError,
+        CatalogueError,
+        ScenarioDefinitionError,
+    ) as exc:
         print(f"cancel-harness: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def catalogue_table(specs: Sequence[ScenarioSpec]) -> str:
+    """`cancel-harness list`: id, incident, tags, providers, catches."""
+    if not specs:
+        return "the catalogue is empty: no scenario modules in the scenarios package yet"
+    header = ("ID", "INCIDENT", "TAGS", "PROVIDERS", "CATCHES")
+    rows = [
+        (
+            s.id,
+            s.incident,
+            ",".join(s.tags) or "-",
+            "all" if set(s.providers) == set(ALL_KINDS) else ",".join(s.providers),
+            ",".join(s.catches) or "-",
+        )
+        for s in specs
+    ]
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(4)]
+    return "\n".join(
+        "  ".join(f"{cell:<{widths[i]}}" for i, cell in enumerate(row[:4])) + "  " + row[4]
+        for row in (header, *rows)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Options:
+    cases: list[Case]
+    config: RunConfig
+    make: TargetMaker
+    junit: Path | None
+    json: Path | None
+    verbose: bool
+
+
+def _options(args: argparse.Namespace, registry: Registry, make: TargetMaker) -> _Options:
+    """Validate everything before running anything; each mistake is one line, exit 2."""
+    for kind in args.provider:
+        if kind not in ALL_KINDS:
+            close = difflib.get_close_matches(kind, ALL_KINDS, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise UsageError(f"unknown provider '{kind}'{hint}; use one of {', '.join(ALL_KINDS)}")
+    if not args.tempo > 0:
+        raise UsageError(f"--tempo {args.tempo:g}: expected seconds above 0, such as 0.02")
+    defects = tuple(parse_defect(d).value for d in getattr(args, "defect", []))
+    target = getattr(args, "target", "reference")
+    make(target, defects)  # a bad --target fails here, before any case runs
+    specs = registry.select(args.selectors)
+    if not specs:
+        raise UsageError("the catalogue is empty: no scenario modules in the scenarios package")
+    providers = list(dict.fromkeys(args.provider))
+    cases = plan_cases(specs, providers)
+    if not cases:
+        raise UsageError(
+            f"none of the selected scenarios runs on {', '.join(providers)}; "
+            "`cancel-harness list` shows each scenario's providers"
+        )
+    seed = args.seed if args.seed is not None else new_seed()
+    config = RunConfig(seed=seed, target=target, defects=defects, tempo=args.tempo)
+    return _Options(
+        cases,
+        config,
+        make,
+        getattr(args, "junit", None),
+        args.json,
+        getattr(args, "verbose", False),
+    )
+
+
+def _execute(options: _Options, config: RunConfig, *, live: bool) -> RunResult:
+    maker, spec, defects = options.make, config.target, config.defects
+    runner = Runner(config, lambda: maker(spec, defects), verbose=options.verbose)
+
+    def progress(result: CaseResult) -> None:
+        if live:
+            print(f"{result.status.value:<15} {result.name}  {result.duration:.2f}s", flush=True)
+            if options.verbose:
+                print(result.timeline, flush=True)
+
+    return run_guarded(runner, options.cases, progress)
+
+
+def _run(options: _Options) -> int:
+    config = options.config
+    print(
+        f"cancel-harness run: {len(options.cases)} case(s) against {config.target}"
+        f"{' with ' + ','.join(config.defects) if config.defects else ''}, "
+        f"seed {config.seed}, tempo {config.tempo:g}s",
+        flush=True,
+    )
+    result = _execute(options, config, live=options.verbose)
+    junit = write_junit(result, options.junit or DEFAULT_DIR / "junit.xml")
+    results = write_json(result, options.json or DEFAULT_DIR / "results.json")
+    details = failure_details(result)
+    if details:
+        print(f"\n{details}\n")
+    print(summary_table(result))
+    print(f"reports: {junit}, {results}")
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def all_defects() -> list[str]:
+    """Every defect switch of the reference agent, in declaration order."""
+    return [d.value for d in Defect]
+
+
+def _mutants(options: _Options) -> int:
+    base = options.config
+    defects = all_defects()
+    print(
+        f"cancel-harness mutants: {len(options.cases)} case(s) x (clean + {len(defects)} "
+        f"defects), seed {base.seed}, tempo {base.tempo:g}s",
+        flush=True,
+    )
+    clean = _execute(options, base, live=False)
+    print(f"clean: {clean.count(Status.FAILED)} failed, {clean.count(Status.ERROR)} errors")
+    runs: dict[str, RunResult] = {}
+    for defect in defects:
+        run = _execute(options, replace(base, defects=(defect,)), live=False)
+        runs[defect] = run
+        print(f"{defect}: caught by {run.count(Status.FAILED)} case(s)", flush=True)
+    matrix = mutant_matrix(clean, runs)
+    path = write_mutants(matrix, options.json or DEFAULT_DIR / "mutants.json")
+    if not clean.ok:
+        print(f"\n{failure_details(clean)}")
+    print(f"\n{render_matrix(matrix)}\nreport: {path}")
+    return EXIT_OK if matrix["ok"] else EXIT_FAILED
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -47,6 +47,7 @@ class AgentSettings:
     compaction_threshold_chars: int | None = None
     memory_extraction: bool | None = None
     max_output_tokens: int | None = None
+    stream: bool | None = None  # stream model responses (False: non-streaming requests)
 
 
 @dataclass(frozen=True, slots=True)

@@ -139,9 +139,10 @@ class Agent:
         try:
             self.store = Store.open(self._store_path)
             stack.callback(self.store.close)
+            stack.push_async_callback(self.tools.reap_orphans)
             self.http = make_http_client(self.config)
             stack.push_async_callback(self.http.aclose)
-            self.client = make_client(self.config, self.http)
+            self.client = make_client(defective.client_config(self.config), self.http)
             self._tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(self._tg.cancel_scope.cancel)  # shutdown ends background work
         except BaseException:
@@ -214,18 +215,24 @@ class Agent:
     async def cancel(self, session_id: str, turn_id: str | None = None) -> CancelResult:
         """Esc: stop the session's running turn (or the named one). Idle: a true no-op."""
         session = self._session(session_id)
-        turn = session.active
         if self.defects.on(Defect.BACKGROUND_TIED_TO_USER_CANCEL):
             await defective.cancel_background(self, session)
+        if self.defects.on(Defect.CANCEL_ALL_SESSIONS):
+            await defective.cancel_other_sessions(self, session)
+        return await self.cancel_turn(session, turn_id)
+
+    async def cancel_turn(self, session: _Session, turn_id: str | None = None) -> CancelResult:
+        """Cancel the session's active turn, if it is the one named and has not committed."""
+        turn = session.active
         if turn is None or (turn_id is not None and turn.id != turn_id):
-            self.emit("cancel.noop", session_id, turn_id or "", "nothing running")
+            self.emit("cancel.noop", session.id, turn_id or "", "nothing running")
             return CancelResult(False, turn_id or "", "nothing to cancel")
         if turn.committed:
-            self.emit("cancel.late", session_id, turn.id, "turn already committed")
+            self.emit("cancel.late", session.id, turn.id, "turn already committed")
             return CancelResult(False, turn.id, "the turn had already committed")
         turn.cancel_requested = True
         session.interrupted = True
-        self.emit("cancel.received", session_id, turn.id)
+        self.emit("cancel.received", session.id, turn.id)
         # Flag first, then close the socket ourselves, then cancel the scope: the worker
         # that sees a transport error knows it was ours and does not retry it (I5).
         for call in list(turn.calls):

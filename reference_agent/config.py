@@ -26,6 +26,7 @@ class AgentConfig:
     ca_file: str | None = None
     azure_api_version: str = "2024-10-21"
     max_output_tokens: int = 1024
+    stream: bool = True  # stream turn responses (False: plain JSON bodies)
 
     # Deadlines and staleness.
     turn_timeout: float | None = None  # the runtime's deadline for one turn

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from reference_agent.config import AgentConfig
 from reference_agent.defects import Defect, Defects
 from reference_agent.model import StopReason, TurnOutcome
 from reference_agent.providers.base import CallHandle, ModelReply, ModelRequest
@@ -55,7 +56,23 @@ def retry_hooks(agent: Agent, turn: TurnState) -> RetryHooks:
         return RetryHooks(our_close=lambda call: session.interrupted)
     if defects.on(Defect.BACKOFF_IGNORES_CANCEL):
         return RetryHooks(detached_backoff=True)
+    if defects.on(Defect.DROP_TREATED_AS_CANCEL):
+        return RetryHooks(our_close=lambda call: True)
     return RetryHooks()
+
+
+def client_config(config: AgentConfig) -> AgentConfig:
+    """The configuration the provider client sees."""
+    if config.defects.on(Defect.STALE_TIMEOUT_IGNORED):
+        return config.with_(stale_timeout=float("inf"))  # waits on a silent stream forever
+    return config
+
+
+async def cancel_other_sessions(agent: Agent, session: _Session) -> None:
+    """One global cancel token: Esc in one session reaches every running turn."""
+    for other in list(agent._sessions.values()):
+        if other is not session and other.active is not None:
+            await agent.cancel_turn(other)
 
 
 async def detached_call(

@@ -35,6 +35,13 @@ class Defect(StrEnum):
     TOOL_SURVIVES_CANCEL = "tool-survives-cancel"
     # Related: cancel during a retry back-off; the sleep ends and a request goes out anyway.
     BACKOFF_IGNORES_CANCEL = "backoff-ignores-cancel"
+    # Related: a provider that goes silent with no cancel; the agent waits forever.
+    STALE_TIMEOUT_IGNORED = "stale-timeout-ignored"
+    # I5, the over-correction: every dropped stream is taken for our own close, so genuine
+    # network errors are no longer retried.
+    DROP_TREATED_AS_CANCEL = "drop-treated-as-cancel"
+    # Related: one global cancel token; Esc in one session stops every session's turn.
+    CANCEL_ALL_SESSIONS = "cancel-all-sessions"
 
 
 class UnknownDefectError(ValueError):

@@ -96,6 +96,7 @@ class Engine:
                 system=SYSTEM_PROMPT,
                 tools=self._tool_specs,
                 max_tokens=self.config.max_output_tokens,
+                stream=self.config.stream,
                 purpose="turn",
             )
             reply = await self._model_call(turn, request)

@@ -135,6 +135,15 @@ class ToolRegistry:
         self.tool_timeout = tool_timeout
         self.output_limit = output_limit
         self.kill_grace = kill_grace
+        # Only the tool-survives-cancel defect leaves processes here; shutdown reaps them so
+        # a run that caught the bug does not leave the machine littered with it.
+        self.orphans: list[Process] = []
+
+    async def reap_orphans(self) -> None:
+        """Kill and reap every process group a defective cancel left behind."""
+        orphans, self.orphans = self.orphans, []
+        for process in orphans:
+            await _kill_group(process, self.kill_grace)
 
     def specs(self) -> tuple[ToolSpec, ...]:
         def obj(props: dict[str, object], required: list[str]) -> dict[str, object]:
@@ -217,6 +226,7 @@ class ToolRegistry:
         except anyio.get_cancelled_exc_class():
             if defects.on(Defect.TOOL_SURVIVES_CANCEL):
                 # DEFECT tool-survives-cancel: stop waiting, leave the group running.
+                self.orphans.append(process)
                 raise
             await _kill_group(process, self.kill_grace)
             raise

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 
-import anyio
-
 from harness.target import (
     AgentSettings,
     CancelAck,
@@ -33,6 +31,7 @@ DEFAULTS = AgentSettings(
     compaction_threshold_chars=100_000,
     memory_extraction=False,
     max_output_tokens=256,
+    stream=True,
 )
 
 
@@ -123,5 +122,4 @@ class ReferenceTarget:
     async def stop(self) -> None:
         stack, self._stack = self._stack, None
         if stack is not None:
-            with anyio.CancelScope(shield=True):
-                await stack.aclose()
+            await stack.aclose()  # the agent's task group must exit in its own scope

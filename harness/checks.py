@@ -1,0 +1,431 @@
+"""Reusable assertions over the socket ledger and what the target reports.
+
+Each raises `CheckFailed` saying what was expected, what was seen, and when (ms relative to
+the scenario start). Waits are bounded: a check awaits the ledger up to its bound, then
+judges. Watch windows ("no request for N ms") are multiples of the tempo and end early on
+the first violation. The invariants run after every scenario live in `harness.invariants`.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import time
+from collections.abc import Callable, Collection, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, Concatenate
+
+import anyio
+
+from fake_providers.ledger import Closer, ConnectionRecord, Ledger, Outcome, RequestRecord
+from fake_providers.signals import WaitTimeout
+from harness.target import Outcome as TurnOutcome
+from harness.target import Transcript, TranscriptEntry
+from harness.timeline import describe_request
+
+if TYPE_CHECKING:
+    from harness.scenario import ScenarioContext
+
+PURPOSE_HEADER = "x-agent-purpose"
+
+
+class CheckFailed(AssertionError):
+    """An expectation about the agent did not hold; the message has expected, seen and when."""
+
+
+def _check[**P, T](
+    fn: Callable[Concatenate[Checks, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[Checks, P], Coroutine[Any, Any, T]]:
+    """Remember each check's coroutine so the runner can report one that was never awaited."""
+
+    @functools.wraps(fn)
+    def start(self: Checks, /, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, T]:
+        coro = fn(self, *args, **kwargs)
+        self._started.append((fn.__name__, coro))
+        return coro
+
+    return start
+
+
+class Checks:
+    """The checks a scenario calls as `await ctx.checks.NAME(...)`."""
+
+    def __init__(self, ctx: ScenarioContext) -> None:
+        self.ctx = ctx
+        self._started: list[tuple[str, Coroutine[Any, Any, Any]]] = []
+
+    @property
+    def ledger(self) -> Ledger:
+        return self.ctx.provider.ledger
+
+    def unawaited(self) -> list[str]:
+        """Names of checks that were called without `await` (they never ran); closes them."""
+        names = []
+        for name, coro in self._started:
+            if inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
+                names.append(name)
+                coro.close()
+        self._started.clear()
+        return names
+
+    # ------------------------------------------------------------------ socket truth
+
+    @_check
+    async def connection_closed_within(
+        self,
+        within: float,
+        *,
+        after_ns: int | None = None,
+        connection_id: int | None = None,
+        slack: float | None = None,
+    ) -> list[ConnectionRecord]:
+        """The client closed every connection with a response in flight at T within `within` s.
+
+        T defaults to the last cancel. Waits up to `within + slack` (slack: 10 tempo).
+        """
+        t, label = self._when(after_ns)
+        head = (
+            f"expected the client to close the provider connection within "
+            f"{ms(within)} of {label} at {self._rel(t)}"
+        )
+        conns = [
+            c
+            for c in self.ledger.connections()
+            if (connection_id is None and _in_flight_at(c, t)) or c.id == connection_id
+        ]
+        if not conns:
+            raise CheckFailed(
+                f"{head}; no response was in flight at the provider then (wait for the stream "
+                "first, e.g. `await ctx.gate(NAME).wait_reached()`)"
+            )
+        bound = within + (self.ctx.tempo(10) if slack is None else slack)
+        await wait_quietly(self.ledger, lambda _: all(not c.open for c in conns), bound)
+        seen = time.monotonic_ns()
+        limit = t + int(within * 1e9)
+        bad = [
+            c
+            for c in conns
+            if c.closed_by is not Closer.CLIENT or c.closed_ns is None or c.closed_ns > limit
+        ]
+        if bad:
+            raise CheckFailed(
+                f"{head}; " + "; ".join(self._close_story(c, t, label, seen) for c in bad)
+            )
+        return conns
+
+    @_check
+    async def no_request_after(
+        self,
+        window: float | None = None,
+        *,
+        after_ns: int | None = None,
+        ignore_purposes: Collection[str] = (),
+    ) -> None:
+        """No request reaches the provider in the `window` s after T (default 10 tempo)."""
+        t, label = self._when(after_ns)
+        window = self.ctx.tempo(10) if window is None else window
+
+        def offending(ledger: Ledger) -> list[RequestRecord] | None:
+            found = [
+                r
+                for r in ledger.requests_after(t)
+                if r.header(PURPOSE_HEADER) not in ignore_purposes
+            ]
+            return found or None
+
+        found = await wait_quietly(self.ledger, offending, self._remaining(t, window))
+        if found:
+            raise CheckFailed(
+                f"expected no request to the provider in the {ms(window)} after {label} at "
+                f"{self._rel(t)}; saw {len(found)}: {self._requests_story(found)}"
+            )
+
+    @_check
+    async def no_bytes_after(
+        self,
+        grace: float | None = None,
+        *,
+        after_ns: int | None = None,
+        window: float | None = None,
+    ) -> None:
+        """The provider writes nothing to the agent later than T + grace (default 2 tempo).
+
+        Watches until T + grace + window (window default 10 tempo).
+        """
+        t, label = self._when(after_ns)
+        grace = self.ctx.tempo(2) if grace is None else grace
+        window = self.ctx.tempo(10) if window is None else window
+        cutoff = t + int(grace * 1e9)
+        wrote = await wait_quietly(
+            self.ledger,
+            lambda ledger: ledger.bytes_after(cutoff) > 0,
+            self._remaining(t, grace + window),
+        )
+        if wrote:
+            reqs = [r for r in self.ledger.requests() if r.events_after(cutoff)]
+            first = min(ns for r in reqs for ns in r.event_ns if ns > cutoff)
+            raise CheckFailed(
+                f"expected no bytes written to the agent later than {ms(grace)} after {label} "
+                f"at {self._rel(t)}; the provider was still writing at {self._rel(first)} "
+                f"({self.ledger.bytes_after(cutoff)} bytes so far, "
+                f"{self.ledger.events_after(t)} events after {label}, on "
+                + ", ".join(f"request #{r.ordinal} conn#{r.connection_id}" for r in reqs)
+                + ")"
+            )
+
+    @_check
+    async def retries(
+        self,
+        expected: int,
+        *,
+        call: int = 1,
+        purpose: str | None = None,
+        window: float | None = None,
+    ) -> None:
+        """Exactly `expected` retries of the `call`-th logical call (of that purpose).
+
+        Call it once the turn has ended; watches `window` (default 10 tempo) for late extras.
+        """
+        window = self.ctx.tempo(10) if window is None else window
+        which = f"call {call}" + (f" with purpose {purpose!r}" if purpose else "")
+
+        def attempts(ledger: Ledger) -> tuple[RequestRecord, ...]:
+            calls = [
+                c.attempts
+                for c in ledger.logical_calls()
+                if purpose is None or c.attempts[0].header(PURPOSE_HEADER) == purpose
+            ]
+            return calls[call - 1] if len(calls) >= call else ()
+
+        await wait_quietly(self.ledger, lambda ledger: len(attempts(ledger)) > expected + 1, window)
+        seen = attempts(self.ledger)
+        if len(seen) != expected + 1:
+            told = (
+                f"saw {len(seen) - 1}: {self._requests_story(list(seen))}"
+                if seen
+                else f"the provider saw no {which} by {self._rel(time.monotonic_ns())}"
+            )
+            raise CheckFailed(f"expected exactly {expected} retries of logical {which}; {told}")
+
+    @_check
+    async def background_survived(
+        self,
+        purpose: str = "memory",
+        *,
+        release: Sequence[str] = (),
+        timeout: float | None = None,
+    ) -> RequestRecord:
+        """A request with `x-agent-purpose: <purpose>` completed (was not closed by the client).
+
+        With `release`, first watches 3 tempo for the cancel to reach the background call,
+        then opens those gates; waits up to `timeout` (default 100 tempo) for it to end.
+        """
+        timeout = self.ctx.tempo(100) if timeout is None else timeout
+
+        def of_purpose(ledger: Ledger) -> list[RequestRecord]:
+            return [r for r in ledger.requests() if r.header(PURPOSE_HEADER) == purpose]
+
+        def ended(ledger: Ledger) -> bool:
+            return any(r.outcome for r in of_purpose(ledger))
+
+        if release:
+            await wait_quietly(self.ledger, ended, self.ctx.tempo(3))  # watch window
+        for name in release:
+            await self.ctx.release(name)
+        await wait_quietly(self.ledger, ended, timeout)
+        found = of_purpose(self.ledger)
+        done = [r for r in found if r.outcome is Outcome.COMPLETE]
+        if done:
+            return done[0]
+        cancel = self.ctx.last_cancel_ns
+        after = f" despite the cancel at {self._rel(cancel)}" if cancel is not None else ""
+        head = f"expected the background {purpose!r} request to complete{after}"
+        if not found:
+            seen = f"none was made by {self._rel(time.monotonic_ns())}"
+        else:
+            seen = self._requests_story(found)
+        raise CheckFailed(f"{head}; {seen}")
+
+    # --------------------------------------------------------------- agent observations
+
+    def stop_reason(self, outcome: TurnOutcome, expected: str | Collection[str]) -> None:
+        """The turn ended with the expected stop reason (or one of them)."""
+        wanted = {expected} if isinstance(expected, str) else set(expected)
+        if outcome.stop_reason in wanted:
+            return
+        want = " or ".join(repr(w) for w in sorted(wanted))
+        when = self.ctx.ended_at.get(outcome.turn_id)
+        at = f" at {self._rel(when)}" if when is not None else ""
+        detail = f"error: {outcome.error}" if outcome.error else f"text: {_quote(outcome.text)}"
+        raise CheckFailed(
+            f"expected turn {outcome.turn_id} to end {want}; it ended "
+            f"{outcome.stop_reason!r}{at} ({detail})"
+        )
+
+    @_check
+    async def no_ghost_turn(
+        self,
+        session: str,
+        snapshot: Transcript,
+        *,
+        release: Sequence[str] = (),
+        finish_within: float | None = None,
+        settle: float | None = None,
+    ) -> None:
+        """The transcript equals `snapshot` now, and still after the provider finished late.
+
+        Opens the named gates, waits (up to `finish_within`, default 100 tempo) for every
+        response to end, watches `settle` (default 5 tempo) and compares again.
+        """
+        taken = self.ctx.timeline.stamp(f"no-ghost-turn check on {session}")
+        head = f"expected the transcript of {session} to stay as snapshotted (no ghost turn)"
+        now = await self.ctx.transcript(session)
+        if now != snapshot:
+            raise CheckFailed(
+                f"{head}; at {self._rel(taken)} it had changed: {_diff(snapshot, now)}"
+            )
+        for name in release:
+            await self.ctx.release(name)
+        finish = self.ctx.tempo(100) if finish_within is None else finish_within
+        await wait_quietly(
+            self.ledger, lambda ledger: all(r.outcome for r in ledger.requests()), finish
+        )
+        await anyio.sleep(self.ctx.tempo(5) if settle is None else settle)  # watch window
+        later = await self.ctx.transcript(session)
+        if later != snapshot:
+            raise CheckFailed(
+                f"{head}; at {self._rel(time.monotonic_ns())}, after the provider was allowed "
+                f"to finish, it had changed: {_diff(snapshot, later)}"
+            )
+
+    @_check
+    async def next_turn_completes(
+        self, session: str, prompt: str = "Say hello.", *, timeout: float | None = None
+    ) -> TurnOutcome:
+        """A fresh turn completes normally and the transcript grows by exactly that turn."""
+        before = await self.ctx.transcript(session)
+        sub = await self.ctx.submit(session, prompt)
+        out = await self.ctx.outcome(sub, timeout)
+        head = f"expected the next turn ({sub.turn_id}) to complete normally"
+        if out.stop_reason != "completed":
+            detail = f" (error: {out.error})" if out.error else ""
+            at = self._rel(self.ctx.ended_at[out.turn_id])
+            raise CheckFailed(f"{head}; it ended {out.stop_reason!r} at {at}{detail}")
+        after = await self.ctx.transcript(session)
+        kept = after.entries[: len(before.entries)] == before.entries
+        new = after.entries[len(before.entries) :]
+        roles = {e.role for e in new}
+        foreign = [e for e in new if e.turn_id and e.turn_id != sub.turn_id]
+        ids_ok = not (before.turn_ids or after.turn_ids) or after.turn_ids == (
+            *before.turn_ids,
+            sub.turn_id,
+        )
+        if not kept or foreign or not {"user", "assistant"} <= roles or not ids_ok:
+            raise CheckFailed(
+                f"{head}: the transcript should grow by exactly that turn; it changed: "
+                f"{_diff(before, after)}"
+            )
+        return out
+
+    # -------------------------------------------------------------------------- stories
+
+    def _when(self, after_ns: int | None) -> tuple[int, str]:
+        if after_ns is not None:
+            return after_ns, "T"
+        if self.ctx.last_cancel_ns is None:
+            raise ValueError("this check measures from the last cancel: call ctx.cancel() first")
+        return self.ctx.last_cancel_ns, "the cancel"
+
+    def _rel(self, t_ns: int) -> str:
+        return self.ctx.rel(t_ns)
+
+    @staticmethod
+    def _remaining(t_ns: int, window: float) -> float:
+        return max(0.0, (t_ns + window * 1e9 - time.monotonic_ns()) / 1e9)
+
+    def _close_story(self, conn: ConnectionRecord, t: int, label: str, seen: int) -> str:
+        events = sum(r.events_after(t) for r in conn.requests)
+        after = f"{events} more events were written after {label}"
+        if conn.closed_ns is None:
+            note = ""
+            for r in conn.requests:
+                if r.outcome is not None and r.finished_ns is not None:
+                    at = self._rel(r.finished_ns)
+                    note = f" (its response ended {r.outcome.value} at {at})"
+            return f"conn#{conn.id} was still open at {self._rel(seen)}{note} and {after}"
+        by = conn.closed_by.value if conn.closed_by else "?"
+        kind = conn.close_kind.value if conn.close_kind else "?"
+        late = ms((conn.closed_ns - t) / 1e9)
+        return (
+            f"conn#{conn.id} was closed by the {by} ({kind}) only at {self._rel(conn.closed_ns)}, "
+            f"{late} after {label}, and {after}"
+        )
+
+    def _requests_story(self, reqs: Sequence[RequestRecord]) -> str:
+        return requests_story(reqs, self._rel)
+
+
+def requests_story(reqs: Sequence[RequestRecord], rel: Callable[[int], str]) -> str:
+    """Up to five requests in a line: what, when, on which connection, how it ended."""
+    parts = []
+    for r in reqs[:5]:
+        if r.outcome is None:
+            end = f"still in flight after {r.events_sent} events"
+        else:
+            end = f"{r.outcome.value} at {rel(r.finished_ns or 0)} after {r.events_sent} events"
+        parts.append(
+            f"{describe_request(r)} at {rel(r.started_ns)} on conn#{r.connection_id}, {end}"
+        )
+    more = f" and {len(reqs) - 5} more" if len(reqs) > 5 else ""
+    return "; ".join(parts) + more
+
+
+async def wait_quietly[T](
+    ledger: Ledger, predicate: Callable[[Ledger], T | None], timeout: float
+) -> T | None:
+    """`ledger.wait_for`, returning None instead of raising when the bound passes."""
+    try:
+        return await ledger.wait_for(predicate, max(timeout, 0.0), "a ledger condition")
+    except WaitTimeout:
+        return None
+
+
+def _in_flight_at(conn: ConnectionRecord, t: int) -> bool:
+    return any(
+        r.started_ns <= t and (r.finished_ns is None or r.finished_ns > t) for r in conn.requests
+    )
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
+
+
+def _quote(text: str, width: int = 40) -> str:
+    text = " ".join(text.split())
+    return repr(text if len(text) <= width else text[: width - 1] + "…")
+
+
+def _entry(e: TranscriptEntry) -> str:
+    turn = f" (turn {e.turn_id})" if e.turn_id else ""
+    return f"{e.role} {_quote(e.content, 30)}{turn}"
+
+
+def _diff(before: Transcript, after: Transcript) -> str:
+    """What changed between two transcripts, in a line."""
+    parts: list[str] = []
+    n = 0
+    while (
+        n < min(len(before.entries), len(after.entries)) and before.entries[n] == after.entries[n]
+    ):
+        n += 1
+    if n < len(before.entries):
+        gone = before.entries[n:]
+        parts.append(f"{len(gone)} entries changed or removed from #{n + 1}")
+    new = after.entries[n:]
+    if new:
+        shown = ", ".join(_entry(e) for e in new[:4]) + (" ..." if len(new) > 4 else "")
+        parts.append(f"{len(new)} new entries: {shown}")
+    if before.usage != after.usage:
+        parts.append(f"usage {before.usage} -> {after.usage}")
+    if before.turn_ids != after.turn_ids:
+        parts.append(f"turn ids {list(before.turn_ids)} -> {list(after.turn_ids)}")
+    return "; ".join(parts) or "no change"

@@ -1,0 +1,351 @@
+"""Runs (scenario, provider kind) cases: a fresh fake provider and target each, then checks.
+
+Every case ends in one status: passed, failed (a check or invariant did not hold, or the
+case ran out of time), error (the harness, scenario or target broke), or not-applicable
+(the target lacks a required capability). Each result carries the exact replay command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import queue
+import random
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import anyio
+
+from fake_providers import FakeProvider
+from fake_providers.signals import WaitTimeout
+from harness import invariants
+from harness.cases import Case, CaseResult, RunConfig, RunResult, Status, now_iso
+from harness.checks import CheckFailed
+from harness.scenario import ScenarioContext, Tempo
+from harness.target import AgentSettings, Endpoint, Target, TargetStartError
+from harness.timeline import Timeline
+
+BASE_URL_KIND = {
+    "openai-chat": "openai",
+    "openai-responses": "openai",
+    "anthropic": "anthropic",
+    "azure": "azure",
+}
+
+type TargetFactory = Callable[[], Target]
+
+
+class _Outcome(Exception):
+    """Internal: ends a case early with a status and message."""
+
+    def __init__(self, status: Status, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+class Runner:
+    """Runs cases one after another with a target factory (one fresh target per case)."""
+
+    def __init__(
+        self, config: RunConfig, target_factory: TargetFactory, *, verbose: bool = False
+    ) -> None:
+        self.config = config
+        self.target_factory = target_factory
+        self.tempo = Tempo(config.tempo)
+        self.verbose = verbose
+        self._live: tuple[Case, float, Timeline, FakeProvider] | None = None
+        self._verdict = ""  # the live case's message before its target was stopped
+
+    async def run(
+        self, cases: Sequence[Case], on_result: Callable[[CaseResult], None] | None = None
+    ) -> RunResult:
+        run = RunResult(self.config, self.config.target, now_iso())
+        for case in cases:
+            result = await self.run_case(case)
+            run.results.append(result)
+            if on_result is not None:
+                on_result(result)
+        run.finished = now_iso()
+        return run
+
+    def _result(
+        self, case: Case, began: float, status: Status, message: str, rendered: str = ""
+    ) -> CaseResult:
+        return CaseResult(
+            id=case.spec.id,
+            kind=case.kind,
+            incident=case.spec.incident,
+            title=case.spec.title,
+            status=status,
+            duration=time.perf_counter() - began,
+            message=message,
+            timeline=rendered,
+            replay=self.config.replay(case.spec.id, case.kind),
+            catches=case.spec.catches,
+        )
+
+    async def run_case(self, case: Case) -> CaseResult:
+        began = time.perf_counter()
+        timeline = Timeline()
+        try:
+            target = self.target_factory()
+        except Exception as exc:
+            message = f"cannot make the target: {_describe_error(exc)}"
+            return self._result(case, began, Status.ERROR, message)
+        missing = sorted(c.value for c in case.spec.requires - target.capabilities)
+        if missing:
+            message = (
+                f"needs capability {', '.join(missing)}, which target '{target.name}' does not have"
+            )
+            return self._result(case, began, Status.NOT_APPLICABLE, message)
+        provider = FakeProvider()
+        self._live, self._verdict = (case, began, timeline, provider), ""
+        try:
+            with _no_gc_pauses():
+                async with provider:
+                    status, message = await self._drive(case, provider, target, timeline)
+        except Exception as exc:  # the provider itself failed to start or stop
+            status, message = Status.ERROR, _describe_error(exc)
+        finally:
+            self._live = None
+        try:
+            notes = target.notes()
+        except Exception:
+            notes = []
+        rendered = timeline.render(provider.ledger, notes, limit=None if self.verbose else 25)
+        return self._result(case, began, status, message, rendered)
+
+    def abandoned(self, case: Case, waited: float) -> CaseResult:
+        """The result for a case whose target could be neither stopped nor cancelled."""
+        message = (
+            f"the case did not end within {waited:g} s: the target ignores cancellation "
+            "(a shielded or blocking wait) and could not be stopped; the run was abandoned here"
+        )
+        live = self._live
+        if live is None or live[0] != case:
+            return self._result(case, time.perf_counter() - waited, Status.ERROR, message)
+        _, began, timeline, provider = live
+        if self._verdict:
+            message += f"; before that: {self._verdict}"
+        timeline.stamp("case abandoned")
+        rendered = timeline.render(provider.ledger, limit=None if self.verbose else 25)
+        return self._result(case, began, Status.ERROR, message, rendered)
+
+    async def _drive(
+        self, case: Case, provider: FakeProvider, target: Target, timeline: Timeline
+    ) -> tuple[Status, str]:
+        endpoint = Endpoint(case.kind, provider.url(BASE_URL_KIND[case.kind]))
+        settings = case.spec.agent_settings(self.tempo)
+        ctx = ScenarioContext(
+            spec=case.spec,
+            provider=provider,
+            target=target,
+            endpoint=endpoint,
+            tempo=self.tempo,
+            rng=random.Random(f"{self.config.seed}:{case.spec.id}:{case.kind}"),
+            timeline=timeline,
+            settings=settings,
+        )
+        host = _TargetHost(target, endpoint, settings)
+        grace = self.tempo(10)
+        timeout = self.config.case_timeout
+        status, message = Status.PASSED, ""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(host.run)
+            with anyio.move_on_after(timeout) as scope:
+                try:
+                    await host.started.wait()
+                    if host.start_error is not None:
+                        raise _Outcome(Status.ERROR, _describe_error(host.start_error))
+                    timeline.stamp(f"target {target.name} started against {endpoint.base_url}")
+                    await _run_scenario(ctx, grace)
+                except _Outcome as out:
+                    status, message = out.status, out.message
+            if scope.cancelled_caught:
+                last = _last_step(timeline)
+                timeline.stamp(f"case timed out after {timeout:g} s")
+                why = "" if self.config.timeout else " (200 x tempo, at least 10 s)"
+                status = Status.FAILED
+                message = (
+                    f"the case did not finish within {timeout:g} s{why}; last harness step: {last}"
+                )
+            self._verdict = message
+            host.finish.set()
+            stop_limit = self.config.stop_timeout
+            with anyio.move_on_after(stop_limit):
+                await host.stopped.wait()
+            if not host.stopped.is_set():
+                timeline.stamp(f"target did not stop within {stop_limit:g} s; abandoned")
+                tg.cancel_scope.cancel()
+                host.force_cancel()
+                stuck = f"the target did not stop within {stop_limit:g} s"
+                return (
+                    (Status.ERROR, stuck)
+                    if status is Status.PASSED
+                    else (
+                        status,
+                        f"{message} (and {stuck})",
+                    )
+                )
+        timeline.stamp("target stopped")
+        if host.stop_error is not None and status is Status.PASSED:
+            return Status.ERROR, f"the target failed to stop: {_describe_error(host.stop_error)}"
+        if status is Status.PASSED:
+            try:
+                await invariants.after_stop(ctx, grace)
+            except CheckFailed as exc:
+                return Status.FAILED, str(exc)
+        return status, message
+
+
+def run_guarded(
+    runner: Runner,
+    cases: Sequence[Case],
+    on_result: Callable[[CaseResult], None] | None = None,
+    *,
+    slack: float = 10.0,
+) -> RunResult:
+    """Run on a worker thread, so a target that swallows cancellation cannot hang the caller.
+
+    A case that reports nothing within its timeout + stop limit + `slack` is abandoned with its
+    timeline so far; the cases after it are reported as not run (errors).
+    """
+    inbox: queue.Queue[CaseResult | BaseException | None] = queue.Queue()
+
+    def work() -> None:
+        try:
+            anyio.run(runner.run, cases, inbox.put)
+        except BaseException as exc:  # handed to the caller's thread
+            inbox.put(exc)
+
+    threading.Thread(target=work, name="cancel-harness-run", daemon=True).start()
+    run = RunResult(runner.config, runner.config.target, now_iso())
+    budget = runner.config.case_timeout + runner.config.stop_timeout + slack
+    for i, case in enumerate(cases):
+        try:
+            item = inbox.get(timeout=budget)
+        except queue.Empty:
+            results = [runner.abandoned(case, budget)]
+            why = f"not run: the run was abandoned when {case.name} hung"
+            results += [
+                runner._result(c, time.perf_counter(), Status.ERROR, why) for c in cases[i + 1 :]
+            ]
+            for result in results:
+                run.results.append(result)
+                if on_result is not None:
+                    on_result(result)
+            break
+        if isinstance(item, BaseException):
+            raise item
+        assert item is not None
+        run.results.append(item)
+        if on_result is not None:
+            on_result(item)
+    run.finished = now_iso()
+    return run
+
+
+async def _run_scenario(ctx: ScenarioContext, grace: float) -> None:
+    """Run the scenario function, turning what it raises into a case outcome."""
+    try:
+        await ctx.spec.fn(ctx)
+    except CheckFailed as exc:
+        ctx.timeline.stamp("check failed")
+        raise _Outcome(Status.FAILED, str(exc)) from None
+    except WaitTimeout as exc:
+        ctx.timeline.stamp("gave up waiting")
+        raise _Outcome(Status.FAILED, f"gave up waiting: {exc}") from None
+    except TargetStartError as exc:
+        raise _Outcome(Status.ERROR, f"the target failed: {exc}") from None
+    except Exception as exc:
+        raise _Outcome(Status.ERROR, _describe_error(exc)) from None
+    forgotten = ctx.checks.unawaited()
+    if forgotten:
+        calls = ", ".join(f"ctx.checks.{name}()" for name in forgotten)
+        raise _Outcome(
+            Status.ERROR, f"the scenario called {calls} without await, so it never ran; add await"
+        )
+    try:
+        await invariants.end_of_scenario(ctx, grace)
+    except CheckFailed as exc:
+        ctx.timeline.stamp("invariant failed")
+        raise _Outcome(Status.FAILED, str(exc)) from None
+
+
+class _TargetHost:
+    """Runs a target's start..stop in one task, so its own task groups nest correctly.
+
+    The scenario talks to the target from the runner's task; stopping is bounded from there.
+    """
+
+    def __init__(self, target: Target, endpoint: Endpoint, settings: AgentSettings) -> None:
+        self.target, self.endpoint, self.settings = target, endpoint, settings
+        self.started, self.finish, self.stopped = anyio.Event(), anyio.Event(), anyio.Event()
+        self.start_error: Exception | None = None
+        self.stop_error: Exception | None = None
+        self._task: asyncio.Task[Any] | None = None
+
+    def force_cancel(self) -> None:
+        """Break a stop() stuck in a shielded scope: a native cancel reaches through shields."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    async def run(self) -> None:
+        with contextlib.suppress(RuntimeError):  # not on asyncio: no native task to cancel
+            self._task = asyncio.current_task()
+        try:
+            await self.target.start(self.endpoint, self.settings)
+        except Exception as exc:
+            self.start_error = exc
+            self.started.set()
+            self.stopped.set()
+            return
+        self.started.set()
+        try:
+            await self.finish.wait()
+        finally:
+            try:
+                await self.target.stop()
+            except Exception as exc:
+                self.stop_error = exc
+            self.stopped.set()
+
+
+@contextlib.contextmanager
+def _no_gc_pauses() -> Iterator[None]:
+    """Hold the cyclic GC during a case: in a big process (a pytest run) a gen-2 pass stalls
+    the loop ~100 ms, which would read as "the agent took 100 ms to close". It runs after."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _describe_error(exc: BaseException) -> str:
+    """One line: the exception and where it was raised."""
+    exc = _unwrap(exc)
+    if isinstance(exc, TargetStartError):
+        return f"the target did not start: {exc}"
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = (
+        f" (at {frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
+    )
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+def _last_step(timeline: Timeline) -> str:
+    steps = [e for e in timeline.entries() if e.source == "harness"]
+    return f"{steps[-1].what} at {timeline.rel(steps[-1].t_ns)}" if steps else "none"

@@ -1,0 +1,212 @@
+"""Each check passes on a correct little agent and fails on a genuine bug, saying what it saw."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+
+import pytest
+from tiny_agent import tiny_factory
+
+from harness.cases import Case, CaseResult, RunConfig, Status
+from harness.runner import Runner
+from harness.scenario import Registry, ScenarioContext, SettingsFactory
+from harness.target import AgentSettings
+
+pytestmark = pytest.mark.anyio
+Body = Callable[[ScenarioContext], Awaitable[None]]
+
+
+async def run(body: Body, settings: SettingsFactory | None = None, **switches: bool) -> CaseResult:
+    registry = Registry()
+    registry.scenario(id="check", title="check", incident="I1", settings=settings)(body)
+    runner = Runner(RunConfig(seed=1, target="tiny", timeout=5.0), tiny_factory(**switches))
+    return await runner.run_case(Case(registry.get("check"), "openai-chat"))
+
+
+async def cancel_mid_stream(ctx: ScenarioContext, pace: str = "") -> tuple[str, int]:
+    """Start a turn, wait until 3 events are out and the 4th is held, then cancel."""
+    ctx.fault(f"stream=true,tokens=30,hold-before=4,gate=main{pace}")
+    session = await ctx.new_session()
+    await ctx.submit(session, "hi")
+    await ctx.gate("main").wait_reached()
+    _, t = await ctx.cancel(session)
+    await ctx.release("main")
+    return session, t
+
+
+async def test_connection_closed_within_needs_a_stream_in_flight() -> None:
+    async def body(ctx: ScenarioContext) -> None:
+        """Cancel with nothing running."""
+        await ctx.cancel(await ctx.new_session())
+        await ctx.checks.connection_closed_within(ctx.tempo(3))
+
+    result = await run(body)
+    assert result.status is Status.FAILED
+    assert "no response was in flight at the provider then" in result.message
+    assert "wait_reached()" in result.message
+
+
+async def test_connection_closed_within_measures_from_any_instant() -> None:
+    async def body(ctx: ScenarioContext) -> None:
+        """Measured from T rather than the cancel."""
+        await cancel_mid_stream(ctx)
+        first = ctx.provider.ledger.requests()[0]
+        await ctx.checks.connection_closed_within(0.001, after_ns=first.started_ns)
+
+    result = await run(body)
+    assert result.status is Status.FAILED
+    assert result.message.startswith(
+        "expected the client to close the provider connection within 1 ms of T at +"
+    )
+    assert re.search(r"conn#1 was closed by the client \((fin|rst)\) only at \+", result.message)
+    assert "after T, and 33 more events were written after T" in result.message
+
+
+async def test_no_request_after_sees_a_request_sent_after_the_cancel() -> None:
+    async def body(ctx: ScenarioContext) -> None:
+        """A title request goes out after Esc."""
+        await cancel_mid_stream(ctx)
+        await ctx.checks.no_request_after()
+
+    assert (await run(body)).status is Status.PASSED
+    result = await run(body, request_after_cancel=True)
+    assert result.status is Status.FAILED
+    assert result.message.startswith(
+        "expected no request to the provider in the 200 ms after the cancel at +"
+    )
+    assert "saw 1: request #2 POST /v1/chat/completions (call 2, purpose title) at +" in (
+        result.message
+    )
+
+    async def ignoring(ctx: ScenarioContext) -> None:
+        """Titles are allowed here."""
+        await cancel_mid_stream(ctx)
+        await ctx.checks.no_request_after(ignore_purposes={"title"})
+
+    ignored = await run(ignoring, request_after_cancel=True)
+    assert "in the 200 ms after the cancel" not in ignored.message  # the invariant may still fire
+
+
+async def test_no_bytes_after_the_grace() -> None:
+    async def body(ctx: ScenarioContext) -> None:
+        """The model keeps writing after Esc."""
+        await cancel_mid_stream(ctx, ",pace=10ms")
+        await ctx.checks.no_bytes_after()
+
+    assert (await run(body)).status is Status.PASSED
+    result = await run(body, ignore_cancel=True)
+    assert result.status is Status.FAILED
+    assert result.message.startswith(
+        "expected no bytes written to the agent later than 40 ms after the cancel at +"
+    )
+    assert "the provider was still writing at +" in result.message
+    assert "on request #1 conn#1" in result.message
+
+
+async def test_stop_reason_says_which_turn_ended_how_and_when() -> None:
+    async def body(ctx: ScenarioContext) -> None:
+        """Expect completion of a cancelled turn (a wrong expectation, on purpose)."""
+        ctx.fault("stream=true,hold-before=2,gate=main")
+        session = await ctx.new_session()
+        sub = await ctx.submit(session, "hi")
+        await ctx.gate("main").wait_reached()
+        await ctx.cancel(session)
+        out = await ctx.outcome(sub)
+        ctx.checks.stop_reason(out, {"cancelled", "timeout"})
+        ctx.checks.stop_reason(out, "completed")
+
+    result = await run(body)
+    assert result.status is Status.FAILED
+    assert result.message.startswith(
+        "expected turn t1 to end 'completed'; it ended 'cancelled' at +"
+    )
+    assert result.message.endswith("(text: '')")
+
+
+async def test_outcome_that_never_comes_fails_with_when() -> None:
+    async def body(ctx: ScenarioContext) -> None:
+        """The turn never ends."""
+        ctx.fault("hold-before=headers,gate=never")
+        sub = await ctx.submit(await ctx.new_session(), "hi")
+        await ctx.outcome(sub, timeout=0.1)
+
+    result = await run(body)
+    assert result.status is Status.FAILED
+    assert result.message.startswith("expected turn t1 to end within 0.1 s of +")
+    assert "it was still running at +" in result.message
+
+
+def _retrying(tempo: object) -> AgentSettings:
+    return AgentSettings(max_retries=2, backoff_base=0.005)
+
+
+async def test_retries_counts_attempts_of_a_logical_call() -> None:
+    async def body(ctx: ScenarioContext) -> None:
+        """A genuine mid-stream drop is retried exactly once."""
+        ctx.fault("stream=true,reset-after=2,times=1")
+        sub = await ctx.submit(await ctx.new_session(), "hi")
+        ctx.checks.stop_reason(await ctx.outcome(sub), "completed")
+        await ctx.checks.retries(1)
+        await ctx.checks.retries(0)
+
+    result = await run(body, _retrying)
+    assert result.status is Status.FAILED
+    assert result.message.startswith("expected exactly 0 retries of logical call 1; saw 1: ")
+    assert "request #1 POST /v1/chat/completions (call 1) at +" in result.message
+    assert "server-reset at +" in result.message
+    assert "request #2 POST /v1/chat/completions (call 1, retry 1)" in result.message
+
+    async def missing(ctx: ScenarioContext) -> None:
+        """There is no second call."""
+        sub = await ctx.submit(await ctx.new_session(), "hi")
+        await ctx.outcome(sub)
+        await ctx.checks.retries(0, call=2, window=0.01)
+
+    result = await run(missing, _retrying)
+    assert result.message.startswith("expected exactly 0 retries of logical call 2; the provider")
+
+
+async def test_background_call_survives_the_users_cancel() -> None:
+    async def body(ctx: ScenarioContext) -> None:
+        """Esc kills the memory extraction the user never started."""
+        ctx.fault("header=x-agent-purpose:memory,hold-before=headers,gate=mem")
+        ctx.fault("nth=3,stream=true,hold-before=3,gate=main")
+        session = await ctx.new_session()
+        await ctx.outcome(await ctx.submit(session, "first"))
+        await ctx.gate("mem").wait_reached()
+        await ctx.submit(session, "second")
+        await ctx.gate("main").wait_reached()
+        await ctx.cancel(session)
+        await ctx.checks.background_survived("memory", release=["mem"])
+
+    settings: SettingsFactory = lambda tempo: AgentSettings(memory_extraction=True)  # noqa: E731
+    assert (await run(body, settings)).status is Status.PASSED
+    result = await run(body, settings, background_tied=True)
+    assert result.status is Status.FAILED
+    assert result.message.startswith(
+        "expected the background 'memory' request to complete despite the cancel at +"
+    )
+    assert "request #2 POST /v1/chat/completions (call 2, purpose memory)" in result.message
+    assert "client-closed at +" in result.message
+
+
+async def test_next_turn_must_complete_normally() -> None:
+    async def body(ctx: ScenarioContext) -> None:
+        """The turn after a cancel is poisoned."""
+        session, _ = await cancel_mid_stream(ctx)
+        await ctx.checks.next_turn_completes(session, "again")
+
+    ctx_fault = "nth=2,status=400"
+
+    async def poisoned(ctx: ScenarioContext) -> None:
+        """The provider refuses the next turn."""
+        ctx.fault(ctx_fault)
+        await body(ctx)
+
+    assert (await run(body)).status is Status.PASSED
+    result = await run(poisoned)
+    assert result.status is Status.FAILED
+    assert result.message.startswith("expected the next turn (t2) to complete normally; it ended")
+    assert "'error' at +" in result.message
+    assert "(error: provider answered 400)" in result.message
