@@ -19,13 +19,14 @@ import anyio
 from fake_providers.ledger import Closer, ConnectionRecord, Ledger, Outcome, RequestRecord
 from fake_providers.signals import WaitTimeout
 from harness.target import Outcome as TurnOutcome
-from harness.target import Transcript, TranscriptEntry
-from harness.timeline import describe_request
+from harness.target import Transcript
+from harness.timeline import describe_change, describe_request, quote
 
 if TYPE_CHECKING:
     from harness.scenario import ScenarioContext
 
 PURPOSE_HEADER = "x-agent-purpose"
+BACKGROUND_PURPOSES = frozenset({"memory"})  # own lifetime: a user's cancel must not end them
 
 
 class CheckFailed(AssertionError):
@@ -80,7 +81,8 @@ class Checks:
     ) -> list[ConnectionRecord]:
         """The client closed every connection with a response in flight at T within `within` s.
 
-        T defaults to the last cancel. Waits up to `within + slack` (slack: 10 tempo).
+        T defaults to the last cancel; background calls (purpose "memory") are left out.
+        Waits up to `within + slack` (slack: 10 tempo), then judges.
         """
         t, label = self._when(after_ns)
         head = (
@@ -255,7 +257,7 @@ class Checks:
         want = " or ".join(repr(w) for w in sorted(wanted))
         when = self.ctx.ended_at.get(outcome.turn_id)
         at = f" at {self._rel(when)}" if when is not None else ""
-        detail = f"error: {outcome.error}" if outcome.error else f"text: {_quote(outcome.text)}"
+        detail = f"error: {outcome.error}" if outcome.error else f"text: {quote(outcome.text)}"
         raise CheckFailed(
             f"expected turn {outcome.turn_id} to end {want}; it ended "
             f"{outcome.stop_reason!r}{at} ({detail})"
@@ -281,7 +283,7 @@ class Checks:
         now = await self.ctx.transcript(session)
         if now != snapshot:
             raise CheckFailed(
-                f"{head}; at {self._rel(taken)} it had changed: {_diff(snapshot, now)}"
+                f"{head}; at {self._rel(taken)} it had changed: {describe_change(snapshot, now)}"
             )
         for name in release:
             await self.ctx.release(name)
@@ -294,7 +296,7 @@ class Checks:
         if later != snapshot:
             raise CheckFailed(
                 f"{head}; at {self._rel(time.monotonic_ns())}, after the provider was allowed "
-                f"to finish, it had changed: {_diff(snapshot, later)}"
+                f"to finish, it had changed: {describe_change(snapshot, later)}"
             )
 
     @_check
@@ -322,7 +324,7 @@ class Checks:
         if not kept or foreign or not {"user", "assistant"} <= roles or not ids_ok:
             raise CheckFailed(
                 f"{head}: the transcript should grow by exactly that turn; it changed: "
-                f"{_diff(before, after)}"
+                f"{describe_change(before, after)}"
             )
         return out
 
@@ -390,42 +392,14 @@ async def wait_quietly[T](
 
 
 def _in_flight_at(conn: ConnectionRecord, t: int) -> bool:
+    """A foreground response was under way on `conn` at `t`."""
     return any(
-        r.started_ns <= t and (r.finished_ns is None or r.finished_ns > t) for r in conn.requests
+        r.started_ns <= t
+        and (r.finished_ns is None or r.finished_ns > t)
+        and r.header(PURPOSE_HEADER) not in BACKGROUND_PURPOSES
+        for r in conn.requests
     )
 
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
-
-
-def _quote(text: str, width: int = 40) -> str:
-    text = " ".join(text.split())
-    return repr(text if len(text) <= width else text[: width - 1] + "…")
-
-
-def _entry(e: TranscriptEntry) -> str:
-    turn = f" (turn {e.turn_id})" if e.turn_id else ""
-    return f"{e.role} {_quote(e.content, 30)}{turn}"
-
-
-def _diff(before: Transcript, after: Transcript) -> str:
-    """What changed between two transcripts, in a line."""
-    parts: list[str] = []
-    n = 0
-    while (
-        n < min(len(before.entries), len(after.entries)) and before.entries[n] == after.entries[n]
-    ):
-        n += 1
-    if n < len(before.entries):
-        gone = before.entries[n:]
-        parts.append(f"{len(gone)} entries changed or removed from #{n + 1}")
-    new = after.entries[n:]
-    if new:
-        shown = ", ".join(_entry(e) for e in new[:4]) + (" ..." if len(new) > 4 else "")
-        parts.append(f"{len(new)} new entries: {shown}")
-    if before.usage != after.usage:
-        parts.append(f"usage {before.usage} -> {after.usage}")
-    if before.turn_ids != after.turn_ids:
-        parts.append(f"turn ids {list(before.turn_ids)} -> {list(after.turn_ids)}")
-    return "; ".join(parts) or "no change"

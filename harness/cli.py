@@ -87,8 +87,8 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="switch a known bug on in the reference agent (repeatable)",
     )
-    run.add_argument("--junit", type=Path, default=None, help="JUnit XML path")
-    run.add_argument("--json", type=Path, default=None, help="results.json path")
+    run.add_argument("--junit", type=Path, default=None, metavar="PATH", help="JUnit XML path")
+    run.add_argument("--json", type=Path, default=None, metavar="PATH", help="results.json path")
     run.add_argument("-v", "--verbose", action="store_true", help="every case, full timelines")
     mutants = commands.add_parser(
         "mutants",
@@ -97,7 +97,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     mutants.add_argument("selectors", nargs="*", metavar="SELECTOR")
     _common(mutants)
-    mutants.add_argument("--json", type=Path, default=None, help="mutants.json path")
+    mutants.add_argument(
+        "--json", type=Path, default=None, metavar="PATH", help="mutants.json path"
+    )
     _serve_parser(commands)
     return parser
 

@@ -14,12 +14,17 @@ from typing import TYPE_CHECKING
 import anyio
 
 from fake_providers.ledger import Ledger, RequestRecord
-from harness.checks import PURPOSE_HEADER, CheckFailed, ms, requests_story, wait_quietly
+from harness.checks import (
+    BACKGROUND_PURPOSES,
+    PURPOSE_HEADER,
+    CheckFailed,
+    ms,
+    requests_story,
+    wait_quietly,
+)
 
 if TYPE_CHECKING:
     from harness.scenario import ScenarioContext
-
-BACKGROUND_PURPOSES = frozenset({"memory"})
 
 
 async def end_of_scenario(ctx: ScenarioContext, grace: float) -> None:

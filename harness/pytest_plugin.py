@@ -117,16 +117,13 @@ class HarnessCase:
     def config(self) -> RunConfig:
         """Explicit arguments first, then the --cancel-harness-* options, then defaults."""
         seed = self.seed if self.seed is not None else _option("cancel_harness_seed")
+        defects = self.defects
+        if defects is None:
+            defects = _defects(_CONFIGS[-1]) if _CONFIGS else ()
         return RunConfig(
             seed=seed if seed is not None else _PROCESS_SEED,
             target=self.target or _option("cancel_harness_target", "reference"),
-            defects=(
-                self.defects
-                if self.defects is not None
-                else _defects(_CONFIGS[-1])
-                if _CONFIGS
-                else ()
-            ),
+            defects=defects,
             tempo=self.tempo or _option("cancel_harness_tempo", DEFAULT_TEMPO),
         )
 

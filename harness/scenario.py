@@ -241,17 +241,17 @@ def scenario(
 
 def load_catalogue(package: str = CATALOGUE_PACKAGE) -> Registry:
     """Import every module of the scenarios package, which fills the global catalogue."""
+    module = package
     try:
         root = importlib.import_module(package)
-        names = [m.name for m in pkgutil.walk_packages(root.__path__, prefix=f"{package}.")]
-        for name in names:
-            importlib.import_module(name)
+        for info in pkgutil.walk_packages(root.__path__, prefix=f"{package}."):
+            module = info.name
+            importlib.import_module(module)
     except ScenarioDefinitionError:
         raise
     except Exception as exc:
-        module = getattr(exc, "name", None) or package
         raise CatalogueError(
-            f"cannot load the scenario catalogue ({module}): {type(exc).__name__}: {exc}"
+            f"cannot load scenario module {module}: {type(exc).__name__}: {exc}"
         ) from exc
     return CATALOGUE
 

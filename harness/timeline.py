@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from fake_providers.ledger import ConnectionRecord, Ledger, RequestRecord
-from harness.target import TimelineNote
+from harness.target import TimelineNote, Transcript, TranscriptEntry
 
 HARNESS, AGENT, PROVIDER = "harness", "agent", "provider"
 TAIL_LINES = 25
@@ -144,3 +144,35 @@ def _fold(entries: list[Entry]) -> list[Entry]:
         else:
             out.append(entry)
     return out
+
+
+def quote(text: str, width: int = 40) -> str:
+    text = " ".join(text.split())
+    return repr(text if len(text) <= width else text[: width - 1] + "…")
+
+
+def _entry(e: TranscriptEntry) -> str:
+    turn = f" (turn {e.turn_id})" if e.turn_id else ""
+    return f"{e.role} {quote(e.content, 30)}{turn}"
+
+
+def describe_change(before: Transcript, after: Transcript) -> str:
+    """What changed between two transcripts, in a line."""
+    parts: list[str] = []
+    n = 0
+    while (
+        n < min(len(before.entries), len(after.entries)) and before.entries[n] == after.entries[n]
+    ):
+        n += 1
+    if n < len(before.entries):
+        gone = before.entries[n:]
+        parts.append(f"{len(gone)} entries changed or removed from #{n + 1}")
+    new = after.entries[n:]
+    if new:
+        shown = ", ".join(_entry(e) for e in new[:4]) + (" ..." if len(new) > 4 else "")
+        parts.append(f"{len(new)} new entries: {shown}")
+    if before.usage != after.usage:
+        parts.append(f"usage {before.usage} -> {after.usage}")
+    if before.turn_ids != after.turn_ids:
+        parts.append(f"turn ids {list(before.turn_ids)} -> {list(after.turn_ids)}")
+    return "; ".join(parts) or "no change"

@@ -178,6 +178,8 @@ async def test_background_call_survives_the_users_cancel() -> None:
         await ctx.submit(session, "second")
         await ctx.gate("main").wait_reached()
         await ctx.cancel(session)
+        # The memory call is in flight too, but only the turn's connection must close.
+        await ctx.checks.connection_closed_within(ctx.tempo(3))
         await ctx.checks.background_survived("memory", release=["mem"])
 
     settings: SettingsFactory = lambda tempo: AgentSettings(memory_extraction=True)  # noqa: E731

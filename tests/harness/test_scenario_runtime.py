@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import anyio
 import pytest
 from tiny_agent import CAPS, TinyAgent, example_registry, tiny_factory
@@ -11,11 +13,13 @@ from harness.runner import Runner, run_guarded
 from harness.scenario import (
     ALL_KINDS,
     CATALOGUE,
+    CatalogueError,
     Registry,
     ScenarioContext,
     ScenarioDefinitionError,
     Tempo,
     UnknownSelectorError,
+    load_catalogue,
 )
 from harness.target import AgentSettings, Capability, TargetStartError
 
@@ -92,6 +96,20 @@ def test_bad_definitions_are_refused_with_the_fix() -> None:
 
     with pytest.raises(ScenarioDefinitionError, match="defined twice"):
         one(registry, "d")(other)  # type: ignore[operator]
+
+
+def test_a_broken_scenario_module_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    package = tmp_path / "broken_catalogue"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "esc.py").write_text("import no_such_module_for_esc\n")
+    monkeypatch.syspath_prepend(tmp_path)
+    with pytest.raises(CatalogueError) as caught:
+        load_catalogue("broken_catalogue")
+    assert str(caught.value) == (
+        "cannot load scenario module broken_catalogue.esc: ModuleNotFoundError: "
+        "No module named 'no_such_module_for_esc'"
+    )
 
 
 def test_cases_pair_scenarios_with_their_provider_kinds() -> None:
