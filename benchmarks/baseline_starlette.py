@@ -30,21 +30,28 @@ from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
 from benchmarks._common import BODY, raise_nofile
+from fake_providers import server as server_module
 from fake_providers.content import ContentSpec
 from fake_providers.wire import OPENAI_CHAT
 
 
 def stream_bytes(tokens: int) -> list[bytes]:
-    """The SSE events our server sends for the benchmark request (request #1's ids)."""
+    """The SSE events our server sends for the benchmark request, as its request #1.
+
+    The id and `created` mirror what `fake_providers.server` puts in a completion; the
+    benchmarks check the bodies really are byte-identical (`_common.same_bytes`).
+    """
     facts = OPENAI_CHAT.facts({}, json.loads(BODY))
+    prefix = getattr(server_module, "_ID_PREFIX", {}).get(OPENAI_CHAT.kind, "")
     completion = ContentSpec(tokens=tokens).build(
         model=facts.model,
-        response_id="fake-1",
+        response_id=f"{prefix}fake{1:06d}",
         created=1_700_000_001,
         max_tokens=facts.max_tokens,
         input_tokens=max(1, len(BODY) // 4),
     )
-    return OPENAI_CHAT.stream_events(completion, facts)
+    # A list, whether the encoder returns one or produces the events lazily.
+    return list(OPENAI_CHAT.stream_events(completion, facts))
 
 
 def make_app(mode: str, events: list[bytes], interval: float) -> Starlette:

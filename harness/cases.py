@@ -32,6 +32,7 @@ class RunConfig:
     tempo: float = 0.02
     timeout: float | None = None  # per case; None: 200 tempo, at least 10 s
     stop_limit: float | None = None  # for target.stop(); None: 100 tempo, at least 5 s
+    jobs: int = 1  # cases run at once (each with its own provider and target)
 
     @property
     def case_timeout(self) -> float:
@@ -113,6 +114,7 @@ class RunResult:
     target_name: str
     started: str
     finished: str = ""
+    wall_seconds: float = 0.0  # start to finish; cases overlap with jobs > 1
     results: list[CaseResult] = field(default_factory=list)
 
     def count(self, status: Status) -> int:

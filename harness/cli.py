@@ -44,6 +44,7 @@ from harness.targets import TargetSpecError, make_target
 from reference_agent.defects import Defect, UnknownDefectError, parse_defect
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+DEFAULT_JOBS = 2
 
 type TargetMaker = Callable[[str, Sequence[str]], Target]
 
@@ -119,6 +120,13 @@ def _common(sub: argparse.ArgumentParser) -> None:
         default=DEFAULT_TEMPO,
         metavar="SECONDS",
         help=f"the interval every wait is a multiple of (default {DEFAULT_TEMPO})",
+    )
+    sub.add_argument(
+        "--jobs",
+        type=int,
+        default=DEFAULT_JOBS,
+        metavar="N",
+        help=f"cases run at once, each with its own provider and agent (default {DEFAULT_JOBS})",
     )
 
 
@@ -246,7 +254,9 @@ def _options(args: argparse.Namespace, registry: Registry, make: TargetMaker) ->
             "`cancel-harness list` shows each scenario's providers"
         )
     seed = args.seed if args.seed is not None else new_seed()
-    config = RunConfig(seed=seed, target=target, defects=defects, tempo=args.tempo)
+    if args.jobs < 1:
+        raise UsageError(f"--jobs {args.jobs}: run at least one case at a time (--jobs 1)")
+    config = RunConfig(seed=seed, target=target, defects=defects, tempo=args.tempo, jobs=args.jobs)
     return _Options(
         cases,
         config,

@@ -29,7 +29,7 @@ def _details(result: CaseResult) -> str:
 
 
 def _run_seconds(run: RunResult) -> float:
-    return sum(r.duration for r in run.results)
+    return run.wall_seconds or sum(r.duration for r in run.results)
 
 
 def junit_xml(run: RunResult) -> str:

@@ -57,19 +57,37 @@ class Runner:
         self.target_factory = target_factory
         self.tempo = Tempo(config.tempo)
         self.verbose = verbose
-        self._live: tuple[Case, float, Timeline, FakeProvider] | None = None
-        self._verdict = ""  # the live case's message before its target was stopped
+        self._live: dict[Case, tuple[float, Timeline, FakeProvider]] = {}
+        self._verdict: dict[Case, str] = {}  # a live case's message before its target stopped
 
     async def run(
         self, cases: Sequence[Case], on_result: Callable[[CaseResult], None] | None = None
     ) -> RunResult:
+        """Run the cases, `config.jobs` at a time; results are reported in case order."""
         run = RunResult(self.config, self.config.target, now_iso())
-        for case in cases:
-            result = await self.run_case(case)
-            run.results.append(result)
-            if on_result is not None:
-                on_result(result)
+        began = time.perf_counter()
+        done: dict[int, CaseResult] = {}
+        limiter = anyio.CapacityLimiter(max(1, self.config.jobs))
+
+        def deliver() -> None:
+            while len(run.results) in done:
+                result = done.pop(len(run.results))
+                run.results.append(result)
+                if on_result is not None:
+                    on_result(result)
+
+        async def one(index: int, case: Case) -> None:
+            async with limiter:
+                done[index] = await self.run_case(case)
+            deliver()
+
+        # Cases share nothing (each has its own provider and target), and mostly wait in
+        # watch windows, so a couple at a time keeps the catalogue fast on two cores.
+        async with anyio.create_task_group() as tg:
+            for index, case in enumerate(cases):
+                tg.start_soon(one, index, case)
         run.finished = now_iso()
+        run.wall_seconds = time.perf_counter() - began
         return run
 
     def _result(
@@ -103,7 +121,7 @@ class Runner:
             )
             return self._result(case, began, Status.NOT_APPLICABLE, message)
         provider = FakeProvider()
-        self._live, self._verdict = (case, began, timeline, provider), ""
+        self._live[case], self._verdict[case] = (began, timeline, provider), ""
         try:
             with _no_gc_pauses():
                 async with provider:
@@ -111,7 +129,7 @@ class Runner:
         except Exception as exc:  # the provider itself failed to start or stop
             status, message = Status.ERROR, _describe_error(exc)
         finally:
-            self._live = None
+            self._live.pop(case, None)
         try:
             notes = target.notes()
         except Exception:
@@ -125,12 +143,12 @@ class Runner:
             f"the case did not end within {waited:g} s: the target ignores cancellation "
             "(a shielded or blocking wait) and could not be stopped; the run was abandoned here"
         )
-        live = self._live
-        if live is None or live[0] != case:
+        live = self._live.get(case)
+        if live is None:
             return self._result(case, time.perf_counter() - waited, Status.ERROR, message)
-        _, began, timeline, provider = live
-        if self._verdict:
-            message += f"; before that: {self._verdict}"
+        began, timeline, provider = live
+        if self._verdict.get(case):
+            message += f"; before that: {self._verdict[case]}"
         timeline.stamp("case abandoned")
         rendered = timeline.render(provider.ledger, limit=None if self.verbose else 25)
         return self._result(case, began, Status.ERROR, message, rendered)
@@ -173,7 +191,7 @@ class Runner:
                 message = (
                     f"the case did not finish within {timeout:g} s{why}; last harness step: {last}"
                 )
-            self._verdict = message
+            self._verdict[case] = message
             host.finish.set()
             stop_limit = self.config.stop_timeout
             with anyio.move_on_after(stop_limit):
@@ -224,6 +242,7 @@ def run_guarded(
 
     threading.Thread(target=work, name="cancel-harness-run", daemon=True).start()
     run = RunResult(runner.config, runner.config.target, now_iso())
+    began = time.perf_counter()
     budget = runner.config.case_timeout + runner.config.stop_timeout + slack
     for i, case in enumerate(cases):
         try:
@@ -246,6 +265,7 @@ def run_guarded(
         if on_result is not None:
             on_result(item)
     run.finished = now_iso()
+    run.wall_seconds = time.perf_counter() - began
     return run
 
 
@@ -315,16 +335,25 @@ class _TargetHost:
             self.stopped.set()
 
 
+_gc_holds = 0
+_gc_was_enabled = True
+
+
 @contextlib.contextmanager
 def _no_gc_pauses() -> Iterator[None]:
     """Hold the cyclic GC during a case: in a big process (a pytest run) a gen-2 pass stalls
-    the loop ~100 ms, which would read as "the agent took 100 ms to close". It runs after."""
-    was_enabled = gc.isenabled()
-    gc.disable()
+    the loop ~100 ms, which would read as "the agent took 100 ms to close". It runs after
+    the last overlapping case ends."""
+    global _gc_holds, _gc_was_enabled
+    if _gc_holds == 0:
+        _gc_was_enabled = gc.isenabled()
+        gc.disable()
+    _gc_holds += 1
     try:
         yield
     finally:
-        if was_enabled:
+        _gc_holds -= 1
+        if _gc_holds == 0 and _gc_was_enabled:
             gc.enable()
 
 

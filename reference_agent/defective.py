@@ -48,12 +48,15 @@ def retry_hooks(agent: Agent, turn: TurnState) -> RetryHooks:
     defects = agent.defects
     if defects.on(Defect.RETRY_AFTER_FORCED_CLOSE):
         # I5: our own forced close looks like any other dropped connection.
-        return RetryHooks(our_close=lambda call: False)
+        return RetryHooks(our_close=lambda call: False, stop_retrying=lambda call: False)
     if defects.on(Defect.TURN_SCOPED_INTERRUPT_FLAG):
         # I5: the flag lives on the session and the next turn clears it, so a stale
         # worker no longer recognises its own close.
         session = agent._sessions[turn.session_id]
-        return RetryHooks(our_close=lambda call: session.interrupted)
+        return RetryHooks(
+            our_close=lambda call: session.interrupted,
+            stop_retrying=lambda call: session.interrupted,
+        )
     if defects.on(Defect.BACKOFF_IGNORES_CANCEL):
         return RetryHooks(detached_backoff=True)
     if defects.on(Defect.DROP_TREATED_AS_CANCEL):

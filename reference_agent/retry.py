@@ -55,8 +55,10 @@ def _request_local_flag(call: CallHandle) -> bool:
 class RetryHooks:
     """Where defects plug into the retry loop; the defaults are the correct behaviour."""
 
-    # Is this failure our own forced close? Correct: the call's request-local flag.
+    # Is this dropped stream our own forced close? Correct: the call's request-local flag.
     our_close: Callable[[CallHandle], bool] = _request_local_flag
+    # Was the call cancelled while we backed off? Correct: the same request-local flag.
+    stop_retrying: Callable[[CallHandle], bool] = _request_local_flag
     # Correct: the back-off is an ordinary checkpoint and the flag is re-read after it.
     # The BACKOFF_IGNORES_CANCEL defect detaches the back-off and the retry it leads to.
     detached_backoff: bool = False
@@ -118,7 +120,7 @@ async def call_with_retries(
             on_retry(retry + 1, wait, failure)
         with anyio.CancelScope(shield=hooks.detached_backoff):
             await anyio.sleep(wait)
-        if hooks.our_close(call) and not hooks.detached_backoff:
+        if hooks.stop_retrying(call) and not hooks.detached_backoff:
             raise CallCancelled(f"{request.purpose} call cancelled during back-off")
         retry += 1
 

@@ -126,13 +126,30 @@ class CallHandle:
     purpose: str = "turn"
     cancelled: bool = False
     attempts: int = 0
-    response: httpx.Response | None = field(default=None, repr=False)
+    _response: httpx.Response | None = field(default=None, repr=False)
+    _close_on_arrival: bool = field(default=False, repr=False)
+
+    @property
+    def response(self) -> httpx.Response | None:
+        """The live response of the current attempt, while it is open."""
+        return self._response
+
+    @response.setter
+    def response(self, value: httpx.Response | None) -> None:
+        if value is not None and self._close_on_arrival:
+            # Our forced close came before the headers: the response dies as it arrives,
+            # the way closing the HTTP client would have ended it.
+            self._close_on_arrival = False
+            raise StreamBrokenError(f"{self.purpose} response closed by our own forced close")
+        self._response = value
 
     async def force_close(self) -> None:
-        """Set the flag, then close the live response so the socket closes now."""
+        """Set the flag, then close the live response (or the next to arrive) right now."""
         self.cancelled = True
-        response = self.response
-        if response is not None and not response.is_closed:
+        response = self._response
+        if response is None:
+            self._close_on_arrival = True
+        elif not response.is_closed:
             await response.aclose()
 
 

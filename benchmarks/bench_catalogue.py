@@ -1,0 +1,321 @@
+"""Wall time of the whole scenario catalogue (`cancel-harness run`) and of the mutant matrix.
+
+    /work/venv/bin/python -m benchmarks.bench_catalogue [--quick]
+
+What is measured. `cancel-harness run` as a subprocess, exactly as a user types it (the
+venv's entry point, reference target, every scenario on each of its wire formats: all four
+by default), with a fixed `--seed` so every repeat runs the same cases and timings; then the
+same with `--provider openai-chat` only. The two alternate (all, chat, all, chat, ...) so
+machine noise hits both; 3 repeats each (`--quick`: 1). For information, one more whole run
+at `--tempo 0.01` (half the default; not counted for the target; skipped with `--quick`).
+Finally `cancel-harness mutants --provider openai-chat` once (the clean catalogue, then once
+per known defect; ~1-2 min; skipped with `--quick`), whose defect -> catching-cases matrix
+is printed as the CLI wrote it.
+JUnit/JSON reports go to a temporary directory, so reports/latest/ is left alone.
+
+How to read it. wall = subprocess start to exit (interpreter start-up and imports
+included); "cases" comes from the CLI's summary line, cases/s = cases / median wall.
+"in cases" is the sum of the per-case durations the CLI reports (its "in X s" figure), so
+wall - in-cases is the fixed cost (start-up, imports, report writing). "cpu" is the user +
+system CPU time of the subprocess: far below wall means the run is bound by the scenarios'
+deliberate waits (multiples of `--tempo`, default 0.02 s) and runs one case at a time, not
+by CPU, so a faster machine will not make it much faster; a shorter tempo or running cases
+concurrently would. The slowest scenarios (summed over their wire formats, last full run)
+show where the time goes. Target: the whole catalogue in < 20 s (median wall) on this
+2-core machine; printed as met / NOT met.
+
+Writes reports/bench/bench_catalogue.json (config, every run, the matrix, environment).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from benchmarks import _common as c
+
+NAME = "bench_catalogue"
+TARGET_S = 20.0
+SEED = 1
+RUN_TIMEOUT_S = 300
+FAST_TEMPO = 0.01  # an extra full run at half the default tempo (information only)
+FAST_ARGS = ("--tempo", f"{FAST_TEMPO:g}")
+MUTANTS_TIMEOUT_S = 900
+SUMMARY = re.compile(
+    r"(\d+) passed, (\d+) failed, (\d+) errors, (\d+) not applicable in ([\d.]+) s"
+)
+
+
+def cli() -> list[str]:
+    """The venv's `cancel-harness` entry point (or the module, if the script is missing)."""
+    script = Path(sys.executable).with_name("cancel-harness")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("cancel-harness")
+    return [found] if found else [sys.executable, "-m", "harness.cli"]
+
+
+def child_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(argv: list[str], timeout: float) -> dict[str, Any]:
+    """Run one CLI command to completion; wall and CPU time, exit code, output."""
+    cpu0 = child_cpu_s()
+    t0 = time.monotonic()
+    proc = subprocess.run(argv, cwd=c.ROOT, capture_output=True, text=True, timeout=timeout)
+    wall = time.monotonic() - t0
+    result: dict[str, Any] = {
+        "argv": argv,
+        "exit": proc.returncode,
+        "wall_s": round(wall, 2),
+        "cpu_s": round(child_cpu_s() - cpu0, 2),
+        "stdout": proc.stdout,
+        "stderr_tail": proc.stderr[-2000:],
+    }
+    found = SUMMARY.findall(proc.stdout)
+    if found:
+        passed, failed, errors, na, in_cases = found[-1]
+        result.update(
+            passed=int(passed),
+            failed=int(failed),
+            errors=int(errors),
+            not_applicable=int(na),
+            cases=int(passed) + int(failed) + int(errors) + int(na),
+            in_cases_s=float(in_cases),
+        )
+    return result
+
+
+def run_catalogue(
+    tmp: Path, label: str, i: int, providers: list[str], extra: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    out = tmp / f"{label.replace(' ', '-')}-{i}"
+    argv = [
+        *cli(),
+        "run",
+        *(a for p in providers for a in ("--provider", p)),
+        *extra,
+        "--seed",
+        str(SEED),
+        "--junit",
+        str(out / "junit.xml"),
+        "--json",
+        str(out / "results.json"),
+    ]
+    res = timed(argv, RUN_TIMEOUT_S)
+    path = out / "results.json"
+    res["results"] = json.loads(path.read_text()) if path.exists() else None
+    print(
+        f"  {label:<20} #{i + 1}: {res['wall_s']:6.1f} s wall, {res['cpu_s']:5.1f} s cpu, "
+        f"{res.get('cases', '?')} cases, exit {res['exit']}",
+        flush=True,
+    )
+    return res
+
+
+def summarise(label: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    walls = [r["wall_s"] for r in runs]
+    median = statistics.median(walls)
+    cases = runs[-1].get("cases")
+    return {
+        "label": label,
+        "repeats": len(runs),
+        "min_s": min(walls),
+        "median_s": median,
+        "max_s": max(walls),
+        "cases": cases,
+        "cases_per_s": cases / median if cases and median else None,
+        "in_cases_s_median": statistics.median(r.get("in_cases_s", 0.0) for r in runs),
+        "cpu_s_median": statistics.median(r["cpu_s"] for r in runs),
+        "failed_or_errors": sum(r.get("failed", 0) + r.get("errors", 0) for r in runs),
+        "exit_codes": [r["exit"] for r in runs],
+    }
+
+
+def slowest_scenarios(results: dict[str, Any] | None, n: int = 6) -> list[tuple[str, float, int]]:
+    if not results:
+        return []
+    by_id: dict[str, list[float]] = defaultdict(list)
+    for case in results["results"]:
+        by_id[case["id"]].append(case["duration"])
+    ranked = sorted(by_id.items(), key=lambda kv: sum(kv[1]), reverse=True)
+    return [(sid, sum(ds), len(ds)) for sid, ds in ranked[:n]]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one run each, no mutants")
+    args = parser.parse_args()
+    repeats = 1 if args.quick else 3
+    print(
+        f"{NAME}{' --quick' if args.quick else ''}: `cancel-harness run` (whole catalogue) and "
+        f"`run --provider openai-chat`, {repeats} time(s) each, alternating, seed {SEED}"
+        + ("" if args.quick else "; then `cancel-harness mutants --provider openai-chat` once")
+        + f".\nCLI: {' '.join(cli())}\n"
+    )
+    quiet = c.wait_quiet()
+    started = time.monotonic()
+    full: list[dict[str, Any]] = []
+    chat: list[dict[str, Any]] = []
+    fast: list[dict[str, Any]] = []
+    mutants: dict[str, Any] | None = None
+    with tempfile.TemporaryDirectory(prefix="bench-catalogue-") as tmp_name:
+        tmp = Path(tmp_name)
+        for i in range(repeats):
+            full.append(run_catalogue(tmp, "all kinds", i, []))
+            chat.append(run_catalogue(tmp, "openai-chat", i, ["openai-chat"]))
+        if not args.quick:
+            fast.append(run_catalogue(tmp, f"all, tempo {FAST_TEMPO:g}", 0, [], FAST_ARGS))
+            path = tmp / "mutants.json"
+            argv = [
+                *cli(),
+                "mutants",
+                "--provider",
+                "openai-chat",
+                "--seed",
+                str(SEED),
+                "--json",
+                str(path),
+            ]
+            print("  mutants --provider openai-chat ...", flush=True)
+            mutants = timed(argv, MUTANTS_TIMEOUT_S)
+            mutants["matrix"] = json.loads(path.read_text()) if path.exists() else None
+            print(f"  mutants: {mutants['wall_s']:.1f} s wall, exit {mutants['exit']}", flush=True)
+
+    figs = [summarise("whole catalogue", full), summarise("--provider openai-chat", chat)]
+    if fast:
+        figs.append(summarise(f"whole, --tempo {FAST_TEMPO:g} (info)", fast))
+    rows = [
+        [
+            f["label"],
+            str(f["repeats"]),
+            c.fmt(f["min_s"], ".1f"),
+            c.fmt(f["median_s"], ".1f"),
+            c.fmt(f["max_s"], ".1f"),
+            c.fmt(f["cases"]),
+            c.fmt(f["cases_per_s"], ".2f"),
+            c.fmt(f["in_cases_s_median"], ".1f"),
+            c.fmt(f["cpu_s_median"], ".1f"),
+            str(f["failed_or_errors"]),
+        ]
+        for f in figs
+    ]
+    if mutants is not None:
+        cases = None
+        matrix = mutants.get("matrix")
+        m = re.search(r"mutants: (\d+) case\(s\) x \(clean \+ (\d+) defects\)", mutants["stdout"])
+        if m:
+            cases = int(m.group(1)) * (1 + int(m.group(2)))
+        rows.append(
+            [
+                "mutants --provider openai-chat",
+                "1",
+                c.fmt(mutants["wall_s"], ".1f"),
+                c.fmt(mutants["wall_s"], ".1f"),
+                c.fmt(mutants["wall_s"], ".1f"),
+                c.fmt(cases),
+                c.fmt(cases / mutants["wall_s"] if cases else None, ".2f"),
+                "-",
+                c.fmt(mutants["cpu_s"], ".1f"),
+                "-" if matrix is None else ("0" if matrix.get("ok") else "see matrix"),
+            ]
+        )
+        mutants["cases"] = cases
+    print("\nwall times (s); cases/s at the median; in cases = sum of per-case durations")
+    c.print_table(
+        [
+            "command",
+            "runs",
+            "min",
+            "median",
+            "max",
+            "cases",
+            "cases/s",
+            "in cases",
+            "cpu",
+            "failed",
+        ],
+        rows,
+    )
+    ratio = c.ratio(figs[0]["median_s"], figs[1]["median_s"])
+    print(f"whole catalogue / openai-chat only (median wall): {c.fmt(ratio, '.2f', 'x')}")
+    met = figs[0]["median_s"] < TARGET_S
+    print(
+        f"target: whole catalogue < {TARGET_S:g} s (median wall): {figs[0]['median_s']:.1f} s "
+        f"-> {'met' if met else 'NOT met'}"
+    )
+
+    slow = slowest_scenarios(full[-1].get("results"))
+    if slow:
+        print("\nslowest scenarios in the last full run (summed over their wire formats)")
+        for sid, total, n in slow:
+            print(f"  {sid:<40} {total:5.2f} s over {n} case(s)")
+    if mutants is not None:
+        out = mutants["stdout"]
+        start = out.find("clean agent")
+        print("\nmutant matrix (`cancel-harness mutants --provider openai-chat`):")
+        print(out[start:].rstrip() if start >= 0 else out.rstrip())
+
+    wall = time.monotonic() - started
+    report = {
+        "config": {
+            "cli": cli(),
+            "seed": SEED,
+            "repeats": repeats,
+            "quick": args.quick,
+            "target_s": TARGET_S,
+            "target_statistic": "median wall of the whole catalogue",
+        },
+        "machine_before": quiet,
+        "wall_s": round(wall, 1),
+        "figures": figs,
+        "ratio_full_vs_chat_median": ratio,
+        "target_met": met,
+        "slowest_scenarios": [{"id": s, "seconds": round(t, 2), "cases": n} for s, t, n in slow],
+        "runs": {
+            "whole_catalogue": [_strip(r) for r in full],
+            "openai_chat": [_strip(r) for r in chat],
+            "whole_catalogue_fast_tempo": [_strip(r) for r in fast],
+        },
+        "mutants": None
+        if mutants is None
+        else {
+            "wall_s": mutants["wall_s"],
+            "cpu_s": mutants["cpu_s"],
+            "exit": mutants["exit"],
+            "cases": mutants.get("cases"),
+            "matrix": mutants.get("matrix"),
+            "stdout": mutants["stdout"],
+        },
+    }
+    path = c.write_report(NAME, report)
+    print(f"\nwrote {path.relative_to(c.ROOT)}; {wall:.1f} s")
+
+
+def _strip(run: dict[str, Any]) -> dict[str, Any]:
+    """A run for the JSON report: per-case id, kind, status and duration, not timelines."""
+    out = {k: v for k, v in run.items() if k not in ("stdout", "results")}
+    results = run.get("results")
+    if results:
+        out["cases_detail"] = [
+            {k: case.get(k) for k in ("id", "kind", "status", "duration")}
+            for case in results["results"]
+        ]
+    return out
+
+
+if __name__ == "__main__":
+    main()
