@@ -312,13 +312,18 @@ class Agent:
                 call,
                 self.policy,
                 on_text=turn.text.append if request.purpose == "turn" else None,
-                on_retry=lambda n, wait, err: self.emit(
-                    "model.retry", turn.session_id, turn.id, f"#{n} in {wait:.3f}s after {err}"
-                ),
+                on_retry=self.retry_reporter(turn),
                 hooks=defective.retry_hooks(self, turn),
             )
         finally:
             turn.calls.remove(call)
+
+    def retry_reporter(self, turn: TurnState) -> Callable[[int, float, ProviderError], None]:
+        def report(retry: int, wait: float, error: ProviderError) -> None:
+            detail = f"#{retry} in {wait:.3f}s after {error}"
+            self.emit("model.retry", turn.session_id, turn.id, detail)
+
+        return report
 
     async def _run_tool(self, turn: TurnState, call: ToolCall) -> str:
         def started(pid: int) -> None:

@@ -101,6 +101,7 @@ async def detached_call(
                 call,
                 agent.policy,
                 on_text=on_text,
+                on_retry=agent.retry_reporter(turn),
                 hooks=retry_hooks(agent, turn),
             )
         except _StopReading:

@@ -56,3 +56,18 @@ async def no_live_tools(ctx: ScenarioContext, within: float) -> None:
         f"expected the tool subprocess to be killed within {within * 1000:g} ms of the cancel; "
         f"pids {pids} were still running"
     )
+
+
+async def agent_backing_off(ctx: ScenarioContext, since_ns: int) -> None:
+    """Wait until the agent is in its retry back-off after the failure the provider sent.
+
+    A target that reports its own events (`wait_note`) says so exactly. For a black-box
+    target the back-off is invisible; we settle for 2 tempo after the failure was fully
+    served, which the scenarios' long back-offs (15 tempo) make safe.
+    """
+    wait_note = getattr(ctx.target, "wait_note", None)
+    if wait_note is not None:
+        if not await wait_note("model.retry", since_ns, max(2.0, ctx.tempo(100))):
+            raise CheckFailed("expected the agent to schedule a retry after the 500; it did not")
+        return
+    await anyio.sleep(ctx.tempo(2))

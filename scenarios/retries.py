@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from harness.scenario import ScenarioContext, Tempo, scenario
 from harness.target import AgentSettings, Capability
-from scenarios._steps import TURN, stream_held
+from scenarios._steps import TURN, agent_backing_off, stream_held
 
 RETRYING = frozenset({Capability.CANCEL, Capability.RETRIES})
 
@@ -92,9 +92,7 @@ async def retry_cancel_during_backoff(ctx: ScenarioContext) -> None:
     ctx.fault(_slow_500(ctx))
     session = await ctx.new_session()
     turn = await ctx.submit(session, "Try again later.")
-    await ctx.provider.ledger.wait_for(
-        lambda ledger: any(r.outcome for r in ledger.requests()), max(2.0, ctx.tempo(100))
-    )
+    await agent_backing_off(ctx, ctx.submits[-1])
     await ctx.cancel(session)
     ctx.checks.stop_reason(await ctx.outcome(turn), "cancelled")
     await ctx.checks.no_request_after(ctx.tempo(30))
@@ -115,9 +113,7 @@ async def retry_stale_worker(ctx: ScenarioContext) -> None:
     ctx.fault("body-contains=second-question,hold-before=3,gate=next")
     session = await ctx.new_session()
     first = await ctx.submit(session, "First, failing.")
-    await ctx.provider.ledger.wait_for(
-        lambda ledger: any(r.outcome for r in ledger.requests()), max(2.0, ctx.tempo(100))
-    )
+    await agent_backing_off(ctx, ctx.submits[-1])
     await ctx.cancel(session)
     ctx.checks.stop_reason(await ctx.outcome(first), "cancelled")
     second = await stream_held(ctx, session, "The second-question.", "next")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 
+import anyio
+
 from harness.target import (
     AgentSettings,
     CancelAck,
@@ -20,6 +22,7 @@ from harness.target import (
 from reference_agent.agent import Agent, TurnHandle
 from reference_agent.config import AgentConfig
 from reference_agent.defects import Defects
+from reference_agent.model import AgentEvent
 
 # Our own knobs: fast enough for CI, every one overridable by the scenario's settings.
 DEFAULTS = AgentSettings(
@@ -48,6 +51,7 @@ class ReferenceTarget:
         self._stack: AsyncExitStack | None = None
         self._agent: Agent | None = None
         self._handles: dict[str, TurnHandle] = {}
+        self._noted = anyio.Event()
 
     @property
     def agent(self) -> Agent:
@@ -77,7 +81,7 @@ class ReferenceTarget:
         stack = AsyncExitStack()
         await stack.__aenter__()
         try:
-            self._agent = await stack.enter_async_context(Agent(config))
+            self._agent = await stack.enter_async_context(Agent(config, on_event=self._on_event))
         except Exception as exc:
             await stack.aclose()
             raise TargetStartError(f"reference agent failed to start: {exc}") from exc
@@ -110,6 +114,18 @@ class ReferenceTarget:
 
     def live_pids(self) -> list[int]:
         return self.agent.live_pids() if self._agent is not None else []
+
+    def _on_event(self, event: AgentEvent) -> None:
+        noted, self._noted = self._noted, anyio.Event()
+        noted.set()
+
+    async def wait_note(self, kind: str, after_ns: int, timeout: float) -> bool:
+        """Wait until the agent reports an event of `kind` at or after `after_ns`."""
+        with anyio.move_on_after(timeout):
+            while not any(e.kind == kind and e.t_ns >= after_ns for e in self.agent.events):
+                await self._noted.wait()
+            return True
+        return False
 
     def notes(self) -> list[TimelineNote]:
         if self._agent is None:
