@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import overload
 
 # A fixed vocabulary keeps the default text deterministic, readable, and long enough that a
 # paced stream is still running when a cancel lands.
@@ -87,7 +89,7 @@ class Completion:
     model: str
     response_id: str
     created: int
-    text_chunks: tuple[str, ...] = ()
+    text_chunks: Sequence[str] = ()
     tool_calls: tuple[ToolCall, ...] = ()
     finish: FinishReason = FinishReason.STOP
     usage: Usage = field(default_factory=lambda: Usage(0, 0))
@@ -140,16 +142,59 @@ class ContentSpec:
 _SPACED = tuple(" " + w for w in _WORDS)
 
 
-def default_text(tokens: int) -> tuple[str, ...]:
-    """`tokens` word-sized chunks of deterministic prose, the first without a leading space.
+class DefaultText(Sequence[str]):
+    """`tokens` word-sized chunks of deterministic prose, computed on access.
 
-    Chunks are shared string objects, so a long idle stream costs a pointer per token.
+    A lazy sequence rather than a tuple: an idle stream then holds no per-token pointers.
     """
-    n = len(_WORDS)
-    return tuple(_WORDS[0] if i == 0 else _SPACED[i % n] for i in range(max(0, tokens)))
+
+    __slots__ = ("_n",)
+
+    def __init__(self, tokens: int) -> None:
+        self._n = max(0, tokens)
+
+    def __len__(self) -> int:
+        return self._n
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[str]: ...
+    def __getitem__(self, index: int | slice) -> str | Sequence[str]:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(self._n)
+            if step == 1 and start == 0:
+                return DefaultText(stop)
+            return tuple(self[i] for i in range(start, stop, step))
+        if index < 0:
+            index += self._n
+        if not 0 <= index < self._n:
+            raise IndexError(index)
+        return _WORDS[0] if index == 0 else _SPACED[index % len(_WORDS)]
+
+    def __iter__(self) -> Iterator[str]:
+        n = len(_WORDS)
+        for i in range(self._n):
+            yield _WORDS[0] if i == 0 else _SPACED[i % n]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, DefaultText):
+            return self._n == other._n
+        return isinstance(other, Sequence) and tuple(self) == tuple(other)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"DefaultText({self._n})"
 
 
-def _chunk_text(text: str) -> tuple[str, ...]:
+def default_text(tokens: int) -> Sequence[str]:
+    """`tokens` word-sized chunks of deterministic prose, the first without a leading space."""
+    return DefaultText(tokens)
+
+
+def _chunk_text(text: str) -> Sequence[str]:
     if not text:
         return ()
     parts = text.split(" ")

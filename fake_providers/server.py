@@ -57,6 +57,9 @@ class _Conn:
     response_done: anyio.Event | None = None
     closing: bool = False
     loopback: bool = True
+    # A response hanging until the client leaves needs no task: it is parked here and the
+    # reader (which must run anyway, to notice the close) finishes it.
+    parked: RequestRecord | None = None
 
 
 @dataclass(slots=True)
@@ -123,6 +126,8 @@ class ProviderServer:
         finally:
             if conn.responder is not None:
                 conn.responder.cancel()
+            if conn.parked is not None:  # no-op if the client's close already finished it
+                self.ledger.request_finished(conn.parked, Outcome.SHUTDOWN)
             if not conn.closing:
                 conn.closing = True
                 self.ledger.connection_closed(record, Closer.SERVER, CloseKind.FIN)
@@ -144,7 +149,7 @@ class ProviderServer:
                     # The client pipelined its next request: serve it after this response.
                     await conn.response_done.wait()
                     continue
-            elif event is h11.PAUSED:
+            elif event is h11.PAUSED and conn.parked is None:
                 return  # the response ended without keep-alive; the responder closed us
             elif isinstance(event, h11.Request):
                 request, body, started = event, bytearray(), now_ns()
@@ -190,6 +195,8 @@ class ProviderServer:
             self.ledger.connection_closed(conn.record, Closer.CLIENT, kind)
             if conn.responder is not None:
                 conn.responder.cancel()
+            if conn.parked is not None:
+                self.ledger.request_finished(conn.parked, Outcome.CLIENT_CLOSED)
         return None
 
     async def _reject_malformed(self, conn: _Conn, exc: h11.RemoteProtocolError) -> None:
@@ -253,11 +260,13 @@ class ProviderServer:
                 )
         except anyio.ClosedResourceError:
             outcome = Outcome.CLIENT_CLOSED
+        except _Parked:
+            conn.parked = req  # hangs until the client leaves; the reader finishes it
         finally:
-            if outcome is None:  # cancelled: by the client's close, or by shutdown
+            if outcome is None and conn.parked is not req:  # cancelled: client close/shutdown
                 closed_by = conn.record.closed_by
                 outcome = Outcome.CLIENT_CLOSED if closed_by is Closer.CLIENT else Outcome.SHUTDOWN
-            if req is not None:
+            if req is not None and outcome is not None:
                 self.ledger.request_finished(req, outcome)
             conn.responder = None
             done, conn.response_done = conn.response_done, None
@@ -435,7 +444,7 @@ class ProviderServer:
             await gate.pass_through()
         elif action.kind == "hang" and action.duration is None:
             self.ledger.held(req, f"hanging after {position} events until the client leaves")
-            await anyio.sleep_forever()
+            raise _Parked
         elif action.kind == "hang" and action.duration is not None:
             self.ledger.held(req, f"hanging {action.duration:g}s after {position} events")
             await anyio.sleep(action.duration)
@@ -481,6 +490,10 @@ class ProviderServer:
                 ):
                     await conn.raw.send_eof()
             await conn.raw.aclose()
+
+
+class _Parked(Exception):
+    """The response hangs until the client leaves: nothing more will be written."""
 
 
 class _Out:

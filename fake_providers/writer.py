@@ -19,7 +19,7 @@ import anyio.abc
 from fake_providers.ledger import Ledger, RequestRecord
 
 # How early the pacer may write an event that is nearly due, to batch neighbours.
-PACER_SLACK = 0.0005
+PACER_SLACK = 0.001
 
 
 class Sink:
@@ -32,10 +32,14 @@ class Sink:
         self.chunked = chunked
         # anyio's asyncio socket stream keeps its transport here. Plain TCP on asyncio gets
         # the fast path; TLS streams and other backends go through stream.send().
+        # uvloop's transports are not asyncio.WriteTransport subclasses, so check the
+        # methods we use rather than the type.
         transport = getattr(raw, "_transport", None) if stream is raw else None
-        self.transport: asyncio.WriteTransport | None = (
-            transport if isinstance(transport, asyncio.WriteTransport) else None
+        usable = all(
+            callable(getattr(transport, name, None))
+            for name in ("write", "is_closing", "get_write_buffer_size")
         )
+        self.transport: asyncio.WriteTransport | None = transport if usable else None
 
     def frame(self, body: bytes | bytearray) -> bytes:
         if not body:

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from fake_providers.content import Completion, FinishReason, ToolCall
-from fake_providers.wire.base import RequestError, RequestFacts, json_bytes, sse
+from fake_providers.wire.base import RequestError, RequestFacts, json_bytes, sse, text_json
 
 STOP_REASONS: Mapping[FinishReason, str] = {
     FinishReason.STOP: "end_turn",
@@ -43,10 +43,6 @@ MALFORMED = (
     b"event: content_block_delta\n"
     b'data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"tru\n\n'
 )
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
 
 
 def error_object(status: int, message: str) -> dict[str, Any]:
@@ -130,7 +126,7 @@ class AnthropicWire:
             yield sse(start, "content_block_start")
             yield PING
             for text in completion.text_chunks:
-                yield TEXT_DELTA_HEAD + _dumps(text).encode() + TEXT_DELTA_TAIL
+                yield TEXT_DELTA_HEAD + text_json(text) + TEXT_DELTA_TAIL
             yield sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
             index = 1
         for call in completion.tool_calls:

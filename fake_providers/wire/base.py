@@ -7,6 +7,7 @@ completion, errors and faults as bytes. Nothing here knows about timing or conne
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -68,13 +69,27 @@ class WireFormat(Protocol):
         ...
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON, with one shared encoder (json.dumps with separators builds one per call)."""
+    return _COMPACT.encode(value)
+
+
+@functools.lru_cache(maxsize=8192)
+def text_json(text: str) -> bytes:
+    """A text delta as a JSON string literal. Cached: streamed text repeats its tokens."""
+    return _COMPACT.encode(text).encode()
+
+
 def sse(data: Mapping[str, Any] | str, event: str | None = None) -> bytes:
     """Frame one server-sent event; dicts are encoded as compact JSON."""
-    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    payload = data if isinstance(data, str) else dumps(data)
     if event is None:
         return b"data: " + payload.encode() + b"\n\n"
     return b"event: " + event.encode() + b"\ndata: " + payload.encode() + b"\n\n"
 
 
 def json_bytes(data: Mapping[str, Any]) -> bytes:
-    return json.dumps(data, separators=(",", ":")).encode()
+    return dumps(data).encode()

@@ -15,7 +15,7 @@ from itertools import islice
 from typing import Any
 
 from fake_providers.content import Completion, FinishReason
-from fake_providers.wire.base import RequestError, RequestFacts, json_bytes
+from fake_providers.wire.base import RequestError, RequestFacts, dumps, json_bytes, text_json
 
 FINISH_REASONS: Mapping[FinishReason, str] = {
     FinishReason.STOP: "STOP",
@@ -38,10 +38,6 @@ STATUSES: Mapping[int, str] = {
 STREAM_METHOD = "streamGenerateContent"
 _TRUNCATED = '{"candidates":[{"content":{"parts":[{"text":"tru'
 _OPEN = b'{"candidates":[{"content":{"parts":['
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
 
 
 def error_object(status: int, message: str) -> dict[str, Any]:
@@ -92,23 +88,23 @@ class GeminiWire:
             first, lead, end = b"data: ", b"data: ", b"\r\n\r\n"
         else:
             first, lead, end = b"[", b",\r\n", b""
-        tail = ',"modelVersion":' + _dumps(completion.model)
-        tail += ',"responseId":' + _dumps(completion.response_id) + "}"
+        tail = ',"modelVersion":' + dumps(completion.model)
+        tail += ',"responseId":' + dumps(completion.response_id) + "}"
         usage = completion.usage
         running = {"promptTokenCount": usage.input_tokens, "totalTokenCount": usage.input_tokens}
         mid_tail = (
-            '}],"role":"model"},"index":0}],"usageMetadata":' + _dumps(running) + tail
+            '}],"role":"model"},"index":0}],"usageMetadata":' + dumps(running) + tail
         ).encode() + end
         texts, calls = completion.text_chunks, completion.tool_calls
         mids = len(texts) if calls else max(len(texts) - 1, 0)
         head, next_head = first + _OPEN + b'{"text":', lead + _OPEN + b'{"text":'
         for text in islice(texts, mids):
-            yield head + _dumps(text).encode() + mid_tail
+            yield head + text_json(text) + mid_tail
             head = next_head
         if calls:
-            last = ",".join(_dumps(function_call_part(c.name, c.arguments)) for c in calls)
+            last = ",".join(dumps(function_call_part(c.name, c.arguments)) for c in calls)
         else:
-            last = '{"text":' + _dumps(texts[-1] if texts else "") + "}"
+            last = '{"text":' + dumps(texts[-1] if texts else "") + "}"
         final = {
             "promptTokenCount": usage.input_tokens,
             "candidatesTokenCount": usage.output_tokens,
@@ -122,7 +118,7 @@ class GeminiWire:
                 + '],"role":"model"},"finishReason":"'
                 + FINISH_REASONS[completion.finish]
                 + '","index":0}],"usageMetadata":'
-                + _dumps(final)
+                + dumps(final)
                 + tail
             ).encode()
             + end

@@ -8,13 +8,12 @@ through `ChatEncoder.choice_extra`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from fake_providers.content import Completion, FinishReason, Usage
-from fake_providers.wire.base import RequestError, RequestFacts, json_bytes
+from fake_providers.wire.base import RequestError, RequestFacts, dumps, json_bytes, text_json
 
 FINISH_REASONS: Mapping[FinishReason, str] = {
     FinishReason.STOP: "stop",
@@ -39,10 +38,6 @@ _ERROR_TYPES: Mapping[int, tuple[str, str | None]] = {
     503: ("server_error", "service_unavailable"),
     529: ("server_error", "overloaded"),
 }
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
 
 
 def openai_error(status: int, message: str) -> dict[str, Any]:
@@ -121,17 +116,17 @@ class ChatEncoder:
     def stream_events(self, completion: Completion, facts: RequestFacts) -> Iterator[bytes]:
         head = (
             'data: {"id":'
-            + _dumps(completion.response_id)
+            + dumps(completion.response_id)
             + ',"object":"chat.completion.chunk","created":'
             + str(int(completion.created))
             + ',"model":'
-            + _dumps(completion.model)
+            + dumps(completion.model)
             + ',"system_fingerprint":"'
             + SYSTEM_FINGERPRINT
             + '","choices":['
         ).encode()
         tail = b'],"usage":null}\n\n' if facts.include_usage else b"]}\n\n"
-        extra = _dumps(dict(self.choice_extra))[1:-1] if self.choice_extra else ""
+        extra = dumps(dict(self.choice_extra))[1:-1] if self.choice_extra else ""
         open_choice = '{"index":0,"delta":'
         close_mid = ',"logprobs":null,"finish_reason":null' + ("," + extra if extra else "") + "}"
 
@@ -146,20 +141,20 @@ class ChatEncoder:
         opening = '""' if completion.text_chunks or not completion.tool_calls else "null"
         yield chunk('{"role":"assistant","content":' + opening + ',"refusal":null}')
         for text in completion.text_chunks:
-            yield text_head + _dumps(text).encode() + text_tail
+            yield text_head + text_json(text) + text_tail
         for index, call in enumerate(completion.tool_calls):
             function = {"name": call.name, "arguments": ""}
             first = {"index": index, "id": call.id, "type": "function", "function": function}
-            yield chunk('{"tool_calls":[' + _dumps(first) + "]}")
+            yield chunk('{"tool_calls":[' + dumps(first) + "]}")
             for fragment in call.argument_chunks():
                 piece = {"index": index, "function": {"arguments": fragment}}
-                yield chunk('{"tool_calls":[' + _dumps(piece) + "]}")
+                yield chunk('{"tool_calls":[' + dumps(piece) + "]}")
         finish = FINISH_REASONS[completion.finish]
         close_final = ',"logprobs":null,"finish_reason":"' + finish + '"'
         close_final += ("," + extra if extra else "") + "}"
         yield head + (open_choice + "{}" + close_final).encode() + tail
         if facts.include_usage:
-            usage = _dumps(chat_usage(completion.usage)).encode()
+            usage = dumps(chat_usage(completion.usage)).encode()
             yield head + b'],"usage":' + usage + b"}\n\n"
         yield DONE
 

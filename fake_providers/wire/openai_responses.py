@@ -7,22 +7,17 @@ message or function call. The `response` snapshots carry every field the SDK req
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from fake_providers.content import Completion, FinishReason, Usage
-from fake_providers.wire.base import RequestError, RequestFacts, json_bytes, sse
+from fake_providers.wire.base import RequestError, RequestFacts, dumps, json_bytes, sse, text_json
 from fake_providers.wire.openai_chat import openai_error, optional_int, require_str
 
 MALFORMED = (
     b"event: response.output_text.delta\n"
     b'data: {"type":"response.output_text.delta","item_id":"msg_malformed","delta":"trunc\n\n'
 )
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
 
 
 def response_usage(usage: Usage) -> dict[str, Any]:
@@ -185,7 +180,7 @@ class ResponsesWire:
             # Text deltas are the hot path: only the text and the sequence number vary.
             delta_head = (
                 'event: response.output_text.delta\ndata: {"type":"response.output_text.delta",'
-                '"item_id":' + _dumps(item_id) + ',"output_index":0,"content_index":0,"delta":'
+                '"item_id":' + dumps(item_id) + ',"output_index":0,"content_index":0,"delta":'
             ).encode()
         yield _lifecycle("response.created", 0, completion, "in_progress", limit)
         yield _lifecycle("response.in_progress", 1, completion, "in_progress", limit)
@@ -200,7 +195,7 @@ class ResponsesWire:
             seq += 2
             for text in completion.text_chunks:
                 tail = ',"logprobs":[],"sequence_number":' + str(seq) + "}\n\n"
-                yield delta_head + (_dumps(text) + tail).encode()
+                yield delta_head + text_json(text) + tail.encode()
                 seq += 1
             text = completion.text
             done_text = {**where, "text": text, "logprobs": []}
