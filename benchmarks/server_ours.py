@@ -18,6 +18,7 @@ import anyio
 
 from benchmarks._common import raise_nofile
 from fake_providers import FakeProvider
+from fake_providers.process import configure_server_process
 
 
 async def serve(spec: str) -> None:
@@ -35,6 +36,7 @@ def main() -> None:
     parser.add_argument("--cprofile", default=None)
     args = parser.parse_args()
     raise_nofile()
+    configure_server_process()  # as `cancel-harness serve` does
     options = {"use_uvloop": args.loop == "uvloop"}
     if args.cprofile:
         import cProfile

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import itertools
 from collections.abc import Iterator
 
 import anyio
@@ -122,14 +123,14 @@ class PacedRun:
     def step(self) -> bool:
         """Write the current event; True if the run goes on (its next due time is set)."""
         transport = self.sink.transport
-        event = self.cursor.current
-        if transport is None or transport.is_closing() or event is None:
-            raise anyio.BrokenResourceError("the connection closed under a paced stream")
-        transport.write(self.sink.frame(event))
-        self.ledger.event_written(self.request, len(event))
-        self.cursor.advance()
         cursor = self.cursor
-        if cursor.current is None or cursor.last:
+        event = cursor.current
+        if transport is None or event is None or transport.is_closing():
+            raise anyio.BrokenResourceError("the connection closed under a paced stream")
+        transport.write(b"%x\r\n%s\r\n" % (len(event), event) if self.sink.chunked else event)
+        self.ledger.event_written(self.request, len(event))
+        cursor.advance()
+        if cursor.upcoming is None:
             return False  # the stream loop writes the last event (faults may sit before it)
         if self.stop is not None and cursor.position >= self.stop:
             return False
@@ -138,11 +139,17 @@ class PacedRun:
 
 
 class Pacer:
-    """One timer for every paced stream on the loop: writes what is due, sleeps to the next."""
+    """One timer for every paced stream on the loop: writes what is due, sleeps to the next.
+
+    Heap entries are (due, key) pairs of plain numbers, which the cyclic GC does not track:
+    entries that live a pace interval each would otherwise keep being promoted to the old
+    generation and trigger full collections that stall every stream for tens of ms.
+    """
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, PacedRun]] = []
-        self._seq = 0
+        self._heap: list[tuple[float, int]] = []
+        self._runs: dict[int, PacedRun] = {}
+        self._keys = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -151,17 +158,17 @@ class Pacer:
         """Write the run's events at their deadlines; return when it reaches its end."""
         loop = self._loop = asyncio.get_running_loop()
         run.done = loop.create_future()
-        self._push(run)
+        key = next(self._keys)
+        self._runs[key] = run
+        self._push(run.next_due, key)
         try:
             await run.done
         finally:
-            if not run.done.done():
-                run.done.cancel()  # the stream was cancelled: the pacer skips it from now on
+            self._runs.pop(key, None)  # a cancelled stream: its heap entry is skipped
 
-    def _push(self, run: PacedRun) -> None:
-        heapq.heappush(self._heap, (run.next_due, self._seq, run))
-        self._seq += 1
-        if self._timer is None or run.next_due < self._timer_due:
+    def _push(self, due: float, key: int) -> None:
+        heapq.heappush(self._heap, (due, key))
+        if self._timer is None or due < self._timer_due:
             self._arm()
 
     def _arm(self) -> None:
@@ -176,22 +183,22 @@ class Pacer:
         self._timer = None
         assert self._loop is not None
         horizon = self._loop.time() + PACER_SLACK
-        heap = self._heap
+        heap, runs = self._heap, self._runs
+        pop, push = heapq.heappop, heapq.heappush
         while heap and heap[0][0] <= horizon:
-            _, _, run = heapq.heappop(heap)
-            done = run.done
-            if done is None or done.done():
+            key = pop(heap)[1]
+            run = runs.get(key)
+            if run is None or run.done is None or run.done.done():
                 continue
             try:
                 more = run.step()
-            except BaseException as exc:
-                done.set_exception(_as_exception(exc))
+            except BaseException as exc:  # noqa: BLE001 - handed to the stream's task
+                run.done.set_exception(_as_exception(exc))
                 continue
             if more:
-                heapq.heappush(heap, (run.next_due, self._seq, run))
-                self._seq += 1
+                push(heap, (run.next_due, key))
             else:
-                done.set_result(None)
+                run.done.set_result(None)
         self._arm()
 
 

@@ -329,12 +329,14 @@ def _mutants(options: _Options) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from fake_providers.faults import parse_rule
+    from fake_providers.process import configure_server_process
     from harness.serve import serve
 
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port {args.port} is out of range; use 0-65535 (0 picks a free port)")
     for spec in args.fault:
         parse_rule(spec)  # fail before binding anything
+    configure_server_process()
     try:
         anyio.run(
             lambda: serve(
