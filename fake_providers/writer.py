@@ -192,15 +192,11 @@ class Pacer:
                 continue
             try:
                 more = run.step()
-            except BaseException as exc:  # noqa: BLE001 - handed to the stream's task
-                run.done.set_exception(_as_exception(exc))
+            except Exception as exc:  # handed to the stream's task
+                run.done.set_exception(exc)
                 continue
             if more:
                 push(heap, (run.next_due, key))
             else:
                 run.done.set_result(None)
         self._arm()
-
-
-def _as_exception(exc: BaseException) -> Exception:
-    return exc if isinstance(exc, Exception) else RuntimeError(repr(exc))
