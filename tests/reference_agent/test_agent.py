@@ -13,42 +13,19 @@ from contextlib import asynccontextmanager
 
 import anyio
 import pytest
+from agent_watch import Watch
 
 from fake_providers import ContentSpec, FakeProvider, FaultPlan, Match, tool_call
 from fake_providers.ledger import ConnectionRecord, Ledger, Outcome, RequestRecord, now_ns
 from reference_agent.agent import Agent, SessionBusyError
 from reference_agent.config import AgentConfig
-from reference_agent.model import AgentEvent, StopReason, ToolCall, Usage
+from reference_agent.model import StopReason, ToolCall, Usage
 
 pytestmark = pytest.mark.anyio
 
 URL_KIND = {"openai-chat": "openai", "anthropic": "anthropic"}
 KINDS = pytest.mark.parametrize("kind", list(URL_KIND))
 WAIT = 5.0  # bound on every wait for a turn
-
-
-class Watch:
-    """The agent's events, awaitable: order tests by what the agent did, never by sleeping."""
-
-    def __init__(self) -> None:
-        self.events: list[AgentEvent] = []
-        self._changed = anyio.Event()
-
-    def __call__(self, event: AgentEvent) -> None:
-        self.events.append(event)
-        self._changed.set()
-        self._changed = anyio.Event()
-
-    def kinds(self, kind: str) -> list[AgentEvent]:
-        return [e for e in self.events if e.kind == kind]
-
-    async def wait_for(self, kind: str, timeout: float = WAIT) -> AgentEvent:
-        with anyio.fail_after(timeout):
-            while True:
-                changed = self._changed
-                if found := self.kinds(kind):
-                    return found[0]
-                await changed.wait()
 
 
 @asynccontextmanager

@@ -15,13 +15,14 @@ from contextlib import aclosing, asynccontextmanager
 
 import anyio
 import pytest
+from agent_watch import Watch
 
 from fake_providers import ContentSpec, FakeProvider, FaultPlan, Match, tool_call
 from fake_providers.ledger import ConnectionRecord, Ledger, Outcome, RequestRecord, now_ns
 from reference_agent.agent import Agent
 from reference_agent.config import AgentConfig
 from reference_agent.defects import ENV_VAR, Defect, Defects, UnknownDefectError
-from reference_agent.model import AgentEvent, StopReason
+from reference_agent.model import StopReason
 from reference_agent.providers import CallHandle, ModelEvent, ModelRequest, ProviderClient
 
 WAIT = 5.0
@@ -73,30 +74,6 @@ def test_every_defect_has_a_test_here() -> None:
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-class Watch:
-    """The agent's events, awaitable, to order tests without sleeping."""
-
-    def __init__(self) -> None:
-        self.events: list[AgentEvent] = []
-        self._changed = anyio.Event()
-
-    def __call__(self, event: AgentEvent) -> None:
-        self.events.append(event)
-        self._changed.set()
-        self._changed = anyio.Event()
-
-    def kinds(self, kind: str) -> list[AgentEvent]:
-        return [e for e in self.events if e.kind == kind]
-
-    async def wait_for(self, kind: str, timeout: float = WAIT) -> AgentEvent:
-        with anyio.fail_after(timeout):
-            while True:
-                changed = self._changed
-                if found := self.kinds(kind):
-                    return found[0]
-                await changed.wait()
 
 
 @asynccontextmanager
