@@ -23,6 +23,11 @@ class Capability(StrEnum):
     COMPACTION = "compaction"  # inline context compaction, cancellable by the user
     BACKGROUND = "background"  # post-turn background model calls with their own lifetime
     SESSIONS = "sessions"  # several independent sessions at once
+    QUEUE = "queue"  # a prompt submitted while a turn runs is accepted and queued (I3)
+    STREAM_IDS = "stream-ids"  # each turn has a stream id a cancel can name (I4)
+    STREAM_EVENTS = "stream-events"  # each turn's own event stream can be observed (I4)
+    ACP = "acp"  # speaks the Agent Client Protocol (session/prompt, session/cancel, ...)
+    PERMISSIONS = "permissions"  # asks the client for permission before some tool calls
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +101,31 @@ class Transcript:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamEventRecord:
+    """One event a turn's stream delivered: `delta`, `tool`, or a terminal kind."""
+
+    kind: str
+    t_ns: int
+    turn_id: str = ""
+    text: str = ""
+
+
+TERMINAL_EVENT_KINDS = frozenset({"completed", "cancelled", "error", "timeout"})
+
+
+@dataclass(frozen=True, slots=True)
+class StreamLog:
+    """Everything one turn's stream delivered, and whether the stream closed."""
+
+    events: tuple[StreamEventRecord, ...]
+    closed: bool
+
+    @property
+    def terminals(self) -> tuple[StreamEventRecord, ...]:
+        return tuple(e for e in self.events if e.kind in TERMINAL_EVENT_KINDS)
+
+
+@dataclass(frozen=True, slots=True)
 class TimelineNote:
     """Something the target saw inside the agent, for the scenario's timeline."""
 
@@ -126,6 +156,13 @@ class Target(Protocol):
     async def wait_outcome(self, submission: Submission, timeout: float) -> Outcome: ...
 
     async def transcript(self, session_id: str) -> Transcript: ...
+
+    async def stream_log(self, submission: Submission, timeout: float) -> StreamLog:
+        """The turn's own event stream: wait until it closes or `timeout` passes.
+
+        Needs Capability.STREAM_EVENTS; never raises on timeout (the log says not closed).
+        """
+        ...
 
     def live_pids(self) -> list[int]:
         """Tool subprocesses the agent started that are still running (orphan check)."""

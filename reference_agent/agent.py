@@ -193,13 +193,25 @@ class Agent:
 
     # ----------------------------------------------------------------------- turns
 
-    async def submit(self, session_id: str, prompt: str) -> TurnHandle:
+    async def submit(
+        self,
+        session_id: str,
+        prompt: str,
+        *,
+        on_text: Callable[[str], None] | None = None,
+        turn_id: str | None = None,
+    ) -> TurnHandle:
         """Accept a prompt and start its turn; returns once accepted."""
         assert self._tg is not None, "use the agent inside `async with`"
         session = self._session(session_id)
         if session.active is not None:
             raise SessionBusyError(f"session {session_id} is still running {session.active.id}")
-        turn = TurnState(id=f"t{next(self._ids)}", session_id=session_id, prompt=prompt)
+        turn = TurnState(
+            id=turn_id or f"t{next(self._ids)}",
+            session_id=session_id,
+            prompt=prompt,
+            on_text=on_text,
+        )
         handle = TurnHandle(turn)
         self._handles[turn.id] = handle
         session.active = turn
@@ -311,7 +323,7 @@ class Agent:
                 request,
                 call,
                 self.policy,
-                on_text=turn.text.append if request.purpose == "turn" else None,
+                on_text=turn.add_text if request.purpose == "turn" else None,
                 on_retry=self.retry_reporter(turn),
                 hooks=defective.retry_hooks(self, turn),
             )

@@ -89,7 +89,7 @@ async def detached_call(
 
     def on_text(delta: str) -> None:
         if request.purpose == "turn":
-            turn.text.append(delta)
+            turn.add_text(delta)
         if chunk_checked and call.cancelled:
             raise _StopReading
 

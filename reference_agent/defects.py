@@ -42,6 +42,20 @@ class Defect(StrEnum):
     DROP_TREATED_AS_CANCEL = "drop-treated-as-cancel"
     # Related: one global cancel token; Esc in one session stops every session's turn.
     CANCEL_ALL_SESSIONS = "cancel-all-sessions"
+    # I3: cancel only looks at active runs; an accepted run that has not started is missed.
+    LOSE_CANCEL_BEFORE_START = "lose-cancel-before-start"
+    # I3: a cancel with nothing running is remembered and kills the next prompt.
+    IDLE_CANCEL_POISONS_NEXT = "idle-cancel-poisons-next"
+    # I3: the cancel stops the active run but a queued follow-up still runs.
+    QUEUED_FOLLOWUP_SURVIVES_CANCEL = "queued-followup-survives-cancel"
+    # I4: a cancel naming a stale stream stops whatever runs now (the next turn).
+    CANCEL_NOT_OWNER_SCOPED = "cancel-not-owner-scoped"
+    # I4: a cancelled stream never gets its terminal event and is left open.
+    NO_TERMINAL_CANCEL_EVENT = "no-terminal-cancel-event"
+    # ACP: a content update for the turn arrives after the prompt was answered.
+    ACP_UPDATE_AFTER_RESPONSE = "acp-update-after-response"
+    # ACP: a cancelled prompt is answered with a stop reason other than "cancelled".
+    ACP_WRONG_STOP_REASON = "acp-wrong-stop-reason"
 
 
 class UnknownDefectError(ValueError):

@@ -46,6 +46,12 @@ class TurnState:
     committed: bool = False
     text: list[str] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
+    on_text: Callable[[str], None] | None = None  # a front door relaying deltas live
+
+    def add_text(self, delta: str) -> None:
+        self.text.append(delta)
+        if self.on_text is not None:
+            self.on_text(delta)
 
 
 def conversation(history: list[Message]) -> list[Message]:

@@ -13,15 +13,18 @@ from harness.target import (
     Capability,
     Endpoint,
     Outcome,
+    StreamEventRecord,
+    StreamLog,
     Submission,
     TargetStartError,
     TimelineNote,
     Transcript,
     TranscriptEntry,
 )
-from reference_agent.agent import Agent, TurnHandle
+from reference_agent.agent import Agent
 from reference_agent.config import AgentConfig
 from reference_agent.defects import Defects
+from reference_agent.dispatch import Dispatcher
 from reference_agent.model import AgentEvent
 
 # Our own knobs: fast enough for CI, every one overridable by the scenario's settings.
@@ -39,10 +42,10 @@ DEFAULTS = AgentSettings(
 
 
 class ReferenceTarget:
-    """Drives `reference_agent.Agent` through its Python API."""
+    """Drives the reference agent in-process, through its dispatcher (accept, queue, streams)."""
 
     name = "reference"
-    capabilities = frozenset(Capability)
+    capabilities = frozenset(Capability) - {Capability.ACP, Capability.PERMISSIONS}
 
     def __init__(self, defects: Sequence[str] = ()) -> None:
         self.defects = Defects.of(defects)
@@ -50,7 +53,7 @@ class ReferenceTarget:
             self.name = "reference+" + ",".join(self.defects.names())
         self._stack: AsyncExitStack | None = None
         self._agent: Agent | None = None
-        self._handles: dict[str, TurnHandle] = {}
+        self._dispatcher: Dispatcher | None = None
         self._noted = anyio.Event()
 
     @property
@@ -82,26 +85,47 @@ class ReferenceTarget:
         await stack.__aenter__()
         try:
             self._agent = await stack.enter_async_context(Agent(config, on_event=self._on_event))
+            self._dispatcher = Dispatcher(self._agent)
         except Exception as exc:
             await stack.aclose()
             raise TargetStartError(f"reference agent failed to start: {exc}") from exc
         self._stack = stack
 
+    @property
+    def dispatcher(self) -> Dispatcher:
+        if self._dispatcher is None:
+            raise TargetStartError("the reference target was used before start()")
+        return self._dispatcher
+
     async def new_session(self) -> str:
-        return await self.agent.new_session()
+        return await self.dispatcher.new_session()
 
     async def submit(self, session_id: str, prompt: str) -> Submission:
-        handle = await self.agent.submit(session_id, prompt)
-        self._handles[handle.id] = handle
-        return Submission(session_id, handle.id, stream_id=handle.id)
+        accepted = await self.dispatcher.submit(session_id, prompt)
+        return Submission(session_id, accepted.turn_id, accepted.stream_id)
 
     async def cancel(self, session_id: str, stream_id: str | None = None) -> CancelAck:
-        result = await self.agent.cancel(session_id, stream_id)
-        return CancelAck(result.cancelled, result.turn_id, result.turn_id)
+        answer = await self.dispatcher.cancel(session_id, stream_id)
+        stream = answer.stream_id or ""
+        return CancelAck(answer.cancelled, stream.replace("stream-", "turn-"), stream)
 
     async def wait_outcome(self, submission: Submission, timeout: float) -> Outcome:
-        outcome = await self._handles[submission.turn_id].wait(timeout)
-        return Outcome(outcome.turn_id, outcome.stop_reason.value, outcome.text, outcome.error)
+        events = await self.dispatcher.wait_ended(submission.stream_id, timeout)
+        outcome = self.dispatcher.run_outcome(submission.stream_id)
+        if outcome is not None:
+            return Outcome(outcome.turn_id, outcome.stop_reason.value, outcome.text, outcome.error)
+        terminal = next((e.kind for e in reversed(events) if e.terminal), "cancelled")
+        return Outcome(submission.turn_id, terminal)  # ended before it started
+
+    async def stream_log(self, submission: Submission, timeout: float) -> StreamLog:
+        seen: list[StreamEventRecord] = []
+        closed = False
+        with anyio.move_on_after(timeout):
+            async for event in self.dispatcher.events(submission.stream_id):
+                text = str(event.data.get("text", "")) if event.kind == "delta" else ""
+                seen.append(StreamEventRecord(event.kind, event.t_ns, event.turn_id, text))
+            closed = True
+        return StreamLog(tuple(seen), closed)
 
     async def transcript(self, session_id: str) -> Transcript:
         messages = self.agent.transcript(session_id)
