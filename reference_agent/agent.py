@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,11 +113,15 @@ class Agent:
         *,
         store: str | Path = ":memory:",
         on_event: Callable[[AgentEvent], None] | None = None,
+        approve_tool: Callable[[str, ToolCall], Awaitable[bool]] | None = None,
     ) -> None:
         self.config = config
         self.defects = config.defects
         self._store_path = store
         self._on_event = on_event
+        # A front door that asks its user before tools run (ACP session/request_permission).
+        # Awaited inside the turn's scope, so a cancel ends a pending request too.
+        self.approve_tool = approve_tool
         self.events: list[AgentEvent] = []
         self.memories: dict[str, list[str]] = {}
         self._sessions: dict[str, _Session] = {}
@@ -343,6 +347,9 @@ class Agent:
             self.emit("tool.started", turn.session_id, turn.id, f"{call.name} pid {pid}")
 
         self.emit("tool.call", turn.session_id, turn.id, call.name)
+        if self.approve_tool is not None and not await self.approve_tool(turn.session_id, call):
+            self.emit("tool.denied", turn.session_id, turn.id, call.name)
+            return f"permission to run {call.name!r} was denied by the user"
         return await self.tools.run(call, defects=self.defects, on_started=started)
 
     # ------------------------------------------------------------------ background
