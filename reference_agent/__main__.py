@@ -8,8 +8,11 @@ ANTHROPIC_BASE_URL, *_API_KEY, SSL_CERT_FILE), the store and the defects
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 from reference_agent.config import PROVIDER_KINDS, AgentConfig, ConfigError
 from reference_agent.defects import Defects, UnknownDefectError
@@ -45,6 +48,24 @@ def config_from(args: argparse.Namespace) -> AgentConfig:
     return config.with_(**changes)
 
 
+class FrontDoor(Protocol):
+    def __call__(self, config: AgentConfig, args: argparse.Namespace) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Door:
+    module: str
+    function: str
+
+
+# Each front door lives in its own module and is loaded only when asked for.
+FRONT_DOORS = {
+    "serve": _Door("reference_agent.http_api", "serve_main"),
+    "acp": _Door("reference_agent.acp_agent", "acp_main"),
+    "chat": _Door("reference_agent.chat", "chat_main"),
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m reference_agent")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -61,17 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = config_from(args)
-        if args.command == "serve":
-            from reference_agent.http_api import serve_main
-
-            return serve_main(config, args)
-        if args.command == "acp":
-            from reference_agent.acp_agent import acp_main
-
-            return acp_main(config, args)
-        from reference_agent.chat import chat_main
-
-        return chat_main(config, args)
+        front_door = FRONT_DOORS[args.command]
+        module = importlib.import_module(front_door.module)
+        run: FrontDoor = getattr(module, front_door.function)
+        return run(config, args)
     except (ConfigError, UnknownDefectError) as exc:
         print(f"reference_agent: error: {exc}", file=sys.stderr)
         return 2

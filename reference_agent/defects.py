@@ -48,14 +48,13 @@ class Defect(StrEnum):
     IDLE_CANCEL_POISONS_NEXT = "idle-cancel-poisons-next"
     # I3: the cancel stops the active run but a queued follow-up still runs.
     QUEUED_FOLLOWUP_SURVIVES_CANCEL = "queued-followup-survives-cancel"
+    # I3: the queue is handed to a worker when a run ends; a cancel in that gap finds the
+    # session idle and the next queued prompt runs anyway.
+    HANDOFF_WINDOW = "handoff-window"
     # I4: a cancel naming a stale stream stops whatever runs now (the next turn).
     CANCEL_NOT_OWNER_SCOPED = "cancel-not-owner-scoped"
     # I4: a cancelled stream never gets its terminal event and is left open.
     NO_TERMINAL_CANCEL_EVENT = "no-terminal-cancel-event"
-    # ACP: a content update for the turn arrives after the prompt was answered.
-    ACP_UPDATE_AFTER_RESPONSE = "acp-update-after-response"
-    # ACP: a cancelled prompt is answered with a stop reason other than "cancelled".
-    ACP_WRONG_STOP_REASON = "acp-wrong-stop-reason"
 
 
 class UnknownDefectError(ValueError):

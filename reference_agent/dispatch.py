@@ -199,7 +199,18 @@ class Dispatcher:
             self._end(run, outcome.stop_reason.value, _outcome_data(outcome))
             if queue.active is run:
                 queue.active = None
+            if self.defects.on(Defect.HANDOFF_WINDOW):
+                # DEFECT: the queue leaves the session while a worker takes it over.
+                in_transit = list(queue.queued)
+                queue.queued.clear()
+                self._tg.start_soon(self._take_over, queue, in_transit)
+                return
             await self._start_next(queue)  # no window in which the session looks idle
+
+    async def _take_over(self, queue: _SessionQueue, runs: list[_Run]) -> None:
+        async with queue.lock:
+            queue.queued.extend(runs)
+            await self._start_next(queue)
 
     # -------------------------------------------------------------------- cancel
 

@@ -6,7 +6,7 @@ import anyio
 
 from harness.checks import CheckFailed
 from harness.scenario import ScenarioContext
-from harness.target import Submission
+from harness.target import Submission, Transcript, TranscriptEntry
 
 TURN = "header=x-agent-purpose:turn"
 
@@ -71,3 +71,18 @@ async def agent_backing_off(ctx: ScenarioContext, since_ns: int) -> None:
             raise CheckFailed("expected the agent to schedule a retry after the 500; it did not")
         return
     await anyio.sleep(ctx.tempo(2))
+
+
+def never_requested(ctx: ScenarioContext, marker: str) -> None:
+    """No request carrying `marker` ever reached the provider (the model was not called)."""
+    seen = [r for r in ctx.provider.ledger.requests() if marker.encode() in r.body]
+    if seen:
+        first = seen[0]
+        raise CheckFailed(
+            f"expected the prompt carrying {marker!r} never to reach the model; request "
+            f"#{first.ordinal} carried it at {ctx.rel(first.started_ns)}"
+        )
+
+
+def turn_entries(transcript: Transcript, turn_id: str) -> list[TranscriptEntry]:
+    return [e for e in transcript.entries if e.turn_id == turn_id]
