@@ -232,7 +232,9 @@ class Dispatcher:
             if not targets:
                 if self.defects.on(Defect.IDLE_CANCEL_POISONS_NEXT):
                     queue.poisoned = True
-                self.agent.emit("dispatch.cancel-idle", session_id)
+                # The agent still hears the Esc: it owns background work, which a correct
+                # agent leaves alone (and the background defect does not).
+                await self.agent.cancel(session_id)
                 return CancelAnswer(False, stream_id, "nothing to cancel")
             hit: list[str] = []
             for run in targets:
