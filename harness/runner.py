@@ -272,7 +272,10 @@ def run_guarded(
 async def _run_scenario(ctx: ScenarioContext, grace: float) -> None:
     """Run the scenario function, turning what it raises into a case outcome."""
     try:
-        await ctx.spec.fn(ctx)
+        try:
+            await ctx.spec.fn(ctx)
+        except BaseExceptionGroup as group:  # a check failed inside the scenario's task group
+            raise _unwrap(group) from None
     except CheckFailed as exc:
         ctx.timeline.stamp("check failed")
         raise _Outcome(Status.FAILED, str(exc)) from None

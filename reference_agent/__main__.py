@@ -27,6 +27,19 @@ def common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--defect", action="append", default=[], metavar="NAME")
     parser.add_argument("--stale-timeout", type=float, default=None, metavar="SECONDS")
     parser.add_argument("--turn-timeout", type=float, default=None, metavar="SECONDS")
+    parser.add_argument("--max-retries", type=int, default=None, metavar="N")
+    parser.add_argument("--backoff-base", type=float, default=None, metavar="SECONDS")
+    parser.add_argument("--backoff-max", type=float, default=None, metavar="SECONDS")
+    parser.add_argument("--compaction-threshold", type=int, default=None, metavar="CHARS")
+    parser.add_argument("--max-output-tokens", type=int, default=None, metavar="N")
+    parser.add_argument(
+        "--no-stream", action="store_true", help="plain JSON model responses, no streaming"
+    )
+    parser.add_argument(
+        "--no-memory-extraction",
+        action="store_true",
+        help="skip the post-turn background memory call",
+    )
 
 
 def config_from(args: argparse.Namespace) -> AgentConfig:
@@ -43,6 +56,19 @@ def config_from(args: argparse.Namespace) -> AgentConfig:
         changes["stale_timeout"] = args.stale_timeout
     if args.turn_timeout is not None:
         changes["turn_timeout"] = args.turn_timeout
+    for flag, setting in (
+        ("max_retries", "max_retries"),
+        ("backoff_base", "backoff_base"),
+        ("backoff_max", "backoff_max"),
+        ("compaction_threshold", "compaction_threshold_chars"),
+        ("max_output_tokens", "max_output_tokens"),
+    ):
+        if getattr(args, flag) is not None:
+            changes[setting] = getattr(args, flag)
+    if args.no_memory_extraction:
+        changes["memory_extraction"] = False
+    if args.no_stream:
+        changes["stream"] = False
     if args.defect:
         changes["defects"] = Defects.of([*config.defects.active, *args.defect])
     return config.with_(**changes)

@@ -16,7 +16,8 @@ QUEUEING = frozenset({Capability.CANCEL, Capability.QUEUE, Capability.TRANSCRIPT
 
 
 def _held_first(ctx: ScenarioContext) -> None:
-    ctx.fault("body-contains=first-marker,hold-before=3,gate=first")
+    # times=1: later requests carry the first prompt in their history too.
+    ctx.fault("body-contains=first-marker,hold-before=3,gate=first,times=1")
 
 
 @scenario(

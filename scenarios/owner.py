@@ -26,7 +26,7 @@ async def _log(ctx: ScenarioContext, submission: Submission) -> StreamLog:
 )
 async def owner_stale_stream_id(ctx: ScenarioContext) -> None:
     """The Stop click for an old stream lands after a new turn started and kills the new one."""
-    ctx.fault("body-contains=old-marker,hold-before=3,gate=old")
+    ctx.fault("body-contains=old-marker,hold-before=3,gate=old,times=1")
     ctx.fault("body-contains=new-marker,hold-before=3,gate=new")
     session = await ctx.new_session()
     old = await stream_held(ctx, session, "The old-marker turn.", "old")
@@ -85,7 +85,7 @@ async def owner_terminal_event_once(ctx: ScenarioContext) -> None:
 )
 async def owner_no_cross_stream_events(ctx: ScenarioContext) -> None:
     """The old event source is left open and leaks the next turn's tokens into it."""
-    ctx.fault("body-contains=old-marker,hold-before=3,gate=old")
+    ctx.fault("body-contains=old-marker,hold-before=3,gate=old,times=1")
     session = await ctx.new_session()
     old = await stream_held(ctx, session, "The old-marker turn.", "old")
     logs: dict[str, StreamLog] = {}
