@@ -149,10 +149,14 @@ def test_the_default_command_carries_defects_and_the_settings_the_cli_knows() ->
         Endpoint("anthropic", "http://127.0.0.1:1"), AgentSettings(turn_timeout=3.0)
     )
     assert argv[:4] == [sys.executable, "-m", "reference_agent", "serve"]
-    pairs = dict(zip(argv[4::2], argv[5::2], strict=True))
+    switches = [a for a in argv[4:] if a in ("--no-memory-extraction", "--no-stream")]
+    options = [a for a in argv[4:] if a not in switches]
+    pairs = dict(zip(options[::2], options[1::2], strict=True))
     assert pairs["--defect"] == "cancel-not-owner-scoped"
     assert pairs["--turn-timeout"] == "3" and pairs["--stale-timeout"] == "5"
     assert pairs["--provider"] == "{provider}" and pairs["--port"] == "0"
+    assert pairs["--max-retries"] == "2"  # the in-process target's defaults, as flags
+    assert switches == ["--no-memory-extraction"]  # memory extraction is off by default
 
 
 async def test_contradictory_settings_are_refused(provider: FakeProvider) -> None:
