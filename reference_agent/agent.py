@@ -175,9 +175,19 @@ class Agent:
 
     async def new_session(self) -> str:
         session_id = f"s{next(self._ids)}"
+        while self.store.session_exists(session_id):  # a file store from an earlier process
+            session_id = f"s{next(self._ids)}"
         self.store.create_session(session_id)
         self._sessions[session_id] = _Session(session_id)
         return session_id
+
+    def open_session(self, session_id: str) -> None:
+        """Make a session persisted by an earlier process usable in this one."""
+        if session_id in self._sessions:
+            return
+        if not self.store.session_exists(session_id):
+            raise UnknownSessionError(f"no session {session_id!r} in the store")
+        self._sessions[session_id] = _Session(session_id)
 
     def _session(self, session_id: str) -> _Session:
         try:

@@ -1,0 +1,110 @@
+"""The `acp:` target against the reference agent's ACP front door, and the ACP scenarios' power.
+
+Every ACP scenario passes on the clean reference agent and fails on each defect it names
+(openai-chat only: the ACP layer is the same for every wire format).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from fake_providers import ContentSpec, FakeProvider, FaultPlan, Match, tool_call
+from harness.cases import Case, RunConfig, Status
+from harness.runner import BASE_URL_KIND, Runner
+from harness.scenario import load_catalogue
+from harness.target import AgentSettings, Capability, Endpoint, TargetStartError
+from harness.targets.acp import AcpTarget, reference_acp_command
+
+pytestmark = pytest.mark.anyio
+
+WAIT = 10.0
+CATALOGUE = load_catalogue()
+ACP_SPECS = [spec for spec in CATALOGUE if Capability.ACP in spec.requires]
+CLAIMS = [(spec.id, defect) for spec in ACP_SPECS for defect in spec.catches]
+
+
+def endpoint(provider: FakeProvider, kind: str = "openai-chat") -> Endpoint:
+    return Endpoint(kind, provider.url(BASE_URL_KIND[kind]))
+
+
+async def run_case(scenario_id: str, defects: tuple[str, ...] = ()) -> tuple[Status, str]:
+    def target() -> AcpTarget:
+        return AcpTarget(command=reference_acp_command(defects), defects=defects)
+
+    runner = Runner(RunConfig(seed=1, defects=defects), target)
+    result = await runner.run_case(Case(CATALOGUE.get(scenario_id), "openai-chat"))
+    return result.status, f"{result.message}\n{result.timeline}"
+
+
+def test_the_acp_scenarios_claim_both_acp_defects() -> None:
+    assert {s.id for s in ACP_SPECS} == {
+        "acp.cancel-stop-reason",
+        "acp.nothing-after-answer",
+        "acp.permission-cancelled",
+        "acp.load-no-ghost-turn",
+    }
+    claimed = {d for _, d in CLAIMS}
+    assert {"acp-update-after-response", "acp-wrong-stop-reason"} <= claimed
+
+
+@pytest.mark.parametrize("scenario_id", [s.id for s in ACP_SPECS])
+async def test_passes_on_the_reference_agent(scenario_id: str) -> None:
+    status, story = await run_case(scenario_id)
+    assert status is Status.PASSED, story
+
+
+@pytest.mark.parametrize(("scenario_id", "defect"), CLAIMS, ids=[f"{s}-{d}" for s, d in CLAIMS])
+async def test_fails_on_the_defect_it_names(scenario_id: str, defect: str) -> None:
+    status, story = await run_case(scenario_id, (defect,))
+    assert status is Status.FAILED, story
+    assert story.strip(), "a failure must say what was expected and what was seen"
+
+
+async def test_a_turn_streams_asks_permission_and_loads_back(provider: FakeProvider) -> None:
+    shell = ContentSpec(tool_calls=(tool_call("shell", {"command": "echo hi"}),), tokens=0)
+    provider.add_fault(FaultPlan(content=shell), match=Match(nth=1))
+    target = AcpTarget(command=reference_acp_command())
+    assert target.capabilities >= {Capability.ACP, Capability.PERMISSIONS, Capability.CANCEL}
+    await target.start(endpoint(provider), AgentSettings())
+    try:
+        session = await target.new_session()
+        assert (await target.transcript(session)).entries == ()
+        turn = await target.submit(session, "Run echo hi.")
+        outcome = await target.wait_outcome(turn, WAIT)
+        assert outcome.stop_reason == "completed" and outcome.text
+        (asked,) = target.permissions()
+        assert asked.outcome == "selected" and asked.option_id == "allow"
+        log = await target.stream_log(turn, WAIT)
+        assert log.closed and [e.kind for e in log.terminals] == ["completed"]
+        assert {e.kind for e in log.events} == {"tool", "delta", "completed"}
+        assert target.updates_after_answer(turn) == []
+        assert target.answer_ns(turn) == log.terminals[0].t_ns
+        roles = [e.role for e in (await target.transcript(session)).entries]
+        assert roles == ["user", "assistant"]
+        ack = await target.cancel(session)  # nothing running: sent, but nothing cancelled
+        assert not ack.cancelled
+        assert target.live_pids() == []
+    finally:
+        await target.stop()
+
+
+async def test_a_command_that_fails_to_start_names_its_stderr(provider: FakeProvider) -> None:
+    crash = [sys.executable, "-c", "import sys; sys.exit('agent says: no API key')"]
+    with pytest.raises(TargetStartError, match="agent says: no API key"):
+        await AcpTarget(command=crash, startup_timeout=WAIT).start(
+            endpoint(provider), AgentSettings()
+        )
+    with pytest.raises(TargetStartError, match="cannot start"):
+        await AcpTarget(command=["/nonexistent/agent", "--acp"]).start(
+            endpoint(provider), AgentSettings()
+        )
+
+
+async def test_a_command_that_never_answers_initialize_times_out(provider: FakeProvider) -> None:
+    silent = [sys.executable, "-c", "import sys; sys.stderr.write('booting\\n'); sys.stdin.read()"]
+    with pytest.raises(TargetStartError, match=r"initialize failed \(no answer.*booting"):
+        await AcpTarget(command=silent, startup_timeout=0.5).start(
+            endpoint(provider), AgentSettings()
+        )
