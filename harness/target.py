@@ -3,7 +3,8 @@
 A target starts an agent against the fake provider, opens sessions, submits prompts,
 cancels, waits for outcomes and reads the persisted transcript. Each target declares
 its capabilities; a scenario needing one the target lacks is "not applicable", never
-"passed". Kinds: `reference` (in-process), and later `python:`, `acp:`, `http:`, `pty:`.
+"passed". Kinds: `reference` (in-process), `acp`, `http`, `pty`, `python:` and targets
+configured in TOML (harness/targets/__init__.py, docs/targets.md).
 """
 
 from __future__ import annotations

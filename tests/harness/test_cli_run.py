@@ -106,7 +106,10 @@ def test_seed_is_random_when_not_given_and_printed(capsys: pytest.CaptureFixture
         (["run", "--provider", "gemini"], "unknown provider 'gemini'; use one of openai-chat"),
         (["run", "I2", "--provider", "azure"], "none of the selected scenarios runs on azure"),
         (["run", "--defect", "ignore-cancel"], "unknown defect 'ignore-cancel'"),
-        (["run", "--target", "acp:my-agent"], "target kind 'acp:' is not available yet"),
+        (
+            ["run", "--target", "acp:my-agent"],
+            "target 'acp:my-agent': program 'my-agent' not found",
+        ),
         (["run", "--target", "mine"], "unknown target 'mine'; use --target reference"),
         (["run", "--tempo", "-1"], "--tempo -1: expected seconds above 0"),
         (["run", "--seed", "soon"], "argument --seed: invalid int value: 'soon'"),
@@ -171,9 +174,10 @@ def test_mutants_exit_1_when_a_defect_escapes_every_scenario(
 
 def test_make_target_names_the_kinds() -> None:
     with pytest.raises(TargetSpecError) as caught:
-        make_target("http://localhost:8000")
-    assert str(caught.value) == (
-        "target kind 'http:' is not available yet; use --target reference (the only kind today)"
+        make_target("ftp:x")
+    assert str(caught.value).startswith(
+        "unknown target 'ftp:x'; use --target reference, acp[:COMMAND], http[:URL], "
+        "pty[:COMMAND], python:MODULE:FACTORY or a configured name"
     )
 
 
