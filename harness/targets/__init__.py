@@ -100,13 +100,29 @@ def _builtin(kind: str, rest: str | None, defects: Sequence[str]) -> Target:
 
         return make_python_target(rest or "", defects)
     if kind == "acp":
-        acp = load_kind("acp", "AcpTarget", "reference_acp_command")
+        acp = load_kind(
+            "acp",
+            "AcpTarget",
+            "reference_acp_command",
+            "REFERENCE_CAPABILITIES",
+            "THIRD_PARTY_CAPABILITIES",
+        )
         if rest is None:
+            from harness.targets.reference import reference_cli_args
+
             command = acp.reference_acp_command(defects)
-            target = acp.AcpTarget(command=command, defects=defects, name="acp")
+            target = acp.AcpTarget(
+                command=command,
+                defects=defects,
+                name="acp",
+                capabilities=acp.REFERENCE_CAPABILITIES,
+                settings_args=reference_cli_args,
+            )
         else:
             command = check_command(rest, {}, f"target 'acp:{rest}'")
-            target = acp.AcpTarget(command=command, defects=defects)
+            target = acp.AcpTarget(
+                command=command, defects=defects, capabilities=acp.THIRD_PARTY_CAPABILITIES
+            )
     else:
         from harness.targets.pty import PtyTarget, reference_chat_target
 

@@ -21,7 +21,7 @@ import shlex
 import sys
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -65,6 +65,16 @@ DEFAULT_CAPABILITIES = frozenset(
         Capability,
         ("cancel", "transcript", "sessions", "tools", "permissions", "acp", "stream-events"),
     )
+)
+# The reference agent's ACP door also honours every scenario setting (as CLI flags).
+REFERENCE_CAPABILITIES = DEFAULT_CAPABILITIES | frozenset(
+    map(Capability, ("timeout", "stale-timeout", "retries", "compaction", "background"))
+)
+# Someone else's ACP agent: only what any ACP agent can be judged on. Its tools are not
+# the harness's tools, session/load is optional, and its settings are out of our reach;
+# add what it has with `capabilities_add` in its TOML.
+THIRD_PARTY_CAPABILITIES = frozenset(
+    map(Capability, ("cancel", "sessions", "acp", "stream-events"))
 )
 # Updates that belong to a turn's content; others (commands, mode, usage) are session-level.
 CONTENT_UPDATES = frozenset(
@@ -206,8 +216,10 @@ class AcpTarget:
         startup_timeout: float = 30.0,
         name: str | None = None,
         capabilities: frozenset[Capability] | None = None,
+        settings_args: Callable[[AgentSettings], Sequence[str]] | None = None,
     ) -> None:
         self.command, self.env_template = command, dict(env or {})
+        self.settings_args = settings_args  # how scenario settings reach the agent, if at all
         self.defects = tuple(defects)
         self.startup_timeout = startup_timeout
         shown = command if isinstance(command, str) else shlex.join(command)
@@ -241,9 +253,10 @@ class AcpTarget:
 
     async def start(self, endpoint: Endpoint, settings: AgentSettings) -> None:
         values = template_values(endpoint)
-        process = AgentProcess(
-            command_line(self.command, values), environment(self.env_template, values)
-        )
+        argv = command_line(self.command, values)
+        if self.settings_args is not None:
+            argv += list(self.settings_args(settings))
+        process = AgentProcess(argv, environment(self.env_template, values))
         stack = AsyncExitStack()
         await stack.__aenter__()
         try:

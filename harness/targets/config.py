@@ -288,11 +288,22 @@ def _build(
 
         target = make_python_target(config.factory or "", defects)
     elif config.kind == "acp":
-        acp = load_kind("acp", "AcpTarget", "reference_acp_command")
+        acp = load_kind(
+            "acp",
+            "AcpTarget",
+            "reference_acp_command",
+            "REFERENCE_CAPABILITIES",
+            "THIRD_PARTY_CAPABILITIES",
+        )
         if config.command is None:
+            from harness.targets.reference import reference_cli_args
+
             command: Any = acp.reference_acp_command(tuple(defects))
+            process.setdefault("capabilities", acp.REFERENCE_CAPABILITIES)
+            process["settings_args"] = reference_cli_args
         else:
             command = check_command(config.command, config.env, config.where)
+            process.setdefault("capabilities", acp.THIRD_PARTY_CAPABILITIES)
         target = acp.AcpTarget(command=command, **process)
     elif config.kind == "http":
         http = load_kind("http", "HttpTarget")

@@ -42,7 +42,7 @@ from harness.target import (
     TranscriptEntry,
 )
 from harness.targets.process import AgentProcess, command_line, environment, template_values
-from harness.targets.reference import DEFAULTS
+from harness.targets.reference import reference_cli_args
 from reference_agent.defects import Defects
 
 # What the reference server's CLI can express (every AgentSettings knob has a flag). Not
@@ -54,19 +54,6 @@ DEFAULT_CAPABILITIES = frozenset(
     | {Capability.STALE_TIMEOUT, Capability.RETRIES, Capability.COMPACTION}
     | {Capability.BACKGROUND}
 )
-# AgentSettings the `serve` CLI has flags for; the others are not passed (the server keeps
-# its own defaults). Add a row here when the CLI learns a flag.
-CLI_SETTINGS = (
-    ("stale_timeout", "--stale-timeout"),
-    ("turn_timeout", "--turn-timeout"),
-    ("max_retries", "--max-retries"),
-    ("backoff_base", "--backoff-base"),
-    ("backoff_max", "--backoff-max"),
-    ("compaction_threshold_chars", "--compaction-threshold"),
-    ("max_output_tokens", "--max-output-tokens"),
-)
-# Boolean settings: the flag is passed when the setting (or the in-process default) is False.
-CLI_SWITCHES_OFF = (("memory_extraction", "--no-memory-extraction"), ("stream", "--no-stream"))
 SERVING_LINE = re.compile(rb"serving (https?://\S+)")
 MAX_LINE = 64 * 1024
 REQUEST_TIMEOUT = httpx.Timeout(10.0)
@@ -154,19 +141,7 @@ class HttpTarget:
         argv += ["--port", "0"]
         for defect in self.defects.names():
             argv += ["--defect", defect]
-        for setting, flag in CLI_SETTINGS:
-            value = getattr(settings, setting)
-            if value is None:
-                value = getattr(DEFAULTS, setting)  # the in-process target's defaults
-            if value is not None:
-                argv += [flag, f"{value:g}"]
-        for setting, flag in CLI_SWITCHES_OFF:
-            value = getattr(settings, setting)
-            if value is None:
-                value = getattr(DEFAULTS, setting)
-            if value is False:
-                argv.append(flag)
-        return argv
+        return argv + reference_cli_args(settings)
 
     async def start(self, endpoint: Endpoint, settings: AgentSettings) -> None:
         if self._stack is not None:

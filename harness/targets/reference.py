@@ -41,6 +41,39 @@ DEFAULTS = AgentSettings(
 )
 
 
+# AgentSettings the reference agent's command line (python -m reference_agent ...) takes,
+# so its out-of-process front doors honour a scenario's settings as the in-process one does.
+CLI_SETTINGS = (
+    ("stale_timeout", "--stale-timeout"),
+    ("turn_timeout", "--turn-timeout"),
+    ("max_retries", "--max-retries"),
+    ("backoff_base", "--backoff-base"),
+    ("backoff_max", "--backoff-max"),
+    ("compaction_threshold_chars", "--compaction-threshold"),
+    ("max_output_tokens", "--max-output-tokens"),
+)
+# Boolean settings: the flag is passed when the setting (or our default) is False.
+CLI_SWITCHES_OFF = (("memory_extraction", "--no-memory-extraction"), ("stream", "--no-stream"))
+
+
+def reference_cli_args(settings: AgentSettings) -> list[str]:
+    """The reference agent's flags for `settings`, our defaults filling the gaps."""
+    argv: list[str] = []
+    for setting, flag in CLI_SETTINGS:
+        value = getattr(settings, setting)
+        if value is None:
+            value = getattr(DEFAULTS, setting)
+        if value is not None:
+            argv += [flag, f"{value:g}"]
+    for setting, flag in CLI_SWITCHES_OFF:
+        value = getattr(settings, setting)
+        if value is None:
+            value = getattr(DEFAULTS, setting)
+        if value is False:
+            argv.append(flag)
+    return argv
+
+
 class ReferenceTarget:
     """Drives the reference agent in-process, through its dispatcher (accept, queue, streams)."""
 
