@@ -40,6 +40,8 @@ def fake_kinds(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     acp = types.ModuleType("harness.targets.acp")
     acp.AcpTarget = Recorder  # type: ignore[attr-defined]
     acp.reference_acp_command = lambda defects: ["ref-acp", *defects]  # type: ignore[attr-defined]
+    acp.REFERENCE_CAPABILITIES = frozenset({Capability.ACP, Capability.TIMEOUT})  # type: ignore[attr-defined]
+    acp.THIRD_PARTY_CAPABILITIES = frozenset({Capability.ACP})  # type: ignore[attr-defined]
     http = types.ModuleType("harness.targets.http")
     http.HttpTarget = Recorder  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "harness.targets.acp", acp)
@@ -199,14 +201,21 @@ def test_plain_pty_and_pty_command() -> None:
 def test_acp_and_http_kinds_are_built_lazily(fake_kinds: None, in_tmp: Path) -> None:
     plain = make_target("acp", ("provider-ignores-cancel",))
     assert isinstance(plain, Recorder)
+    settings_args = plain.kwargs.pop("settings_args")
+    assert callable(settings_args)  # the reference agent's door takes scenario settings
     assert plain.kwargs == {
         "command": ["ref-acp", "provider-ignores-cancel"],
         "defects": ("provider-ignores-cancel",),
         "name": "acp",
+        "capabilities": frozenset({Capability.ACP, Capability.TIMEOUT}),
     }
     mine = make_target(f"acp:{sys.executable} -m agent")
     assert isinstance(mine, Recorder)
-    assert mine.kwargs == {"command": f"{sys.executable} -m agent", "defects": ()}
+    assert mine.kwargs == {
+        "command": f"{sys.executable} -m agent",
+        "defects": (),
+        "capabilities": frozenset({Capability.ACP}),  # a stranger: the conservative default
+    }
     for spec, url in [
         ("http", None),
         ("http:http://h:1", "http://h:1"),
