@@ -97,6 +97,18 @@ def _parser() -> argparse.ArgumentParser:
         description="Run the catalogue on the clean reference agent, then once per defect.",
     )
     mutants.add_argument("selectors", nargs="*", metavar="SELECTOR")
+    mutants.add_argument(
+        "--target",
+        default="reference",
+        help="the reference agent's door to go through: reference, acp, http or pty",
+    )
+    mutants.add_argument(
+        "--defect",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only these defects (repeatable; default: every defect)",
+    )
     _common(mutants)
     mutants.add_argument(
         "--json", type=Path, default=None, metavar="PATH", help="mutants.json path"
@@ -305,8 +317,9 @@ def all_defects() -> list[str]:
 
 
 def _mutants(options: _Options) -> int:
-    base = options.config
-    defects = all_defects()
+    # --defect narrows the defect list; the clean run has none switched on.
+    defects = list(options.config.defects) or all_defects()
+    base = replace(options.config, defects=())
     print(
         f"cancel-harness mutants: {len(options.cases)} case(s) x (clean + {len(defects)} "
         f"defects), seed {base.seed}, tempo {base.tempo:g}s",

@@ -195,3 +195,27 @@ def test_console_script_usage_error_has_no_traceback() -> None:
         "use one of openai-chat, openai-responses, anthropic, azure\n"
     )
     assert proc.stdout == ""
+
+
+def test_mutants_through_a_front_door_for_chosen_defects(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The real catalogue and the real http front door of the reference agent.
+    code = cli.main(
+        [
+            "mutants",
+            "accept.idle-cancel-then-prompt",
+            "--target",
+            "http",
+            "--provider",
+            "openai-chat",
+            "--defect",
+            "idle-cancel-poisons-next",
+            "--seed",
+            "3",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "1 case(s) x (clean + 1 defects)" in out
+    assert "idle-cancel-poisons-next: caught by 1 case(s)" in out
