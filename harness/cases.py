@@ -33,6 +33,7 @@ class RunConfig:
     timeout: float | None = None  # per case; None: 200 tempo, at least 10 s
     stop_limit: float | None = None  # for target.stop(); None: 100 tempo, at least 5 s
     jobs: int = 1  # cases run at once (each with its own provider and target)
+    tls: bool = False  # the fake provider serves https; agents get its CA as {ca_file}
 
     @property
     def case_timeout(self) -> float:
@@ -51,6 +52,8 @@ class RunConfig:
             args += ["--defect", defect]
         if self.target != "reference":
             args += ["--target", self.target]
+        if self.tls:
+            args.append("--tls")
         return shlex.join(args)
 
 

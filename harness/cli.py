@@ -45,6 +45,7 @@ from reference_agent.defects import Defect, UnknownDefectError, parse_defect
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_JOBS = 2
+START_FAILURE = "the target did not start"  # how the runner words a target's start error
 
 type TargetMaker = Callable[[str, Sequence[str]], Target]
 
@@ -132,6 +133,11 @@ def _common(sub: argparse.ArgumentParser) -> None:
         default=DEFAULT_TEMPO,
         metavar="SECONDS",
         help=f"the interval every wait is a multiple of (default {DEFAULT_TEMPO})",
+    )
+    sub.add_argument(
+        "--tls",
+        action="store_true",
+        help="the fake provider serves https; the agent is given its CA ({ca_file})",
     )
     sub.add_argument(
         "--jobs",
@@ -268,7 +274,14 @@ def _options(args: argparse.Namespace, registry: Registry, make: TargetMaker) ->
     seed = args.seed if args.seed is not None else new_seed()
     if args.jobs < 1:
         raise UsageError(f"--jobs {args.jobs}: run at least one case at a time (--jobs 1)")
-    config = RunConfig(seed=seed, target=target, defects=defects, tempo=args.tempo, jobs=args.jobs)
+    config = RunConfig(
+        seed=seed,
+        target=target,
+        defects=defects,
+        tempo=args.tempo,
+        jobs=args.jobs,
+        tls=args.tls,
+    )
     return _Options(
         cases,
         config,
@@ -308,6 +321,11 @@ def _run(options: _Options) -> int:
         print(f"\n{details}\n")
     print(summary_table(result))
     print(f"reports: {junit}, {results}")
+    unstarted = [r for r in result.results if r.message.startswith(START_FAILURE)]
+    if unstarted and len(unstarted) == len(result.results):
+        # The agent never came up: a setup problem, not a verdict on its cancellation.
+        print(f"cancel-harness: error: {unstarted[0].message}", file=sys.stderr)
+        return EXIT_USAGE
     return EXIT_OK if result.ok else EXIT_FAILED
 
 

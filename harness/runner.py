@@ -120,7 +120,7 @@ class Runner:
                 f"needs capability {', '.join(missing)}, which target '{target.name}' does not have"
             )
             return self._result(case, began, Status.NOT_APPLICABLE, message)
-        provider = FakeProvider()
+        provider = FakeProvider(tls=self.config.tls)
         self._live[case], self._verdict[case] = (began, timeline, provider), ""
         try:
             with _no_gc_pauses():
@@ -156,7 +156,8 @@ class Runner:
     async def _drive(
         self, case: Case, provider: FakeProvider, target: Target, timeline: Timeline
     ) -> tuple[Status, str]:
-        endpoint = Endpoint(case.kind, provider.url(BASE_URL_KIND[case.kind]))
+        ca_file = str(provider.tls.ca_path) if provider.tls is not None else None
+        endpoint = Endpoint(case.kind, provider.url(BASE_URL_KIND[case.kind]), ca_file=ca_file)
         settings = case.spec.agent_settings(self.tempo)
         ctx = ScenarioContext(
             spec=case.spec,

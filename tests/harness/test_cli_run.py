@@ -219,3 +219,28 @@ def test_mutants_through_a_front_door_for_chosen_defects(
     assert code == 0, out
     assert "1 case(s) x (clean + 1 defects)" in out
     assert "idle-cancel-poisons-next: caught by 1 case(s)" in out
+
+
+def test_an_agent_that_will_not_start_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    agent = tmp_path / "agent.sh"
+    agent.write_text("#!/bin/sh\necho 'fatal: no config file' >&2\nexit 3\n")
+    agent.chmod(0o755)
+    code = cli.main(
+        ["run", "acp.cancel-stop-reason", "--provider", "openai-chat", "--target", f"acp:{agent}"]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1
+    assert "the target did not start" in err and "stderr: fatal: no config file" in err
+
+
+def test_tls_run_gives_the_agent_the_exported_ca(capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(["run", "esc.mid-stream", "--provider", "openai-chat", "--tls", "--seed", "1"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert (
+        "--tls"
+        in json.loads((Path("reports/latest/results.json")).read_text())["results"][0]["replay"]
+    )
