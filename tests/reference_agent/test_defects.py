@@ -17,10 +17,10 @@ from pathlib import Path
 
 import anyio
 import pytest
-from agent_watch import Watch
+from agent_support import Watch, closed_by_client, connection_of, request_with
 
 from fake_providers import ContentSpec, FakeProvider, FaultPlan, Match, tool_call
-from fake_providers.ledger import ConnectionRecord, Ledger, Outcome, RequestRecord, now_ns
+from fake_providers.ledger import Outcome, now_ns
 from reference_agent.agent import Agent
 from reference_agent.config import AgentConfig
 from reference_agent.defects import ENV_VAR, Defect, Defects, UnknownDefectError
@@ -105,28 +105,6 @@ async def defective(
     with anyio.fail_after(3 * WAIT):
         async with Agent(config, on_event=watch) as agent:
             yield agent, watch, await agent.new_session()
-
-
-def request_with(provider: FakeProvider, *, purpose: str = "", body: str = "") -> RequestRecord:
-    for r in provider.ledger.requests():
-        if purpose in ("", r.header("x-agent-purpose")) and body.encode() in r.body:
-            return r
-    raise AssertionError(f"no request with purpose={purpose!r} body~{body!r}")
-
-
-def connection_of(provider: FakeProvider, request: RequestRecord) -> ConnectionRecord:
-    return provider.ledger.connection(request.connection_id)
-
-
-async def closed_by_client(
-    provider: FakeProvider, request: RequestRecord, after_ns: int, within_s: float
-) -> ConnectionRecord:
-    def closed(ledger: Ledger) -> ConnectionRecord | None:
-        return ledger.closed_by_client_within(
-            after_ns, within_s, connection_id=request.connection_id
-        )
-
-    return await provider.ledger.wait_for(closed, 2.0, "the client to close the connection")
 
 
 class FirstEvent:
