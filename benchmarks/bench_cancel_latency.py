@@ -72,16 +72,10 @@ from benchmarks import _common as c
 from fake_providers import ConnectionRecord, FakeProvider, RequestRecord
 from fake_providers.ledger import Closer
 from reference_agent.agent import Agent
-from reference_agent.config import AgentConfig
+from reference_agent.config import PROVIDER_KINDS, AgentConfig
 
 NAME = "bench_cancel_latency"
-KINDS = ("openai-chat", "openai-responses", "anthropic", "azure")
-URL_KIND = {
-    "openai-chat": "openai",
-    "openai-responses": "openai",
-    "anthropic": "anthropic",
-    "azure": "azure",
-}
+KINDS = PROVIDER_KINDS  # every kind the reference agent speaks
 TURN = "header=x-agent-purpose:turn"
 HOLD_BEFORE = 4  # the provider writes 3 events, then parks before the 4th
 EVENTS_READ = HOLD_BEFORE - 1
@@ -309,7 +303,7 @@ async def floor_once(
 def agent_config(provider: FakeProvider, kind: str) -> AgentConfig:
     return AgentConfig(
         provider=kind,
-        base_url=provider.url(URL_KIND[kind]),
+        base_url=provider.url(kind),
         api_key="sk-x",
         model="gpt-4o",
         memory_extraction=False,

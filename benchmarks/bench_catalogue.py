@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import _common as c
+from fake_providers.kinds import ProviderKind
 
 NAME = "bench_catalogue"
 TARGET_S = 20.0
@@ -180,7 +181,7 @@ def main() -> None:
         tmp = Path(tmp_name)
         for i in range(repeats):
             full.append(run_catalogue(tmp, "all kinds", i, []))
-            chat.append(run_catalogue(tmp, "openai-chat", i, ["openai-chat"]))
+            chat.append(run_catalogue(tmp, ProviderKind.OPENAI_CHAT, i, [ProviderKind.OPENAI_CHAT]))
         if not args.quick:
             for label, extra in INFO_RUNS:
                 info.append((label, run_catalogue(tmp, label, 0, [], extra)))
@@ -189,7 +190,7 @@ def main() -> None:
                 *cli(),
                 "mutants",
                 "--provider",
-                "openai-chat",
+                ProviderKind.OPENAI_CHAT,
                 "--seed",
                 str(SEED),
                 "--json",

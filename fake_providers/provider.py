@@ -27,19 +27,11 @@ from anyio.abc import SocketAttribute
 from fake_providers.control import ControlAPI
 from fake_providers.faults import FaultPlan, Match, Rule, parse_rule
 from fake_providers.gates import Gate, GateRegistry
+from fake_providers.kinds import ProviderKind
 from fake_providers.ledger import Ledger
 from fake_providers.rules import PlanResolver
 from fake_providers.server import ProviderServer
 from fake_providers.tls import TLSMaterial, make_tls
-
-# Where each SDK expects its base URL to point, relative to the server root.
-BASE_PATHS = {
-    "openai": "/v1",
-    "openai-responses": "/v1",
-    "anthropic": "",
-    "azure": "",
-    "gemini": "",
-}
 
 
 class ProviderStartError(RuntimeError):
@@ -129,18 +121,16 @@ class FakeProvider:
             pass
         return f"{scheme}://{host}:{self.port}"
 
-    def url(self, kind: str = "openai") -> str:
-        """The base URL to give an SDK of this kind (`openai`, `anthropic`, `azure`, `gemini`)."""
-        try:
-            return self.origin + BASE_PATHS[kind]
-        except KeyError:
-            raise ValueError(
-                f"unknown provider kind {kind!r}; use one of {', '.join(BASE_PATHS)}"
-            ) from None
+    def url(self, kind: str = ProviderKind.OPENAI_CHAT) -> str:
+        """The base URL to give an SDK of this kind (a `ProviderKind`, or the alias `openai`).
+
+        Raises `UnknownProviderKind` (a ValueError) for a name we do not speak.
+        """
+        return self.origin + ProviderKind.parse(kind).base_path
 
     @property
-    def base_urls(self) -> dict[str, str]:
-        return {kind: self.url(kind) for kind in BASE_PATHS}
+    def base_urls(self) -> dict[ProviderKind, str]:
+        return {kind: self.url(kind) for kind in ProviderKind}
 
     # -------------------------------------------------------------------- steering
 

@@ -359,7 +359,7 @@ class ProviderServer:
         wire, facts = prepared.wire, prepared.facts
         completion = prepared.selection.plan.content.build(
             model=facts.model,
-            response_id=f"{_ID_PREFIX.get(wire.kind, '')}fake{req.ordinal:06d}",
+            response_id=f"{wire.kind.id_prefix}fake{req.ordinal:06d}",
             created=1_700_000_000 + req.ordinal,
             max_tokens=facts.max_tokens,
             input_tokens=max(1, req.body_size // 4),
@@ -581,10 +581,6 @@ def _json_headers(payload: bytes, *, close: bool = False) -> list[tuple[bytes, b
 def _error_json(message: str, kind: str) -> bytes:
     return json.dumps({"error": {"message": message, "type": kind}}).encode()
 
-
-# Providers' own id shapes, so agents that sniff ids see what they expect.
-_ID_PREFIX = {"openai-chat": "chatcmpl-", "azure": "chatcmpl-", "openai-responses": "resp_"}
-_ID_PREFIX["anthropic"] = "msg_"
 
 _STATUS_MESSAGES = {
     408: "Request timed out (injected fault).",

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from fake_providers.kinds import ProviderKind
 from harness.scenario import ScenarioSpec
 
 
@@ -67,7 +68,7 @@ class Case:
     """One scenario against one provider kind."""
 
     spec: ScenarioSpec
-    kind: str
+    kind: ProviderKind
 
     @property
     def name(self) -> str:

@@ -6,7 +6,6 @@ Exit codes: 0 success, 1 a check failed, 2 bad usage or setup (one line, no trac
 from __future__ import annotations
 
 import argparse
-import difflib
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -16,7 +15,7 @@ from typing import NoReturn
 import anyio
 
 from fake_providers import FaultSpecError, ProviderStartError
-from fake_providers.provider import BASE_PATHS
+from fake_providers.kinds import ProviderKind, UnknownProviderKind
 from harness.cases import Case, CaseResult, RunConfig, RunResult, Status, new_seed, plan_cases
 from harness.report import (
     DEFAULT_DIR,
@@ -157,9 +156,10 @@ def _serve_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
     serve.add_argument(
         "--provider",
         action="append",
-        choices=sorted(BASE_PATHS),
         default=[],
-        help="only print this provider's base URL (repeatable; all kinds are always served)",
+        metavar="KIND",
+        help="only print this provider's base URL (repeatable; all kinds are always served): "
+        + ", ".join(ProviderKind),
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=0, help="port (default 0: any free port)")
@@ -205,6 +205,7 @@ def main(
         return _mutants(options)
     except (
         UsageError,
+        UnknownProviderKind,
         FaultSpecError,
         ProviderStartError,
         UnknownSelectorError,
@@ -251,11 +252,7 @@ class _Options:
 
 def _options(args: argparse.Namespace, registry: Registry, make: TargetMaker) -> _Options:
     """Validate everything before running anything; each mistake is one line, exit 2."""
-    for kind in args.provider:
-        if kind not in ALL_KINDS:
-            close = difflib.get_close_matches(kind, ALL_KINDS, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise UsageError(f"unknown provider '{kind}'{hint}; use one of {', '.join(ALL_KINDS)}")
+    kinds = [ProviderKind.parse(kind) for kind in args.provider]
     if not args.tempo > 0:
         raise UsageError(f"--tempo {args.tempo:g}: expected seconds above 0, such as 0.02")
     defects = tuple(parse_defect(d).value for d in getattr(args, "defect", []))
@@ -264,7 +261,7 @@ def _options(args: argparse.Namespace, registry: Registry, make: TargetMaker) ->
     specs = registry.select(args.selectors)
     if not specs:
         raise UsageError("the catalogue is empty: no scenario modules in the scenarios package")
-    providers = list(dict.fromkeys(args.provider))
+    providers = list(dict.fromkeys(kinds))
     cases = plan_cases(specs, providers)
     if not cases:
         raise UsageError(
@@ -367,6 +364,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise UsageError(f"--port {args.port} is out of range; use 0-65535 (0 picks a free port)")
     for spec in args.fault:
         parse_rule(spec)  # fail before binding anything
+    kinds = [ProviderKind.parse(kind) for kind in args.provider]
     configure_server_process()
     try:
         anyio.run(
@@ -375,7 +373,7 @@ def _serve(args: argparse.Namespace) -> int:
                 port=args.port,
                 tls=args.tls,
                 faults=args.fault,
-                providers=args.provider,
+                providers=kinds,
                 tls_dir=args.tls_dir,
             )
         )

@@ -29,13 +29,6 @@ from harness.scenario import ScenarioContext, Tempo
 from harness.target import AgentSettings, Endpoint, Target, TargetStartError
 from harness.timeline import Timeline
 
-BASE_URL_KIND = {
-    "openai-chat": "openai",
-    "openai-responses": "openai",
-    "anthropic": "anthropic",
-    "azure": "azure",
-}
-
 type TargetFactory = Callable[[], Target]
 
 
@@ -157,7 +150,7 @@ class Runner:
         self, case: Case, provider: FakeProvider, target: Target, timeline: Timeline
     ) -> tuple[Status, str]:
         ca_file = str(provider.tls.ca_path) if provider.tls is not None else None
-        endpoint = Endpoint(case.kind, provider.url(BASE_URL_KIND[case.kind]), ca_file=ca_file)
+        endpoint = Endpoint(case.kind, provider.url(case.kind), ca_file=ca_file)
         settings = case.spec.agent_settings(self.tempo)
         ctx = ScenarioContext(
             spec=case.spec,

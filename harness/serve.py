@@ -7,22 +7,15 @@ connection event, so you can watch your agent's cancel reach (or not reach) the 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
 import anyio
 
 from fake_providers import FakeProvider
+from fake_providers.kinds import ProviderKind
 from fake_providers.ledger import LedgerEvent, now_ns
-from fake_providers.provider import BASE_PATHS
-
-ENV_HINTS = {
-    "openai": "OPENAI_BASE_URL",
-    "openai-responses": "OPENAI_BASE_URL",
-    "anthropic": "ANTHROPIC_BASE_URL",
-    "azure": "AZURE_OPENAI_ENDPOINT",
-    "gemini": "GOOGLE_GEMINI_BASE_URL",
-}
 
 
 class LiveLog:
@@ -69,7 +62,7 @@ async def serve(
     port: int,
     tls: bool,
     faults: list[str],
-    providers: list[str],
+    providers: Sequence[ProviderKind],
     tls_dir: Path | None,
     out: TextIO = sys.stdout,
     ready: anyio.Event | None = None,
@@ -79,8 +72,8 @@ async def serve(
     async with provider:
         provider.ledger.subscribe(LiveLog(out, now_ns()))
         print(f"cancel-harness fake provider listening on {provider.origin}", file=out)
-        for kind in providers or list(BASE_PATHS):
-            print(f"  {kind:<17} {ENV_HINTS[kind]}={provider.url(kind)}", file=out)
+        for kind in providers or list(ProviderKind):
+            print(f"  {kind:<17} {kind.base_url_env}={provider.url(kind)}", file=out)
         if provider.tls is not None:
             env = " ".join(f"{k}={v}" for k, v in provider.tls.env().items())
             print(f"  CA file           {provider.tls.ca_path}", file=out)

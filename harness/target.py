@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from fake_providers.kinds import ProviderKind
+
 
 class Capability(StrEnum):
     CANCEL = "cancel"  # cancel a running turn
@@ -35,10 +37,13 @@ class Capability(StrEnum):
 class Endpoint:
     """Where the fake provider is and how to talk to it."""
 
-    kind: str  # openai-chat | openai-responses | anthropic | azure
+    kind: ProviderKind
     base_url: str
     api_key: str = "sk-cancel-harness-test"
     ca_file: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", ProviderKind.parse(self.kind))
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from reference_agent.defects import Defects, UnknownDefectError
 
 
 def common_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--provider", choices=PROVIDER_KINDS, default="openai-chat")
+    parser.add_argument("--provider", choices=PROVIDER_KINDS, default=PROVIDER_KINDS[0])
     parser.add_argument("--base-url", default=None, help="provider base URL (default: from env)")
     parser.add_argument("--api-key", default=None, help="API key (default: from env)")
     parser.add_argument("--model", default=None, help="model or deployment name")

@@ -6,9 +6,31 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+from fake_providers.kinds import ProviderKind
 from reference_agent.defects import Defects
 
-PROVIDER_KINDS = ("openai-chat", "openai-responses", "anthropic", "azure")
+# The wire formats the reference agent speaks.
+# TODO(gemini): the Gemini client comes next; then this is every ProviderKind.
+PROVIDER_KINDS: tuple[ProviderKind, ...] = tuple(
+    k for k in ProviderKind if k is not ProviderKind.GEMINI
+)
+
+
+# The real services' base URLs, for a user who sets only the key.
+DEFAULT_BASE_URLS = {
+    ProviderKind.OPENAI_CHAT: "https://api.openai.com/v1",
+    ProviderKind.OPENAI_RESPONSES: "https://api.openai.com/v1",
+    ProviderKind.ANTHROPIC: "https://api.anthropic.com",
+    ProviderKind.GEMINI: "https://generativelanguage.googleapis.com",
+}
+# Where a user names the model (Azure names a deployment instead).
+MODEL_ENV = {
+    ProviderKind.OPENAI_CHAT: "OPENAI_MODEL",
+    ProviderKind.OPENAI_RESPONSES: "OPENAI_MODEL",
+    ProviderKind.ANTHROPIC: "ANTHROPIC_MODEL",
+    ProviderKind.AZURE: "AZURE_OPENAI_DEPLOYMENT",
+    ProviderKind.GEMINI: "GEMINI_MODEL",
+}
 
 
 class ConfigError(ValueError):
@@ -19,7 +41,7 @@ class ConfigError(ValueError):
 class AgentConfig:
     """Everything the reference agent needs. Times are seconds."""
 
-    provider: str = "openai-chat"
+    provider: ProviderKind = ProviderKind.OPENAI_CHAT
     base_url: str = "https://api.openai.com/v1"
     api_key: str = ""
     model: str = "gpt-4o-mini"
@@ -53,30 +75,23 @@ class AgentConfig:
             raise ConfigError(
                 f"unknown provider {self.provider!r}; use one of {', '.join(PROVIDER_KINDS)}"
             )
+        object.__setattr__(self, "provider", ProviderKind(self.provider))
 
     def with_(self, **changes: object) -> AgentConfig:
         return replace(self, **changes)  # type: ignore[arg-type]
 
     @classmethod
     def from_env(
-        cls, provider: str = "openai-chat", environ: Mapping[str, str] | None = None
+        cls, provider: str = ProviderKind.OPENAI_CHAT, environ: Mapping[str, str] | None = None
     ) -> AgentConfig:
         """Endpoint and key from the standard variables (`OPENAI_BASE_URL`, ...)."""
         env = os.environ if environ is None else environ
-        if provider == "anthropic":
-            base = env.get("ANTHROPIC_BASE_URL", "https://api.anthropic.com")
-            key = env.get("ANTHROPIC_API_KEY", "")
-            model = env.get("ANTHROPIC_MODEL", "claude-sonnet-4-5")
-        elif provider == "azure":
-            base = env.get("AZURE_OPENAI_ENDPOINT", "")
-            key = env.get("AZURE_OPENAI_API_KEY", "")
-            model = env.get("AZURE_OPENAI_DEPLOYMENT", "gpt-4o")
-        else:
-            base = env.get("OPENAI_BASE_URL", "https://api.openai.com/v1")
-            key = env.get("OPENAI_API_KEY", "")
-            model = env.get("OPENAI_MODEL", "gpt-4o-mini")
+        kind = ProviderKind.parse(provider)
+        base = env.get(kind.base_url_env, DEFAULT_BASE_URLS.get(kind, ""))
+        key = env.get(kind.api_key_env, "")
+        model = env.get(MODEL_ENV[kind], kind.model) if kind in MODEL_ENV else kind.model
         return cls(
-            provider=provider,
+            provider=kind,
             base_url=base,
             api_key=key,
             model=model,

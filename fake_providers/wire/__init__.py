@@ -11,7 +11,6 @@ from fake_providers.wire.gemini import GEMINI, GEMINI_JSON_ARRAY
 from fake_providers.wire.openai_chat import OPENAI_CHAT
 from fake_providers.wire.openai_responses import OPENAI_RESPONSES
 from fake_providers.wire.routes import (
-    KINDS,
     Route,
     is_models_list,
     models_list_body,
@@ -23,7 +22,6 @@ __all__ = [
     "AZURE",
     "GEMINI",
     "GEMINI_JSON_ARRAY",
-    "KINDS",
     "OPENAI_CHAT",
     "OPENAI_RESPONSES",
     "RequestError",

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from fake_providers.content import Completion, FinishReason, ToolCall
+from fake_providers.kinds import ProviderKind
 from fake_providers.wire.base import RequestError, RequestFacts, json_bytes, sse, text_json
 
 STOP_REASONS: Mapping[FinishReason, str] = {
@@ -98,8 +99,8 @@ class AnthropicWire:
     __slots__ = ()
 
     @property
-    def kind(self) -> str:
-        return "anthropic"
+    def kind(self) -> ProviderKind:
+        return ProviderKind.ANTHROPIC
 
     def facts(self, path_params: Mapping[str, str], body: Mapping[str, Any]) -> RequestFacts:
         """Anthropic requires `model`, `messages` and `max_tokens`; usage always streams."""

@@ -13,6 +13,7 @@ from itertools import chain
 from typing import Any
 
 from fake_providers.content import Completion
+from fake_providers.kinds import ProviderKind
 from fake_providers.wire.base import RequestError, RequestFacts, json_bytes, sse
 from fake_providers.wire.openai_chat import ChatEncoder
 
@@ -52,12 +53,12 @@ class AzureChat:
 
     def __init__(self) -> None:
         self._chat = ChatEncoder(
-            kind="azure", choice_extra={"content_filter_results": CONTENT_FILTER_RESULTS}
+            kind=ProviderKind.AZURE, choice_extra={"content_filter_results": CONTENT_FILTER_RESULTS}
         )
 
     @property
-    def kind(self) -> str:
-        return "azure"
+    def kind(self) -> ProviderKind:
+        return ProviderKind.AZURE
 
     def facts(self, path_params: Mapping[str, str], body: Mapping[str, Any]) -> RequestFacts:
         """Azure rejects a request without `api-version`; the deployment names the model."""

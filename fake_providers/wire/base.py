@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from fake_providers.content import Completion
+from fake_providers.kinds import ProviderKind
 
 
 class RequestError(Exception):
@@ -29,7 +30,7 @@ class RequestError(Exception):
 class RequestFacts:
     """What the server needs to know about a model request, whatever its wire format."""
 
-    kind: str
+    kind: ProviderKind
     model: str
     stream: bool
     include_usage: bool = False
@@ -40,7 +41,7 @@ class WireFormat(Protocol):
     """One provider's wire format. All methods are pure functions."""
 
     @property
-    def kind(self) -> str:
+    def kind(self) -> ProviderKind:
         """Stable name used in rules, ledgers and the CLI, e.g. `openai-chat`."""
         ...
 

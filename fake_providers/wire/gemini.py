@@ -15,6 +15,7 @@ from itertools import islice
 from typing import Any
 
 from fake_providers.content import Completion, FinishReason
+from fake_providers.kinds import ProviderKind
 from fake_providers.wire.base import RequestError, RequestFacts, dumps, json_bytes, text_json
 
 FINISH_REASONS: Mapping[FinishReason, str] = {
@@ -59,8 +60,8 @@ class GeminiWire:
         self.sse = sse
 
     @property
-    def kind(self) -> str:
-        return "gemini"
+    def kind(self) -> ProviderKind:
+        return ProviderKind.GEMINI
 
     def facts(self, path_params: Mapping[str, str], body: Mapping[str, Any]) -> RequestFacts:
         """`contents` is required; the model and the stream flag come from the URL path."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fake_providers.content import Completion, FinishReason, Usage
+from fake_providers.kinds import ProviderKind
 from fake_providers.wire.base import RequestError, RequestFacts, dumps, json_bytes, text_json
 
 FINISH_REASONS: Mapping[FinishReason, str] = {
@@ -86,7 +87,7 @@ def chat_usage(usage: Usage) -> dict[str, Any]:
 class ChatEncoder:
     """The Chat Completions `WireFormat`; `choice_extra` is merged into every streamed choice."""
 
-    kind: str = "openai-chat"
+    kind: ProviderKind = ProviderKind.OPENAI_CHAT
     choice_extra: Mapping[str, Any] | None = None
 
     def facts(self, path_params: Mapping[str, str], body: Mapping[str, Any]) -> RequestFacts:

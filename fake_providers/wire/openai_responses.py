@@ -11,6 +11,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from fake_providers.content import Completion, FinishReason, Usage
+from fake_providers.kinds import ProviderKind
 from fake_providers.wire.base import RequestError, RequestFacts, dumps, json_bytes, sse, text_json
 from fake_providers.wire.openai_chat import openai_error, optional_int, require_str
 
@@ -156,8 +157,8 @@ class ResponsesWire:
     __slots__ = ()
 
     @property
-    def kind(self) -> str:
-        return "openai-responses"
+    def kind(self) -> ProviderKind:
+        return ProviderKind.OPENAI_RESPONSES
 
     def facts(self, path_params: Mapping[str, str], body: Mapping[str, Any]) -> RequestFacts:
         model = require_str(body, "model")

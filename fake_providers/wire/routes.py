@@ -18,7 +18,6 @@ from fake_providers.wire.gemini import GEMINI, GEMINI_JSON_ARRAY
 from fake_providers.wire.openai_chat import OPENAI_CHAT
 from fake_providers.wire.openai_responses import OPENAI_RESPONSES
 
-KINDS: tuple[str, ...] = ("openai-chat", "openai-responses", "anthropic", "azure", "gemini")
 SSE_MEDIA_TYPE = "text/event-stream"
 JSON_MEDIA_TYPE = "application/json"
 MODELS_PATH = "/v1/models"

@@ -135,7 +135,7 @@ class HttpTarget:
 
     def default_command(self, endpoint: Endpoint, settings: AgentSettings) -> list[str]:
         """The reference agent's own server, with the defects and what the CLI can set."""
-        model = "claude-test" if endpoint.kind == "anthropic" else "gpt-4o"
+        model = endpoint.kind.model
         argv = [sys.executable, "-m", "reference_agent", "serve", "--provider", "{provider}"]
         argv += ["--base-url", "{base_url}", "--api-key", "{api_key}", "--model", model]
         argv += ["--port", "0"]

@@ -104,7 +104,7 @@ class ReferenceTarget:
         }
         if chosen["turn_timeout"] is None:
             chosen.pop("turn_timeout")
-        model = "claude-test" if endpoint.kind == "anthropic" else "gpt-4o"
+        model = endpoint.kind.model
         config = AgentConfig(
             provider=endpoint.kind,
             base_url=endpoint.base_url,

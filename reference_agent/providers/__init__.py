@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import httpx
 
+from fake_providers.kinds import ProviderKind
 from reference_agent.config import AgentConfig, ConfigError
 from reference_agent.providers.anthropic import AnthropicClient
 from reference_agent.providers.azure import AzureChatClient
@@ -61,10 +62,10 @@ __all__ = [
 ]
 
 _CLIENTS = {
-    "openai-chat": OpenAIChatClient,
-    "openai-responses": OpenAIResponsesClient,
-    "anthropic": AnthropicClient,
-    "azure": AzureChatClient,
+    ProviderKind.OPENAI_CHAT: OpenAIChatClient,
+    ProviderKind.OPENAI_RESPONSES: OpenAIResponsesClient,
+    ProviderKind.ANTHROPIC: AnthropicClient,
+    ProviderKind.AZURE: AzureChatClient,
 }
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from fake_providers.kinds import ProviderKind
 from reference_agent.config import AgentConfig
 from reference_agent.model import Message, ToolCall, Usage
 from reference_agent.providers.base import (
@@ -157,7 +158,7 @@ class AnthropicStream:
 class AnthropicCodec:
     """The Anthropic Messages wire format."""
 
-    kind = "anthropic"
+    kind = ProviderKind.ANTHROPIC
 
     def __init__(self, *, url: str, headers: Mapping[str, str], model: str) -> None:
         self.url = url

@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 import httpx
 
+from fake_providers.kinds import ProviderKind
 from reference_agent.config import AgentConfig
 from reference_agent.providers.http import CodecClient, base_url
 from reference_agent.providers.openai_chat import ChatCodec
@@ -29,7 +30,7 @@ class AzureChatClient(CodecClient):
 
     def __init__(self, config: AgentConfig, http: httpx.AsyncClient) -> None:
         codec = ChatCodec(
-            kind="azure",
+            kind=ProviderKind.AZURE,
             url=azure_url(config),
             headers={"api-key": config.api_key},
             model=config.model,

@@ -16,6 +16,7 @@ from typing import Protocol
 
 import httpx
 
+from fake_providers.kinds import ProviderKind
 from reference_agent.model import Message, ToolCall, Usage
 
 
@@ -156,7 +157,7 @@ class CallHandle:
 class ProviderClient(Protocol):
     """One provider wire format over httpx."""
 
-    kind: str
+    kind: ProviderKind
 
     def attempt(self, request: ModelRequest, call: CallHandle) -> AsyncIterator[ModelEvent]:
         """Send one HTTP request and yield its events.

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import anyio
 import httpx
 
+from fake_providers.kinds import ProviderKind
 from reference_agent.config import AgentConfig
 from reference_agent.providers.base import (
     CallHandle,
@@ -70,7 +71,7 @@ class StreamDecoder(Protocol):
 class Codec(Protocol):
     """A provider wire format, without IO."""
 
-    kind: str
+    kind: ProviderKind
 
     def build(self, request: ModelRequest) -> WireRequest: ...
 

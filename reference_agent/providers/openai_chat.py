@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from fake_providers.kinds import ProviderKind
 from reference_agent.config import AgentConfig
 from reference_agent.model import Message, ToolCall, Usage
 from reference_agent.providers.base import (
@@ -156,7 +157,9 @@ class ChatStream:
 class ChatCodec:
     """The Chat Completions wire format, for any URL and auth headers (OpenAI, Azure)."""
 
-    def __init__(self, *, kind: str, url: str, headers: Mapping[str, str], model: str) -> None:
+    def __init__(
+        self, *, kind: ProviderKind, url: str, headers: Mapping[str, str], model: str
+    ) -> None:
         self.kind = kind
         self.url = url
         self.headers = dict(headers)
@@ -211,7 +214,7 @@ class OpenAIChatClient(CodecClient):
 
     def __init__(self, config: AgentConfig, http: httpx.AsyncClient) -> None:
         codec = ChatCodec(
-            kind="openai-chat",
+            kind=ProviderKind.OPENAI_CHAT,
             url=base_url(config) + "/chat/completions",
             headers={"authorization": f"Bearer {config.api_key}"},
             model=config.model,

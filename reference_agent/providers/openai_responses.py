@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from fake_providers.kinds import ProviderKind
 from reference_agent.config import AgentConfig
 from reference_agent.model import ToolCall, Usage
 from reference_agent.providers.base import (
@@ -117,7 +118,7 @@ class ResponsesStream:
 class ResponsesCodec:
     """The Responses API wire format."""
 
-    kind = "openai-responses"
+    kind = ProviderKind.OPENAI_RESPONSES
 
     def __init__(self, *, url: str, headers: Mapping[str, str], model: str) -> None:
         self.url = url

@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
+from fake_providers.kinds import ProviderKind
 from fake_providers.wire import (
     ANTHROPIC,
     AZURE,
     GEMINI,
     GEMINI_JSON_ARRAY,
-    KINDS,
     OPENAI_CHAT,
     OPENAI_RESPONSES,
     RequestError,
@@ -86,7 +86,7 @@ def test_no_route(method: str, path: str) -> None:
 
 def test_kinds_and_models_list() -> None:
     wires = (OPENAI_CHAT, OPENAI_RESPONSES, ANTHROPIC, AZURE, GEMINI, GEMINI_JSON_ARRAY)
-    assert set(KINDS) == {w.kind for w in wires} and len(KINDS) == 5
+    assert set(ProviderKind) == {w.kind for w in wires} and len(ProviderKind) == 5
     assert is_models_list("GET", "/v1/models") and is_models_list("get", "/v1/models/")
     assert not is_models_list("POST", "/v1/models")
     body = json.loads(models_list_body())

@@ -12,7 +12,7 @@ import pytest
 
 from fake_providers import ContentSpec, FakeProvider, FaultPlan, Match, tool_call
 from harness.cases import Case, RunConfig, Status
-from harness.runner import BASE_URL_KIND, Runner
+from harness.runner import Runner
 from harness.scenario import load_catalogue
 from harness.target import AgentSettings, Capability, Endpoint, TargetStartError
 from harness.targets.acp import AcpTarget, reference_acp_command
@@ -26,7 +26,7 @@ CLAIMS = [(spec.id, defect) for spec in ACP_SPECS for defect in spec.catches]
 
 
 def endpoint(provider: FakeProvider, kind: str = "openai-chat") -> Endpoint:
-    return Endpoint(kind, provider.url(BASE_URL_KIND[kind]))
+    return Endpoint(kind, provider.url(kind))
 
 
 async def run_case(scenario_id: str, defects: tuple[str, ...] = ()) -> tuple[Status, str]:

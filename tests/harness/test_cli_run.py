@@ -103,7 +103,10 @@ def test_seed_is_random_when_not_given_and_printed(capsys: pytest.CaptureFixture
     [
         (["run", "nosuch"], "no scenario matches 'nosuch'"),
         (["run", "tag:nope"], "no scenario matches 'tag:nope'"),
-        (["run", "--provider", "gemini"], "unknown provider 'gemini'; use one of openai-chat"),
+        (
+            ["run", "--provider", "antropic"],
+            "unknown provider 'antropic' (did you mean 'anthropic'?); use one of openai-chat",
+        ),
         (["run", "I2", "--provider", "azure"], "none of the selected scenarios runs on azure"),
         (["run", "--defect", "ignore-cancel"], "unknown defect 'ignore-cancel'"),
         (
@@ -192,7 +195,7 @@ def test_console_script_usage_error_has_no_traceback() -> None:
     assert proc.returncode == 2
     assert proc.stderr == (
         "cancel-harness: error: unknown provider 'anthropc' (did you mean 'anthropic'?); "
-        "use one of openai-chat, openai-responses, anthropic, azure\n"
+        "use one of openai-chat, openai-responses, anthropic, azure, gemini\n"
     )
     assert proc.stdout == ""
 

@@ -87,8 +87,8 @@ def test_bad_definitions_are_refused_with_the_fix() -> None:
         one(registry, "a")(undocumented)  # type: ignore[operator]
     with pytest.raises(ScenarioDefinitionError, match="async def"):
         one(registry, "b")(not_async)  # type: ignore[operator]
-    with pytest.raises(ScenarioDefinitionError, match="use some of openai-chat"):
-        one(registry, "c", providers=("gemini",))(documented)  # type: ignore[operator]
+    with pytest.raises(ScenarioDefinitionError, match="unknown provider 'gemnii'"):
+        one(registry, "c", providers=("gemnii",))(documented)  # type: ignore[operator]
     one(registry, "d")(documented)  # type: ignore[operator]
 
     async def other(ctx: ScenarioContext) -> None:
