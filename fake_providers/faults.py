@@ -270,6 +270,8 @@ class Match:
     body_contains: str | None = None
     stream: bool | None = None
     kind: str | None = None
+    role: str | None = None  # main | side | probe (fake_providers.roles)
+    prompt: str | None = None  # the prompt tag the request's latest user message carries
 
     def describe(self) -> tuple[str, ...]:
         tokens: list[str] = []
@@ -287,6 +289,10 @@ class Match:
             tokens.append(f"stream={'true' if self.stream else 'false'}")
         if self.kind is not None:
             tokens.append(f"kind={self.kind}")
+        if self.role is not None:
+            tokens.append(f"role={self.role}")
+        if self.prompt is not None:
+            tokens.append(f"prompt={self.prompt}")
         return tuple(tokens)
 
 
@@ -331,7 +337,19 @@ FAULT_KEYS = (
     "text",
     "tool",
 )
-SELECTOR_KEYS = ("path", "model", "header", "nth", "body-contains", "stream", "kind", "times")
+SELECTOR_KEYS = (
+    "path",
+    "model",
+    "header",
+    "nth",
+    "body-contains",
+    "stream",
+    "kind",
+    "role",
+    "prompt",
+    "times",
+)
+ROLES = ("main", "side", "probe")
 ERROR_STATUSES = frozenset({400, 401, 403, 404, 408, 409, 413, 429, 500, 502, 503, 504, 529})
 
 
@@ -431,8 +449,12 @@ def parse_rule(spec: str) -> Rule:
                 text = value
             case "tool":
                 tools.append(ToolCall(id=f"call_{value}_{len(tools) + 1}", name=value))
-            case "path" | "model" | "body-contains" | "kind":
+            case "path" | "model" | "body-contains" | "kind" | "prompt":
                 match_fields[key.replace("-", "_")] = value
+            case "role":
+                if value not in ROLES:
+                    raise FaultSpecError(f"role={value}: expected one of {', '.join(ROLES)}")
+                match_fields["role"] = value
             case "header":
                 name, colon, pattern = value.partition(":")
                 if not colon or not name:
@@ -528,6 +550,8 @@ _EXAMPLES = {
     "body-contains": "body-contains=summarize",
     "stream": "stream=true",
     "kind": "kind=anthropic",
+    "role": "role=main (main, side or probe)",
+    "prompt": "prompt=ch-5f3a9c21 (a prompt tag the harness sent)",
     "times": "times=2",
 }
 

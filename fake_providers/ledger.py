@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+from fake_providers.roles import Classification, Role
 from fake_providers.signals import ChangeSignal
 
 now_ns = time.monotonic_ns
@@ -94,6 +95,9 @@ class RequestRecord:
     kind: str | None = None
     model: str | None = None
     stream: bool | None = None
+    role: Role = Role.PROBE  # main | side | probe, as fake_providers.roles classified it
+    prompt: str | None = None  # the harness prompt tag its latest user message carries
+    role_reason: str = ""
     plan: str = ""
     call_id: int = 0
     attempt: int = 0
@@ -133,6 +137,9 @@ class RequestRecord:
             "kind": self.kind,
             "model": self.model,
             "stream": self.stream,
+            "role": self.role.value,
+            "prompt": self.prompt,
+            "role_reason": self.role_reason,
             "headers": dict(self.headers),
             "body_digest": self.body_digest,
             "body_size": self.body_size,
@@ -320,10 +327,19 @@ class Ledger:
         return call_id, 0
 
     def describe_request(
-        self, req: RequestRecord, *, kind: str | None, model: str | None, stream: bool | None
+        self,
+        req: RequestRecord,
+        *,
+        kind: str | None,
+        model: str | None,
+        stream: bool | None,
+        classification: Classification | None = None,
     ) -> None:
         with self._lock:
             req.kind, req.model, req.stream = kind, model, stream
+            if classification is not None:
+                req.role, req.prompt = classification.role, classification.prompt
+                req.role_reason = classification.reason
         conn = self.connection(req.connection_id)
         self._emit(LedgerEvent("request", conn, req))
 

@@ -155,6 +155,11 @@ class FakeProvider:
     def clear_faults(self) -> None:
         self.resolver.clear()
 
+    def expect_prompt(self, tag: str) -> None:
+        """Register a prompt tag: requests whose latest user message carries it are main
+        calls of that prompt (see fake_providers.roles); others are side traffic."""
+        self.resolver.prompts.add(tag)
+
     def gate(self, name: str = "default") -> Gate:
         """The named gate that `hold-before=N,gate=NAME` steps wait at."""
         return self.gates.get(name)
@@ -162,6 +167,7 @@ class FakeProvider:
     def reset(self) -> None:
         """Clear rules, gates (releasing held streams) and the ledger."""
         self.resolver.clear()
+        self.resolver.prompts.clear()
         self.gates.clear()
         self.ledger.reset()
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import fnmatch
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from fake_providers.conversation import Shape
 from fake_providers.faults import FaultPlan, FaultSpecError, Match, Rule, parse_rule
+from fake_providers.roles import HINT_HEADER, Classification, PromptTags, classify
 
 MODEL_SPEC_SEPARATOR = "~"
 
@@ -28,6 +30,11 @@ class RequestView:
     ordinal: int
     headers: tuple[tuple[str, str], ...]
     body: bytes
+    shape: Shape | None = None  # None: the body was not read as a model call
+    classification: Classification | None = None
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers if k == name), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +44,7 @@ class PlanSelection:
     plan: FaultPlan
     source: str  # "model-name" | "rule #N" | "default"
     model: str
+    classification: Classification | None = None
 
     def describe(self) -> str:
         spec = self.plan.spec()
@@ -60,6 +68,14 @@ def matches(match: Match, view: RequestView) -> bool:
         values = [v for k, v in view.headers if k == name]
         if not any(fnmatch.fnmatchcase(v, pattern) for v in values):
             return False
+    if match.role is not None or match.prompt is not None:
+        found = view.classification
+        if found is None:
+            return False
+        if match.role is not None and found.role != match.role:
+            return False
+        if match.prompt is not None and found.prompt != match.prompt:
+            return False
     return match.body_contains is None or match.body_contains.encode() in view.body
 
 
@@ -72,6 +88,12 @@ class PlanResolver:
         self._uses: dict[int, int] = {}
         self._next_id = 1
         self.default = default or FaultPlan()
+        self.prompts = PromptTags()  # the harness's prompt tags: how main calls are told apart
+
+    def classify(self, view: RequestView) -> RequestView:
+        """The view with its role (main, side, probe) filled in; see fake_providers.roles."""
+        found = classify(view.shape, self.prompts.snapshot(), view.header(HINT_HEADER))
+        return replace(view, classification=found)
 
     def add(self, rule: Rule | str) -> int:
         """Add a rule (or a text spec) after the existing ones; returns its id."""
@@ -95,18 +117,21 @@ class PlanResolver:
 
     def select(self, view: RequestView) -> PlanSelection:
         """Pick the plan for a request. Raises ValueError for a bad spec in the model name."""
+        if view.classification is None:
+            view = self.classify(view)
+        found = view.classification
         base, sep, spec = view.model.partition(MODEL_SPEC_SEPARATOR)
         if sep:
             try:
                 plan = FaultPlan.parse(spec)
             except FaultSpecError as exc:
                 raise ValueError(f"fault spec in model name {view.model!r}: {exc}") from None
-            return PlanSelection(plan, "model-name", base)
+            return PlanSelection(plan, "model-name", base, found)
         with self._lock:
             for rule_id, rule in self._rules:
                 if rule.times is not None and self._uses[rule_id] >= rule.times:
                     continue
                 if matches(rule.match, view):
                     self._uses[rule_id] += 1
-                    return PlanSelection(rule.plan, f"rule #{rule_id}", view.model)
-        return PlanSelection(self.default, "default", view.model)
+                    return PlanSelection(rule.plan, f"rule #{rule_id}", view.model, found)
+        return PlanSelection(self.default, "default", view.model, found)

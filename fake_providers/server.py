@@ -24,6 +24,7 @@ import h11
 from anyio.abc import SocketAttribute
 from anyio.streams.tls import TLSStream
 
+from fake_providers.conversation import read_shape
 from fake_providers.faults import TERMINAL_ACTIONS, Action, Schedule
 from fake_providers.gates import GateRegistry
 from fake_providers.ledger import (
@@ -336,6 +337,7 @@ class ProviderServer:
             ordinal=req.ordinal,
             headers=req.headers,
             body=body,
+            shape=read_shape(wire.kind, decoded),
         )
         try:
             selection = self.resolver.select(view)
@@ -345,7 +347,11 @@ class ProviderServer:
             )
             return 400, wire.error_body(400, str(exc))
         self.ledger.describe_request(
-            req, kind=wire.kind, model=selection.model, stream=facts.stream
+            req,
+            kind=wire.kind,
+            model=selection.model,
+            stream=facts.stream,
+            classification=selection.classification,
         )
         if selection.model != facts.model:
             facts = RequestFacts(

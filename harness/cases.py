@@ -35,6 +35,7 @@ class RunConfig:
     stop_limit: float | None = None  # for target.stop(); None: 100 tempo, at least 5 s
     jobs: int = 1  # cases run at once (each with its own provider and target)
     tls: bool = False  # the fake provider serves https; agents get its CA as {ca_file}
+    strict_side_traffic: bool = False  # side traffic that outlives a cancel fails the case
 
     @property
     def case_timeout(self) -> float:
@@ -55,6 +56,8 @@ class RunConfig:
             args += ["--target", self.target]
         if self.tls:
             args.append("--tls")
+        if self.strict_side_traffic:
+            args.append("--strict-side-traffic")
         return shlex.join(args)
 
 
@@ -99,6 +102,7 @@ class CaseResult:
     timeline: str
     replay: str
     catches: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()  # findings about side traffic (harness.context.warn)
 
     @property
     def name(self) -> str:
@@ -108,6 +112,7 @@ class CaseResult:
         data = asdict(self)
         data["status"] = self.status.value
         data["catches"] = list(self.catches)
+        data["warnings"] = list(self.warnings)
         data["duration"] = round(self.duration, 4)
         return data
 

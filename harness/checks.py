@@ -1,47 +1,80 @@
 """Reusable assertions over the socket ledger and what the target reports.
 
 Each raises `CheckFailed` saying what was expected, what was seen, and when (ms relative to
-the scenario start). Waits are bounded: a check awaits the ledger up to its bound, then
-judges. Watch windows ("no request for N ms") are multiples of the tempo and end early on
-the first violation. The invariants run after every scenario live in `harness.invariants`.
+the scenario start). Checks judge contracts a user of the agent would notice, from what the
+harness sent and what it sees: which request is the turn's own model call is the provider's
+classification (fake_providers.roles), never a header the agent chose to send. Side traffic
+(titles, summaries, memory) that outlives a cancel is a finding of its own, a warning by
+default, never the main call's failure. Waits are bounded; watch windows are multiples of
+the tempo and end early on the first violation. The invariants run after every scenario
+live in `harness.invariants`.
 """
 
 from __future__ import annotations
 
 import functools
-import inspect
 import time
 from collections.abc import Callable, Collection, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any, Concatenate
+from typing import TYPE_CHECKING, Any, Concatenate, Protocol
 
 import anyio
 
 from fake_providers.ledger import Closer, ConnectionRecord, Ledger, Outcome, RequestRecord
+from fake_providers.roles import Role
 from fake_providers.signals import WaitTimeout
+from harness.target import Capability, Submission, Target, Transcript
 from harness.target import Outcome as TurnOutcome
-from harness.target import Transcript
-from harness.timeline import describe_change, describe_request, quote
+from harness.timeline import Timeline, describe_change, describe_request, quote
 
 if TYPE_CHECKING:
-    from harness.scenario import ScenarioContext
+    from fake_providers import FakeProvider
+    from harness.context import Tracker
+    from harness.prompts import Prompt
+    from harness.scenario import Tempo
 
-PURPOSE_HEADER = "x-agent-purpose"
-BACKGROUND_PURPOSES = frozenset({"memory"})  # own lifetime: a user's cancel must not end them
+# Stop reasons an agent may record for a turn it was told to stop; anything else recorded
+# for such a turn ("stop", "end_turn", "completed", ...) means it was kept as completed.
+STOPPED_MARKS = frozenset({"cancelled", "canceled", "timeout", "interrupted", "aborted"})
 
 
 class CheckFailed(AssertionError):
     """An expectation about the agent did not hold; the message has expected, seen and when."""
 
 
+class CheckContext(Protocol):
+    """What checks read of the scenario context (harness.context.ScenarioContext)."""
+
+    provider: FakeProvider
+    target: Target
+    tempo: Tempo
+    timeline: Timeline
+    tracker: Tracker
+    close_within: float | None
+    ended_at: dict[str, int]
+    settled: dict[str, Transcript]
+
+    @property
+    def last_cancel_ns(self) -> int | None: ...
+    def rel(self, t_ns: int) -> str: ...
+    def warn(self, finding: str) -> None: ...
+    def has(self, capability: Capability) -> bool: ...
+    def release(self, name: str = ...) -> Coroutine[Any, Any, None]: ...
+    def submit(self, session: str, prompt: Prompt | str) -> Coroutine[Any, Any, Submission]: ...
+    def outcome(
+        self, submission: Submission, timeout: float | None = ...
+    ) -> Coroutine[Any, Any, TurnOutcome]: ...
+    def transcript(self, session: str) -> Coroutine[Any, Any, Transcript]: ...
+
+
 def _check[**P, T](
     fn: Callable[Concatenate[Checks, P], Coroutine[Any, Any, T]],
 ) -> Callable[Concatenate[Checks, P], Coroutine[Any, Any, T]]:
-    """Remember each check's coroutine so the runner can report one that was never awaited."""
+    """Track each check's coroutine so the runner can report one that was never awaited."""
 
     @functools.wraps(fn)
     def start(self: Checks, /, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, T]:
         coro = fn(self, *args, **kwargs)
-        self._started.append((fn.__name__, coro))
+        self.ctx.tracker.add(f"ctx.checks.{fn.__name__}", coro)
         return coro
 
     return start
@@ -50,23 +83,16 @@ def _check[**P, T](
 class Checks:
     """The checks a scenario calls as `await ctx.checks.NAME(...)`."""
 
-    def __init__(self, ctx: ScenarioContext) -> None:
+    def __init__(self, ctx: CheckContext) -> None:
         self.ctx = ctx
-        self._started: list[tuple[str, Coroutine[Any, Any, Any]]] = []
 
     @property
     def ledger(self) -> Ledger:
         return self.ctx.provider.ledger
 
-    def unawaited(self) -> list[str]:
-        """Names of checks that were called without `await` (they never ran); closes them."""
-        names = []
-        for name, coro in self._started:
-            if inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
-                names.append(name)
-                coro.close()
-        self._started.clear()
-        return names
+    def bound(self, within: float) -> float:
+        """The close bound for this target: the scenario's, widened to the target's own."""
+        return max(within, self.ctx.close_within or 0.0)
 
     # ------------------------------------------------------------------ socket truth
 
@@ -79,12 +105,14 @@ class Checks:
         connection_id: int | None = None,
         slack: float | None = None,
     ) -> list[ConnectionRecord]:
-        """The client closed every connection with a response in flight at T within `within` s.
+        """The client closed every connection with a main call in flight at T within `within`.
 
-        T defaults to the last cancel; background calls (purpose "memory") are left out.
-        Waits up to `within + slack` (slack: 10 tempo), then judges.
+        T defaults to the last cancel. The bound is widened to the target's `close_within`
+        (across a process boundary a close takes longer). Waits up to bound + slack (slack:
+        10 tempo), then judges: a connection still open then is a failure, whatever the load.
         """
         t, label = self._when(after_ns)
+        within = self.bound(within)
         head = (
             f"expected the client to close the provider connection within "
             f"{ms(within)} of {label} at {self._rel(t)}"
@@ -92,12 +120,12 @@ class Checks:
         conns = [
             c
             for c in self.ledger.connections()
-            if (connection_id is None and _in_flight_at(c, t)) or c.id == connection_id
+            if (connection_id is None and _main_in_flight_at(c, t)) or c.id == connection_id
         ]
         if not conns:
             raise CheckFailed(
-                f"{head}; no response was in flight at the provider then (wait for the stream "
-                "first, e.g. `await ctx.gate(NAME).wait_reached()`)"
+                f"{head}; no main call was in flight at the provider then (wait for the stream "
+                "first, e.g. `await stream_held(...)`)"
             )
         bound = within + (self.ctx.tempo(10) if slack is None else slack)
         await wait_quietly(self.ledger, lambda _: all(not c.open for c in conns), bound)
@@ -116,22 +144,18 @@ class Checks:
 
     @_check
     async def no_request_after(
-        self,
-        window: float | None = None,
-        *,
-        after_ns: int | None = None,
-        ignore_purposes: Collection[str] = (),
+        self, window: float | None = None, *, after_ns: int | None = None
     ) -> None:
-        """No request reaches the provider in the `window` s after T (default 10 tempo)."""
+        """No model call of a turn reaches the provider in the `window` s after T.
+
+        Default window 10 tempo. A side call (title, memory) begun after T is a finding of
+        its own (a warning by default); probes (model listing, token counting) are ignored.
+        """
         t, label = self._when(after_ns)
         window = self.ctx.tempo(10) if window is None else window
 
         def offending(ledger: Ledger) -> list[RequestRecord] | None:
-            found = [
-                r
-                for r in ledger.requests_after(t)
-                if r.header(PURPOSE_HEADER) not in ignore_purposes
-            ]
+            found = [r for r in ledger.requests_after(t) if r.role is Role.MAIN]
             return found or None
 
         found = await wait_quietly(self.ledger, offending, self._remaining(t, window))
@@ -139,6 +163,11 @@ class Checks:
             raise CheckFailed(
                 f"expected no request to the provider in the {ms(window)} after {label} at "
                 f"{self._rel(t)}; saw {len(found)}: {self._requests_story(found)}"
+            )
+        side = [r for r in self.ledger.requests_after(t) if r.role is Role.SIDE]
+        if side:
+            self.ctx.warn(
+                f"side traffic after {label} at {self._rel(t)}: {self._requests_story(side)}"
             )
 
     @_check
@@ -149,27 +178,32 @@ class Checks:
         after_ns: int | None = None,
         window: float | None = None,
     ) -> None:
-        """The provider writes nothing to the agent later than T + grace (default 2 tempo).
+        """The provider writes nothing of a main call later than T + grace (default 2 tempo).
 
-        Watches until T + grace + window (window default 10 tempo).
+        The grace is widened to the target's `close_within`. Watches until T + grace + window
+        (window default 10 tempo).
         """
         t, label = self._when(after_ns)
-        grace = self.ctx.tempo(2) if grace is None else grace
+        grace = self.bound(self.ctx.tempo(2) if grace is None else grace)
         window = self.ctx.tempo(10) if window is None else window
         cutoff = t + int(grace * 1e9)
+
+        def main_bytes(ledger: Ledger) -> int:
+            return sum(r.bytes_after(cutoff) for r in ledger.requests() if r.role is Role.MAIN)
+
         wrote = await wait_quietly(
-            self.ledger,
-            lambda ledger: ledger.bytes_after(cutoff) > 0,
-            self._remaining(t, grace + window),
+            self.ledger, lambda ledger: main_bytes(ledger) > 0, self._remaining(t, grace + window)
         )
         if wrote:
-            reqs = [r for r in self.ledger.requests() if r.events_after(cutoff)]
+            reqs = [
+                r for r in self.ledger.requests() if r.role is Role.MAIN and r.events_after(cutoff)
+            ]
             first = min(ns for r in reqs for ns in r.event_ns if ns > cutoff)
             raise CheckFailed(
                 f"expected no bytes written to the agent later than {ms(grace)} after {label} "
                 f"at {self._rel(t)}; the provider was still writing at {self._rel(first)} "
-                f"({self.ledger.bytes_after(cutoff)} bytes so far, "
-                f"{self.ledger.events_after(t)} events after {label}, on "
+                f"({main_bytes(self.ledger)} bytes so far, "
+                f"{sum(r.events_after(t) for r in reqs)} events after {label}, on "
                 + ", ".join(f"request #{r.ordinal} conn#{r.connection_id}" for r in reqs)
                 + ")"
             )
@@ -180,21 +214,22 @@ class Checks:
         expected: int,
         *,
         call: int = 1,
-        purpose: str | None = None,
+        prompt: Prompt | None = None,
         window: float | None = None,
     ) -> None:
-        """Exactly `expected` retries of the `call`-th logical call (of that purpose).
+        """Exactly `expected` retries of the `call`-th logical main call (of `prompt`).
 
         Call it once the turn has ended; watches `window` (default 10 tempo) for late extras.
         """
         window = self.ctx.tempo(10) if window is None else window
-        which = f"call {call}" + (f" with purpose {purpose!r}" if purpose else "")
+        which = f"main call {call}" + (f" of prompt [{prompt.tag}]" if prompt else "")
 
         def attempts(ledger: Ledger) -> tuple[RequestRecord, ...]:
             calls = [
                 c.attempts
                 for c in ledger.logical_calls()
-                if purpose is None or c.attempts[0].header(PURPOSE_HEADER) == purpose
+                if c.attempts[0].role is Role.MAIN
+                and (prompt is None or c.attempts[0].prompt == prompt.tag)
             ]
             return calls[call - 1] if len(calls) >= call else ()
 
@@ -211,36 +246,37 @@ class Checks:
     @_check
     async def background_survived(
         self,
-        purpose: str = "memory",
+        carrying: Prompt,
         *,
         release: Sequence[str] = (),
         timeout: float | None = None,
     ) -> RequestRecord:
-        """A request with `x-agent-purpose: <purpose>` completed (was not closed by the client).
+        """A side call carrying `carrying` (the agent's background work) completed.
 
         With `release`, first watches 3 tempo for the cancel to reach the background call,
         then opens those gates; waits up to `timeout` (default 100 tempo) for it to end.
         """
         timeout = self.ctx.tempo(100) if timeout is None else timeout
+        tag = carrying.tag.encode()
 
-        def of_purpose(ledger: Ledger) -> list[RequestRecord]:
-            return [r for r in ledger.requests() if r.header(PURPOSE_HEADER) == purpose]
+        def background(ledger: Ledger) -> list[RequestRecord]:
+            return [r for r in ledger.requests() if r.role is Role.SIDE and tag in r.body]
 
         def ended(ledger: Ledger) -> bool:
-            return any(r.outcome for r in of_purpose(ledger))
+            return any(r.outcome for r in background(ledger))
 
         if release:
             await wait_quietly(self.ledger, ended, self.ctx.tempo(3))  # watch window
         for name in release:
             await self.ctx.release(name)
         await wait_quietly(self.ledger, ended, timeout)
-        found = of_purpose(self.ledger)
+        found = background(self.ledger)
         done = [r for r in found if r.outcome is Outcome.COMPLETE]
         if done:
             return done[0]
         cancel = self.ctx.last_cancel_ns
         after = f" despite the cancel at {self._rel(cancel)}" if cancel is not None else ""
-        head = f"expected the background {purpose!r} request to complete{after}"
+        head = f"expected the background call over [{carrying.tag}] to complete{after}"
         if not found:
             seen = f"none was made by {self._rel(time.monotonic_ns())}"
         else:
@@ -267,24 +303,30 @@ class Checks:
     async def no_ghost_turn(
         self,
         session: str,
-        snapshot: Transcript,
+        before: Transcript,
+        turn: TurnOutcome,
         *,
         release: Sequence[str] = (),
         finish_within: float | None = None,
         settle: float | None = None,
     ) -> None:
-        """The transcript equals `snapshot` now, and still after the provider finished late.
+        """Nothing changes the session's state after the agent said `turn` ended stopped.
 
-        Opens the named gates, waits (up to `finish_within`, default 100 tempo) for every
-        response to end, watches `settle` (default 5 tempo) and compares again.
+        The contract (INCIDENTS.md I2): the state read when the cancelled or timed-out
+        outcome was reported (`ctx.outcome` reads it) is final: it must still hold after the
+        named gates open and every response ends (up to `finish_within`, default 100 tempo,
+        then `settle`, default 5 tempo). What the agent recorded *before* it reported the
+        outcome is its policy (the prompt, a turn marked cancelled) and is noted, not
+        judged; the turn recorded as completed is judged, and so is any trace at all on a
+        target that declares the `atomic-turns` contract.
         """
-        taken = self.ctx.timeline.stamp(f"no-ghost-turn check on {session}")
-        head = f"expected the transcript of {session} to stay as snapshotted (no ghost turn)"
-        now = await self.ctx.transcript(session)
-        if now != snapshot:
-            raise CheckFailed(
-                f"{head}; at {self._rel(taken)} it had changed: {describe_change(snapshot, now)}"
-            )
+        if not self.ctx.has(Capability.TRANSCRIPT):
+            return  # nothing to read: the socket checks stand alone
+        head = f"expected the state of {session} to stay as it was when turn {turn.turn_id} ended"
+        settled = self.ctx.settled.get(turn.turn_id)
+        if settled is None:
+            settled = await self.ctx.transcript(session)
+        self._judge_policy(session, before, settled, turn)
         for name in release:
             await self.ctx.release(name)
         finish = self.ctx.tempo(100) if finish_within is None else finish_within
@@ -293,18 +335,48 @@ class Checks:
         )
         await anyio.sleep(self.ctx.tempo(5) if settle is None else settle)  # watch window
         later = await self.ctx.transcript(session)
-        if later != snapshot:
+        if later != settled:
             raise CheckFailed(
-                f"{head}; at {self._rel(time.monotonic_ns())}, after the provider was allowed "
-                f"to finish, it had changed: {describe_change(snapshot, later)}"
+                f"{head} {turn.stop_reason} (no ghost turn); at "
+                f"{self._rel(time.monotonic_ns())}, after the provider was allowed to finish, "
+                f"it had changed: {describe_change(settled, later)}"
             )
+
+    def _judge_policy(
+        self, session: str, before: Transcript, settled: Transcript, turn: TurnOutcome
+    ) -> None:
+        if settled == before:
+            return
+        change = describe_change(before, settled)
+        kept = [
+            e
+            for e in settled.entries[len(before.entries) :]
+            if e.role == "assistant"
+            and (not e.turn_id or e.turn_id in self.ctx.settled)
+            and e.finish_reason is not None
+            and e.finish_reason.lower() not in STOPPED_MARKS
+        ]
+        if kept:
+            raise CheckFailed(
+                f"expected turn {turn.turn_id}, reported {turn.stop_reason}, not to be recorded "
+                f"as completed; {session} holds an assistant answer finishing "
+                f"{kept[0].finish_reason!r}: {change}"
+            )
+        if self.ctx.has(Capability.ATOMIC_TURNS):
+            raise CheckFailed(
+                f"expected turn {turn.turn_id}, reported {turn.stop_reason}, to leave no trace "
+                f"in {session} (the target declares atomic-turns); it changed: {change}"
+            )
+        self.ctx.timeline.stamp(f"recorded before the {turn.stop_reason} outcome: {change}")
 
     @_check
     async def next_turn_completes(
         self, session: str, prompt: str = "Say hello.", *, timeout: float | None = None
     ) -> TurnOutcome:
-        """A fresh turn completes normally and the transcript grows by exactly that turn."""
-        before = await self.ctx.transcript(session)
+        """A fresh turn completes normally, its own main call completed at the provider, and
+        (with a transcript) the session grows by exactly that turn."""
+        growth = self.ctx.has(Capability.TRANSCRIPT)
+        before = await self.ctx.transcript(session) if growth else None
         sub = await self.ctx.submit(session, prompt)
         out = await self.ctx.outcome(sub, timeout)
         head = f"expected the next turn ({sub.turn_id}) to complete normally"
@@ -312,6 +384,15 @@ class Checks:
             detail = f" (error: {out.error})" if out.error else ""
             at = self._rel(self.ctx.ended_at[out.turn_id])
             raise CheckFailed(f"{head}; it ended {out.stop_reason!r} at {at}{detail}")
+        mains = [r for r in self.ledger.requests() if r.role is Role.MAIN]
+        if not mains or mains[-1].outcome is not Outcome.COMPLETE:
+            last = self._requests_story(mains[-1:]) if mains else "none"
+            raise CheckFailed(
+                f"{head}: its main call should have been answered in full; the last main call "
+                f"was {last}"
+            )
+        if before is None:
+            return out
         after = await self.ctx.transcript(session)
         kept = after.entries[: len(before.entries)] == before.entries
         new = after.entries[len(before.entries) :]
@@ -391,12 +472,10 @@ async def wait_quietly[T](
         return None
 
 
-def _in_flight_at(conn: ConnectionRecord, t: int) -> bool:
-    """A foreground response was under way on `conn` at `t`."""
+def _main_in_flight_at(conn: ConnectionRecord, t: int) -> bool:
+    """A main call's response was under way on `conn` at `t`."""
     return any(
-        r.started_ns <= t
-        and (r.finished_ns is None or r.finished_ns > t)
-        and r.header(PURPOSE_HEADER) not in BACKGROUND_PURPOSES
+        r.role is Role.MAIN and r.started_ns <= t and (r.finished_ns is None or r.finished_ns > t)
         for r in conn.requests
     )
 

@@ -66,8 +66,16 @@ def _parser() -> argparse.ArgumentParser:
         description="Reliability test harness for the cancellation paths of LLM agents.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    listing = commands.add_parser("list", help="show the scenario catalogue")
+    listing = commands.add_parser(
+        "list",
+        help="show the scenario catalogue",
+        description="Show the catalogue: what each scenario needs of a target and catches; "
+        "with --target, which scenarios apply to it and why the others do not.",
+    )
     listing.add_argument("selectors", nargs="*", metavar="SELECTOR")
+    listing.add_argument(
+        "--target", default=None, help="say which scenarios apply to this target (a --target SPEC)"
+    )
     run = commands.add_parser(
         "run",
         help="run scenarios against a target",
@@ -91,6 +99,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--junit", type=Path, default=None, metavar="PATH", help="JUnit XML path")
     run.add_argument("--json", type=Path, default=None, metavar="PATH", help="results.json path")
     run.add_argument("-v", "--verbose", action="store_true", help="every case, full timelines")
+    run.add_argument(
+        "--strict-side-traffic",
+        action="store_true",
+        help="fail a case when side traffic (titles, memory, summaries) outlives a cancel or "
+        "starts after it; by default that is a warning",
+    )
     mutants = commands.add_parser(
         "mutants",
         help="prove the catalogue catches every reference-agent defect",
@@ -197,7 +211,12 @@ def main(
             return EXIT_USAGE
         registry = catalogue if catalogue is not None else load_catalogue()
         if args.command == "list":
-            print(catalogue_table(registry.select(args.selectors)))
+            specs = registry.select(args.selectors)
+            if args.target is None:
+                print(catalogue_table(specs))
+                return EXIT_OK
+            maker = targets or make_target
+            print(applicability_table(specs, maker(args.target, ())))
             return EXIT_OK
         options = _options(args, registry, targets or make_target)
         if args.command == "run":
@@ -218,26 +237,52 @@ def main(
         return EXIT_USAGE
 
 
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns padded to their widest cell; the last column is left ragged."""
+    last = len(header) - 1
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(last)]
+    return "\n".join(
+        "  ".join(f"{cell:<{widths[i]}}" for i, cell in enumerate(row[:last])) + "  " + row[last]
+        for row in (header, *rows)
+    )
+
+
+def _needs(spec: ScenarioSpec) -> str:
+    return ",".join(sorted(c.value for c in spec.requires)) or "-"
+
+
 def catalogue_table(specs: Sequence[ScenarioSpec]) -> str:
-    """`cancel-harness list`: id, incident, tags, providers, catches."""
+    """`cancel-harness list`: id, incident, tags, providers, needs, catches."""
     if not specs:
         return "the catalogue is empty: no scenario modules in the scenarios package yet"
-    header = ("ID", "INCIDENT", "TAGS", "PROVIDERS", "CATCHES")
+    header = ("ID", "INCIDENT", "TAGS", "PROVIDERS", "NEEDS", "CATCHES")
     rows = [
         (
             s.id,
             s.incident,
             ",".join(s.tags) or "-",
             "all" if set(s.providers) == set(ALL_KINDS) else ",".join(s.providers),
+            _needs(s),
             ",".join(s.catches) or "-",
         )
         for s in specs
     ]
-    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(4)]
-    return "\n".join(
-        "  ".join(f"{cell:<{widths[i]}}" for i, cell in enumerate(row[:4])) + "  " + row[4]
-        for row in (header, *rows)
-    )
+    return _table(header, rows)
+
+
+def applicability_table(specs: Sequence[ScenarioSpec], target: Target) -> str:
+    """`cancel-harness list --target T`: which scenarios apply to T, and what the rest lack."""
+    have = frozenset(target.capabilities)
+    rows = []
+    for s in specs:
+        missing = sorted(c.value for c in s.requires - have)
+        verdict = "applies" if not missing else "needs " + ",".join(missing)
+        rows.append((s.id, _needs(s), verdict))
+    applicable = sum(1 for r in rows if r[2] == "applies")
+    caps = ",".join(sorted(c.value for c in have))
+    head = f"target {target.name}: capabilities {caps}"
+    foot = f"{applicable} of {len(rows)} scenarios apply (others: not applicable, never passed)"
+    return "\n".join([head, "", _table(("ID", "NEEDS", "ON THIS TARGET"), rows), "", foot])
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +323,7 @@ def _options(args: argparse.Namespace, registry: Registry, make: TargetMaker) ->
         tempo=args.tempo,
         jobs=args.jobs,
         tls=args.tls,
+        strict_side_traffic=getattr(args, "strict_side_traffic", False),
     )
     return _Options(
         cases,

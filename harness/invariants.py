@@ -1,9 +1,10 @@
 """Invariants the runner checks after every scenario, whatever the scenario asserted itself.
 
-After the scenario: no response still in flight, no orphan tool process, no request after the
-final cancel (unless a submit followed it). After `target.stop()`: no connection left open.
-Background calls (purpose "memory") begun before the cancel may go on: they have their own
-lifetime (INCIDENTS.md I1).
+After the scenario: no main call still in flight; no process the case's tools started left
+running (only on targets that run the harness's tools); no main call after the final cancel
+(unless a submit followed it). After `target.stop()`: no connection left open. Side calls
+(titles, memory, summaries) have their own lifetime: one that outlives the scenario, or
+starts after the final cancel, is a finding (a warning by default), not the turn's failure.
 """
 
 from __future__ import annotations
@@ -14,17 +15,13 @@ from typing import TYPE_CHECKING
 import anyio
 
 from fake_providers.ledger import Ledger, RequestRecord
-from harness.checks import (
-    BACKGROUND_PURPOSES,
-    PURPOSE_HEADER,
-    CheckFailed,
-    ms,
-    requests_story,
-    wait_quietly,
-)
+from fake_providers.roles import Role
+from harness.checks import CheckFailed, ms, requests_story, wait_quietly
+from harness.processes import marked_processes
+from harness.target import Capability
 
 if TYPE_CHECKING:
-    from harness.scenario import ScenarioContext
+    from harness.context import ScenarioContext
 
 
 async def end_of_scenario(ctx: ScenarioContext, grace: float) -> None:
@@ -36,25 +33,37 @@ async def end_of_scenario(ctx: ScenarioContext, grace: float) -> None:
 
 async def nothing_in_flight(ctx: ScenarioContext, grace: float) -> None:
     ledger = ctx.provider.ledger
-    await wait_quietly(ledger, lambda led: all(r.outcome for r in led.requests()), grace)
-    busy = [r for r in ledger.requests() if r.outcome is None]
-    if busy:
+
+    def busy(led: Ledger, role: Role) -> list[RequestRecord]:
+        return [r for r in led.requests() if r.outcome is None and r.role is role]
+
+    await wait_quietly(ledger, lambda led: not busy(led, Role.MAIN), grace)
+    left = busy(ledger, Role.MAIN)
+    if left:
         raise CheckFailed(
-            f"expected no response still in flight at the provider {ms(grace)} after the "
-            f"scenario ended; at {ctx.rel(time.monotonic_ns())}: {requests_story(busy, ctx.rel)}"
+            f"expected no main call still in flight at the provider {ms(grace)} after the "
+            f"scenario ended; at {ctx.rel(time.monotonic_ns())}: {requests_story(left, ctx.rel)}"
+        )
+    side = busy(ledger, Role.SIDE)
+    if side and ctx.last_cancel_ns is not None:
+        ctx.warn(
+            f"side traffic still in flight when the scenario ended: {requests_story(side, ctx.rel)}"
         )
 
 
 async def no_orphan_process(ctx: ScenarioContext, grace: float) -> None:
+    """No process started by this case's tools is alive (harness.processes)."""
+    if not ctx.has(Capability.TOOLS):
+        return
     deadline = time.monotonic() + grace
-    pids = ctx.target.live_pids()
+    pids = marked_processes(ctx.case_tag)
     while pids and time.monotonic() < deadline:  # bounded poll: a process exit has no signal
         await anyio.sleep(ctx.tempo(0.5))
-        pids = ctx.target.live_pids()
+        pids = marked_processes(ctx.case_tag)
     if pids:
         raise CheckFailed(
-            f"expected no tool subprocess left running {ms(grace)} after the scenario ended; "
-            f"at {ctx.rel(time.monotonic_ns())} still running: pid "
+            f"expected no process started by this case's tools left running {ms(grace)} after "
+            f"the scenario ended; at {ctx.rel(time.monotonic_ns())} still running: pid "
             + ", ".join(str(p) for p in pids)
         )
 
@@ -66,21 +75,19 @@ async def no_request_after_final_cancel(ctx: ScenarioContext, window: float) -> 
         return
 
     def late(ledger: Ledger) -> list[RequestRecord] | None:
-        began = {c.id: c.attempts[0].started_ns for c in ledger.logical_calls()}
-        found = [
-            r
-            for r in ledger.requests_after(t)
-            if not (r.header(PURPOSE_HEADER) in BACKGROUND_PURPOSES and began[r.call_id] <= t)
-        ]
+        found = [r for r in ledger.requests_after(t) if r.role is Role.MAIN]
         return found or None
 
     remaining = (t + window * 1e9 - time.monotonic_ns()) / 1e9
     found = await wait_quietly(ctx.provider.ledger, late, remaining)
     if found:
         raise CheckFailed(
-            f"expected no request to the provider after the final cancel at {ctx.rel(t)} "
+            f"expected no model call to the provider after the final cancel at {ctx.rel(t)} "
             f"(no submit followed it); saw {requests_story(found, ctx.rel)}"
         )
+    side = [r for r in ctx.provider.ledger.requests_after(t) if r.role is Role.SIDE]
+    if side:
+        ctx.warn(f"side traffic began after the final cancel: {requests_story(side, ctx.rel)}")
 
 
 async def after_stop(ctx: ScenarioContext, grace: float) -> None:

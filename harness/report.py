@@ -68,6 +68,9 @@ def junit_xml(run: RunResult) -> str:
             node.text = _details(result)
         elif result.status is Status.NOT_APPLICABLE:
             ET.SubElement(case, "skipped", {"message": f"not applicable: {first}"})
+        if result.warnings:
+            out = ET.SubElement(case, "system-out")
+            out.text = _clean("\n".join(f"warning: {w}" for w in result.warnings))
     ET.indent(root)
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
 
@@ -114,6 +117,9 @@ def _totals(run: RunResult) -> str:
         f"{run.count(Status.ERROR)} errors",
         f"{run.count(Status.NOT_APPLICABLE)} not applicable",
     ]
+    warned = sum(1 for r in run.results if r.warnings)
+    if warned:
+        parts.append(f"{warned} with warnings")
     defects = f", defects {','.join(run.config.defects)}" if run.config.defects else ""
     return (
         f"{', '.join(parts)} in {_run_seconds(run):.1f} s "
@@ -142,6 +148,9 @@ def failure_details(run: RunResult) -> str:
     """For each failed or broken case: its message, timeline and replay command."""
     blocks = []
     for r in run.results:
+        if r.warnings and r.status not in (Status.FAILED, Status.ERROR):
+            shown = "\n".join(f"  warning: {w}" for w in r.warnings)
+            blocks.append(f"WARNING {r.name}: {r.title}\n{shown}\n  replay: {r.replay}")
         if r.status in (Status.FAILED, Status.ERROR):
             blocks.append(
                 f"{r.status.value.upper()} {r.name}: {r.title}\n  {r.message}\n"

@@ -25,8 +25,9 @@ from fake_providers.signals import WaitTimeout
 from harness import invariants
 from harness.cases import Case, CaseResult, RunConfig, RunResult, Status, now_iso
 from harness.checks import CheckFailed
-from harness.scenario import ScenarioContext, Tempo
-from harness.target import AgentSettings, Endpoint, Target, TargetStartError
+from harness.context import NotApplicable, ScenarioContext
+from harness.scenario import Tempo
+from harness.target import AgentBroke, AgentSettings, Endpoint, Target, TargetStartError
 from harness.timeline import Timeline
 
 type TargetFactory = Callable[[], Target]
@@ -52,6 +53,7 @@ class Runner:
         self.verbose = verbose
         self._live: dict[Case, tuple[float, Timeline, FakeProvider]] = {}
         self._verdict: dict[Case, str] = {}  # a live case's message before its target stopped
+        self._findings: dict[Case, tuple[str, ...]] = {}  # warnings a case's scenario raised
 
     async def run(
         self, cases: Sequence[Case], on_result: Callable[[CaseResult], None] | None = None
@@ -84,7 +86,13 @@ class Runner:
         return run
 
     def _result(
-        self, case: Case, began: float, status: Status, message: str, rendered: str = ""
+        self,
+        case: Case,
+        began: float,
+        status: Status,
+        message: str,
+        rendered: str = "",
+        warnings: tuple[str, ...] = (),
     ) -> CaseResult:
         return CaseResult(
             id=case.spec.id,
@@ -97,6 +105,7 @@ class Runner:
             timeline=rendered,
             replay=self.config.replay(case.spec.id, case.kind),
             catches=case.spec.catches,
+            warnings=warnings,
         )
 
     async def run_case(self, case: Case) -> CaseResult:
@@ -128,7 +137,8 @@ class Runner:
         except Exception:
             notes = []
         rendered = timeline.render(provider.ledger, notes, limit=None if self.verbose else 25)
-        return self._result(case, began, status, message, rendered)
+        warnings = self._findings.pop(case, ())
+        return self._result(case, began, status, message, rendered, warnings)
 
     def abandoned(self, case: Case, waited: float) -> CaseResult:
         """The result for a case whose target could be neither stopped nor cancelled."""
@@ -161,7 +171,10 @@ class Runner:
             rng=random.Random(f"{self.config.seed}:{case.spec.id}:{case.kind}"),
             timeline=timeline,
             settings=settings,
+            close_within=getattr(target, "close_within", None),
+            strict_side_traffic=self.config.strict_side_traffic,
         )
+        self._findings[case] = ()
         host = _TargetHost(target, endpoint, settings)
         grace = self.tempo(10)
         timeout = self.config.case_timeout
@@ -177,6 +190,8 @@ class Runner:
                     await _run_scenario(ctx, grace)
                 except _Outcome as out:
                     status, message = out.status, out.message
+                finally:
+                    self._findings[case] = tuple(dict.fromkeys(ctx.warnings))
             if scope.cancelled_caught:
                 last = _last_step(timeline)
                 timeline.stamp(f"case timed out after {timeout:g} s")
@@ -278,11 +293,18 @@ async def _run_scenario(ctx: ScenarioContext, grace: float) -> None:
         raise _Outcome(Status.FAILED, f"gave up waiting: {exc}") from None
     except TargetStartError as exc:
         raise _Outcome(Status.ERROR, f"the target failed: {exc}") from None
+    except AgentBroke as exc:
+        ctx.timeline.stamp("the agent failed on its own")
+        message = f"the agent failed before the cancel was staged: {exc}"
+        raise _Outcome(Status.ERROR, message) from None
+    except NotApplicable as exc:
+        ctx.timeline.stamp("not applicable")
+        raise _Outcome(Status.NOT_APPLICABLE, f"not applicable to this agent: {exc}") from None
     except Exception as exc:
         raise _Outcome(Status.ERROR, _describe_error(exc)) from None
-    forgotten = ctx.checks.unawaited()
+    forgotten = ctx.unawaited()
     if forgotten:
-        calls = ", ".join(f"ctx.checks.{name}()" for name in forgotten)
+        calls = ", ".join(f"{name}()" for name in forgotten)
         raise _Outcome(
             Status.ERROR, f"the scenario called {calls} without await, so it never ran; add await"
         )

@@ -1,4 +1,4 @@
-"""Scenarios: small async functions with metadata, a registry, and the context they run in.
+"""Scenarios: small async functions with metadata, and the registry that holds them.
 
     @scenario(id="esc.mid-stream", title="Esc mid-stream closes the socket", incident="I1",
               requires=frozenset({Capability.CANCEL}), catches=("provider-ignores-cancel",))
@@ -6,40 +6,57 @@
         '''The user presses Esc and the model keeps writing into a channel nobody reads.'''
 
 The docstring is the user-visible failure the scenario guards against; it is required.
+`catches` names what the scenario proves it can catch: reference-agent defects (the
+mutants matrix runs them) or external references (an incident or issue URL), for users
+reproducing a bug in their own agent. `variants` registers one scenario per parameter set:
+
+    @scenario(id="esc.stall", ..., variants={"before-text": {"events": 1}, "after-text": ...})
+    async def esc_stall(ctx: ScenarioContext, *, events: int) -> None: ...
+
+registers `esc.stall/before-text` and `esc.stall/after-text`. The context a scenario gets is
+`harness.context.ScenarioContext`; scenario authors' helpers are in `harness.steps` and
+`harness.faults`.
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
 import importlib
 import inspect
 import pkgutil
-import random
-import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from fake_providers import FakeProvider, Gate
 from fake_providers.kinds import ProviderKind, UnknownProviderKind
-from harness.checks import CheckFailed, Checks
-from harness.target import (
-    AgentSettings,
-    CancelAck,
-    Capability,
-    Endpoint,
-    Outcome,
-    Submission,
-    Target,
-    Transcript,
-)
-from harness.timeline import Timeline
+from harness.context import NotApplicable, ScenarioContext
+from harness.target import AgentSettings, Capability
+from reference_agent.defects import Defect
+
+__all__ = [
+    "ALL_KINDS",
+    "CATALOGUE",
+    "DEFAULT_TEMPO",
+    "CatalogueError",
+    "NotApplicable",
+    "Registry",
+    "ScenarioContext",
+    "ScenarioDefinitionError",
+    "ScenarioSpec",
+    "Tempo",
+    "UnknownSelectorError",
+    "load_catalogue",
+    "scenario",
+]
 
 DEFAULT_TEMPO = 0.02
 # The kinds a scenario runs on unless it says otherwise.
 # TODO(gemini): the reference agent learns Gemini next; then this becomes every kind.
 ALL_KINDS: tuple[ProviderKind, ...] = tuple(k for k in ProviderKind if k is not ProviderKind.GEMINI)
 CATALOGUE_PACKAGE = "scenarios"
+DEFECT_NAMES = frozenset(d.value for d in Defect)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +69,7 @@ class Tempo:
         return n * self.interval
 
 
-type ScenarioFn = Callable[[ScenarioContext], Awaitable[None]]
+type ScenarioFn = Callable[..., Awaitable[None]]
 type SettingsFactory = Callable[[Tempo], AgentSettings]
 
 
@@ -75,7 +92,7 @@ class ScenarioSpec:
     id: str
     title: str
     incident: str
-    fn: ScenarioFn = field(repr=False)
+    fn: Callable[[ScenarioContext], Awaitable[None]] = field(repr=False)
     doc: str = ""
     tags: tuple[str, ...] = ()
     providers: tuple[ProviderKind, ...] = ALL_KINDS
@@ -83,9 +100,20 @@ class ScenarioSpec:
     catches: tuple[str, ...] = ()
     settings: SettingsFactory | None = field(default=None, repr=False)
     origin: str = ""  # module.qualname, to tell a re-import from a duplicate id
+    params: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def agent_settings(self, tempo: Tempo) -> AgentSettings:
         return self.settings(tempo) if self.settings is not None else AgentSettings()
+
+    @property
+    def defects(self) -> tuple[str, ...]:
+        """The reference-agent defects this scenario claims to catch (the mutants matrix)."""
+        return tuple(c for c in self.catches if c in DEFECT_NAMES)
+
+    @property
+    def references(self) -> tuple[str, ...]:
+        """External references it reproduces (incident or issue URLs)."""
+        return tuple(c for c in self.catches if c not in DEFECT_NAMES)
 
 
 class Registry:
@@ -129,11 +157,42 @@ class Registry:
         requires: Iterable[Capability] = frozenset(),
         catches: Sequence[str] = (),
         settings: SettingsFactory | None = None,
+        variants: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> Callable[[ScenarioFn], ScenarioFn]:
-        """Register the decorated `async def fn(ctx)` here; the function is returned unchanged."""
+        """Register the decorated `async def fn(ctx, **params)` here; it is returned unchanged.
+
+        With `variants`, one scenario `ID/NAME` per entry, called with that entry's params.
+        """
 
         def register(fn: ScenarioFn) -> ScenarioFn:
-            self.add(_spec(fn, id, title, incident, tags, providers, requires, catches, settings))
+            base = _spec(fn, id, title, incident, tags, providers, requires, catches, settings)
+            if variants is None:
+                self.add(base)
+                return fn
+            if not variants:
+                raise ScenarioDefinitionError(f"scenario {id!r}: `variants` is empty")
+            for name, params in variants.items():
+                if not name or not all(ch.isalnum() or ch in "-_." for ch in name):
+                    raise ScenarioDefinitionError(
+                        f"scenario {id!r}: variant name {name!r} takes letters, digits, -, _, ."
+                    )
+                bound = functools.partial(fn, **params)
+                self.add(
+                    ScenarioSpec(
+                        id=f"{id}/{name}",
+                        title=f"{title} ({name})",
+                        incident=base.incident,
+                        fn=bound,
+                        doc=base.doc,
+                        tags=base.tags,
+                        providers=base.providers,
+                        requires=base.requires,
+                        catches=base.catches,
+                        settings=base.settings,
+                        origin=f"{base.origin}/{name}",
+                        params=dict(params),
+                    )
+                )
             return fn
 
         return register
@@ -141,7 +200,8 @@ class Registry:
     def select(self, selectors: Sequence[str] = ()) -> list[ScenarioSpec]:
         """Scenarios matching any selector (all when none), in catalogue order.
 
-        A selector is an exact id, a glob on ids (`esc.*`), an incident (`I1`) or `tag:NAME`.
+        A selector is an exact id, a glob on ids (`esc.*`), an incident (`I1`), `tag:NAME`,
+        or a scenario's id without its variant (`esc.stall` selects every `esc.stall/...`).
         """
         if not selectors:
             return list(self)
@@ -161,6 +221,9 @@ class Registry:
             return [selector]
         if any(ch in selector for ch in "*?["):
             return [s.id for s in specs if fnmatch.fnmatchcase(s.id, selector)]
+        variants = [s.id for s in specs if s.id.startswith(selector + "/")]
+        if variants:
+            return variants
         return [s.id for s in specs if s.incident.lower() == selector.lower()]
 
 
@@ -186,8 +249,8 @@ def _spec(
 ) -> ScenarioSpec:
     origin = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', '?')}"
     where = f"scenario {scenario_id!r} ({origin})"
-    if not scenario_id or any(ch.isspace() or ch in "[]*?" for ch in scenario_id):
-        raise ScenarioDefinitionError(f"{where}: the id must be non-empty, without spaces or []*?")
+    if not scenario_id or any(ch.isspace() or ch in "[]*?/" for ch in scenario_id):
+        raise ScenarioDefinitionError(f"{where}: the id must be non-empty, without spaces or []*?/")
     if not inspect.iscoroutinefunction(fn):
         raise ScenarioDefinitionError(f"{where}: must be an `async def fn(ctx)`")
     doc = inspect.getdoc(fn)
@@ -201,6 +264,14 @@ def _spec(
         raise ScenarioDefinitionError(f"{where}: {exc}") from None
     if not kinds:
         raise ScenarioDefinitionError(f"{where}: no providers; use some of {', '.join(ALL_KINDS)}")
+    for claim in catches:
+        if claim not in DEFECT_NAMES and not claim.startswith(("https://", "http://")):
+            close = difflib.get_close_matches(claim, sorted(DEFECT_NAMES), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ScenarioDefinitionError(
+                f"{where}: catches {claim!r}{hint}; name a reference-agent defect "
+                "(reference_agent/defects.py) or an incident/issue URL"
+            )
     return ScenarioSpec(
         id=scenario_id,
         title=title,
@@ -229,6 +300,7 @@ def scenario(
     requires: Iterable[Capability] = frozenset(),
     catches: Sequence[str] = (),
     settings: SettingsFactory | None = None,
+    variants: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Callable[[ScenarioFn], ScenarioFn]:
     """Register a scenario in the global catalogue (see `Registry.scenario`)."""
     return CATALOGUE.scenario(
@@ -240,6 +312,7 @@ def scenario(
         requires=requires,
         catches=catches,
         settings=settings,
+        variants=variants,
     )
 
 
@@ -258,115 +331,3 @@ def load_catalogue(package: str = CATALOGUE_PACKAGE) -> Registry:
             f"cannot load scenario module {module}: {type(exc).__name__}: {exc}"
         ) from exc
     return CATALOGUE
-
-
-class ScenarioContext:
-    """What a scenario gets: provider, target, tempo, seeded RNG, checks and stamped helpers."""
-
-    def __init__(
-        self,
-        *,
-        spec: ScenarioSpec,
-        provider: FakeProvider,
-        target: Target,
-        endpoint: Endpoint,
-        tempo: Tempo,
-        rng: random.Random,
-        timeline: Timeline,
-        settings: AgentSettings,
-    ) -> None:
-        self.spec = spec
-        self.provider = provider
-        self.target = target
-        self.endpoint = endpoint
-        self.kind = endpoint.kind
-        self.tempo = tempo
-        self.rng = rng
-        self.timeline = timeline
-        self.settings = settings
-        self.submits: list[int] = []  # monotonic ns right before each submit
-        self.cancels: list[int] = []  # monotonic ns right before each cancel
-        self.ended_at: dict[str, int] = {}  # turn id -> when its outcome reached the harness
-        self.checks = Checks(self)
-
-    @property
-    def last_cancel_ns(self) -> int | None:
-        return self.cancels[-1] if self.cancels else None
-
-    def rel(self, t_ns: int) -> str:
-        """A stamp as the timeline shows it (`+412.3ms`)."""
-        return self.timeline.rel(t_ns)
-
-    def note(self, what: str) -> int:
-        """Stamp a harness step of your own on the timeline."""
-        return self.timeline.stamp(what)
-
-    def fault(self, spec: str) -> int:
-        """Add a fault rule to the provider (see fake_providers/README.md) and stamp it."""
-        rule_id = self.provider.add_fault(spec)
-        self.timeline.stamp(f"fault rule #{rule_id}: {spec}")
-        return rule_id
-
-    def gate(self, name: str = "default") -> Gate:
-        return self.provider.gate(name)
-
-    async def release(self, name: str = "default") -> None:
-        """Open a gate and stamp it."""
-        self.provider.gate(name).release()
-        self.timeline.stamp(f"gate {name!r} released")
-
-    async def new_session(self) -> str:
-        session = await self.target.new_session()
-        self.timeline.stamp(f"new session {session}")
-        return session
-
-    async def submit(self, session: str, prompt: str) -> Submission:
-        self.submits.append(time.monotonic_ns())
-        sub = await self.target.submit(session, prompt)
-        stream = f", stream {sub.stream_id}" if sub.stream_id else ""
-        self.timeline.stamp(
-            f"submit {_short(prompt)} to {session}: accepted turn {sub.turn_id}{stream}"
-        )
-        return sub
-
-    async def cancel(self, session: str, stream_id: str | None = None) -> tuple[CancelAck, int]:
-        """Cancel, returning the agent's answer and the instant right before the cancel call."""
-        named = f" stream {stream_id}" if stream_id else ""
-        t_ns = time.monotonic_ns()
-        self.cancels.append(t_ns)
-        self.timeline.stamp(f"cancel {session}{named}", t_ns)
-        ack = await self.target.cancel(session, stream_id)
-        turn = f" turn {ack.turn_id}" if ack.turn_id else ""
-        self.timeline.stamp(f"cancel answered: cancelled={str(ack.cancelled).lower()}{turn}")
-        return ack, t_ns
-
-    async def outcome(self, submission: Submission, timeout: float | None = None) -> Outcome:
-        """Wait for the turn to end (default: 100 tempo, at least 2 s)."""
-        limit = max(2.0, self.tempo(100)) if timeout is None else timeout
-        asked = time.monotonic_ns()
-        try:
-            out = await self.target.wait_outcome(submission, limit)
-        except TimeoutError:
-            now = time.monotonic_ns()
-            self.timeline.stamp(f"turn {submission.turn_id} still running after {limit:g} s")
-            raise CheckFailed(
-                f"expected turn {submission.turn_id} to end within {limit:g} s of "
-                f"{self.rel(asked)}; it was still running at {self.rel(now)}"
-            ) from None
-        error = f" ({_short(out.error)})" if out.error else ""
-        self.ended_at[out.turn_id] = self.timeline.stamp(
-            f"turn {out.turn_id} ended: {out.stop_reason}{error}"
-        )
-        return out
-
-    async def transcript(self, session: str) -> Transcript:
-        snap = await self.target.transcript(session)
-        self.timeline.stamp(
-            f"transcript of {session}: {len(snap.entries)} entries, usage {snap.usage}"
-        )
-        return snap
-
-
-def _short(text: str, width: int = 40) -> str:
-    text = " ".join(text.split())
-    return repr(text if len(text) <= width else text[: width - 1] + "…")

@@ -31,6 +31,10 @@ class Capability(StrEnum):
     STREAM_EVENTS = "stream-events"  # each turn's own event stream can be observed (I4)
     ACP = "acp"  # speaks the Agent Client Protocol (session/prompt, session/cancel, ...)
     PERMISSIONS = "permissions"  # asks the client for permission before some tool calls
+    # The stricter I2 contract: a cancelled or timed-out turn leaves no trace at all in the
+    # persisted state (without it, what is recorded before the outcome is the agent's policy).
+    ATOMIC_TURNS = "atomic-turns"
+    LEAVE_EARLY = "leave-early"  # the caller can stop consuming a turn's stream (`leave`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +147,11 @@ class TargetStartError(RuntimeError):
     """The agent would not start; the message has the cause and the stderr tail."""
 
 
+class AgentBroke(RuntimeError):
+    """The agent failed on its own before the scenario's point (it crashed, or ended the turn
+    with an error before calling the model): its error, never a verdict on cancellation."""
+
+
 class Target(Protocol):
     """An agent under test."""
 
@@ -171,7 +180,8 @@ class Target(Protocol):
         ...
 
     def live_pids(self) -> list[int]:
-        """Tool subprocesses the agent started that are still running (orphan check)."""
+        """Tool subprocesses the agent started that are still running (for its own tests;
+        the harness finds the case's processes by the mark in their environment)."""
         ...
 
     def notes(self) -> list[TimelineNote]:
@@ -179,3 +189,14 @@ class Target(Protocol):
         ...
 
     async def stop(self) -> None: ...
+
+
+class LeavesEarly(Protocol):
+    """A target with Capability.LEAVE_EARLY: its caller can simply stop consuming a turn.
+
+    `leave` does what a user of the agent's API does when they no longer want the answer:
+    break out of the stream iterator, drop the response object. It sends no cancel. The
+    contract: the agent closes the provider connection at once and reads nothing more.
+    """
+
+    async def leave(self, submission: Submission) -> None: ...

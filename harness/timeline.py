@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from fake_providers.ledger import ConnectionRecord, Ledger, RequestRecord
+from fake_providers.roles import Role
 from harness.target import TimelineNote, Transcript, TranscriptEntry
 
 HARNESS, AGENT, PROVIDER = "harness", "agent", "provider"
@@ -102,13 +103,14 @@ def ledger_entries(ledger: Ledger) -> list[Entry]:
 
 
 def describe_request(req: RequestRecord) -> str:
-    """`request #3 POST /v1/chat/completions (call 2, retry 1, purpose memory)`."""
+    """`request #3 POST /v1/chat/completions (call 2, retry 1, main [ch-5f3a9c21])`."""
     extra = [f"call {req.call_id}"]
     if req.attempt:
         extra.append(f"retry {req.attempt}")
-    purpose = req.header("x-agent-purpose")
-    if purpose:
-        extra.append(f"purpose {purpose}")
+    if req.role is Role.MAIN:
+        extra.append(f"main [{req.prompt}]" if req.prompt else "main")
+    else:
+        extra.append(req.role.value)
     return f"request #{req.ordinal} {req.method} {req.path} ({', '.join(extra)})"
 
 

@@ -55,6 +55,8 @@ class Defect(StrEnum):
     CANCEL_NOT_OWNER_SCOPED = "cancel-not-owner-scoped"
     # I4: a cancelled stream never gets its terminal event and is left open.
     NO_TERMINAL_CANCEL_EVENT = "no-terminal-cancel-event"
+    # I1, the SDK form: a caller that stops reading leaves the stream draining to its end.
+    DRAIN_ON_LEAVE = "drain-on-leave"
     # ACP: a content update for the turn arrives after the prompt was answered.
     ACP_UPDATE_AFTER_RESPONSE = "acp-update-after-response"
     # ACP: a cancelled prompt is answered with a stop reason other than "cancelled".

@@ -250,6 +250,14 @@ class Dispatcher:
             return CancelAnswer(False, stream_id, "nothing there was cancellable")
         return CancelAnswer(True, stream_id or hit[0])
 
+    async def leave(self, stream_id: str) -> None:
+        """The stream's only consumer stopped reading: nobody wants the answer any more, so
+        its run stops as if cancelled, and its provider connection closes at once (I1)."""
+        run = self._runs[stream_id]
+        if self.defects.on(Defect.DRAIN_ON_LEAVE):
+            return  # DEFECT: the run reads its provider stream to the end, for nobody
+        await self.cancel(run.session_id, stream_id)
+
     # ------------------------------------------------------------------- streams
 
     def _emit(self, run: _Run, event: StreamEvent) -> None:

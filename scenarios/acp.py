@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from fake_providers import ContentSpec, FaultPlan, Match, tool_call
 from harness.checks import CheckFailed
-from harness.scenario import ScenarioContext, scenario
+from harness.context import ScenarioContext
+from harness.faults import hold, pace, says
+from harness.scenario import scenario
+from harness.steps import no_live_tools, shell_tool, state_of, stream_held, wait_limit
 from harness.target import Capability, Submission
-from scenarios._steps import TURN, no_live_tools, pace, stream_held
 
 if TYPE_CHECKING:  # the acp package takes a second to import: only ACP targets pay for it
     from harness.targets.acp import PermissionRequest, UpdateRecord
@@ -69,9 +70,10 @@ async def nothing_after_answer(ctx: ScenarioContext, turn: Submission, window: f
 
 async def held_turn(ctx: ScenarioContext, prompt: str) -> tuple[str, Submission]:
     """A session whose turn streams until the provider holds it at gate `main`."""
-    ctx.fault(f"{TURN},{pace(ctx)},hold-before=3,gate=main")
+    said = ctx.prompt(prompt)
+    ctx.fault(pace(ctx.tempo(1)) + hold(before=3, gate="main"), on=said, times=1)
     session = await ctx.new_session()
-    return session, await stream_held(ctx, session, prompt, "main")
+    return session, await stream_held(ctx, session, said, "main")
 
 
 @scenario(
@@ -117,14 +119,13 @@ async def acp_nothing_after_answer(ctx: ScenarioContext) -> None:
 )
 async def acp_permission_cancelled(ctx: ScenarioContext) -> None:
     """The user cancels at the permission prompt, and the command runs anyway."""
-    shell = ContentSpec(tool_calls=(tool_call("shell", {"command": "echo hi"}),), tokens=0)
-    ctx.provider.add_fault(FaultPlan(content=shell), match=Match(nth=1))
-    ctx.note("fault: the first model answer asks for the `shell` tool (echo hi)")
+    ask = ctx.prompt("Run echo hi.")
+    ctx.fault(says(tokens=0, tools=(shell_tool(ctx, "echo hi"),)), on=ask, times=1)
     target = acp_target(ctx)
     target.hold_permissions()
     session = await ctx.new_session()
-    turn = await ctx.submit(session, "Run echo hi.")
-    asked = await target.wait_permission(max(2.0, ctx.tempo(100)))
+    turn = await ctx.submit(session, ask)
+    asked = await target.wait_permission(wait_limit(ctx))
     ctx.note(f"permission asked for {asked.title} ({asked.tool_call_id}); held")
     await ctx.cancel(session)
     ctx.checks.stop_reason(await ctx.outcome(turn), "cancelled")
@@ -155,14 +156,15 @@ async def acp_permission_cancelled(ctx: ScenarioContext) -> None:
 )
 async def acp_load_no_ghost_turn(ctx: ScenarioContext) -> None:
     """Reopening the conversation shows half an answer the user cancelled."""
-    ctx.fault(f"{TURN},{pace(ctx)},hold-before=3,gate=main,times=1")
+    story = ctx.prompt("Tell me a long story.")
+    ctx.fault(pace(ctx.tempo(1)) + hold(before=3, gate="main"), on=story, times=1)
     session = await ctx.new_session()
-    before = await ctx.transcript(session)
-    turn = await stream_held(ctx, session, "Tell me a long story.", "main")
+    before = await state_of(ctx, session)
+    turn = await stream_held(ctx, session, story, "main")
     await ctx.cancel(session)
-    await ctx.outcome(turn)
+    out = await ctx.outcome(turn)
     # The client's view of the conversation: the replay, plus anything of the turn that
     # reached it after the answer (a client renders both the same way).
-    await ctx.checks.no_ghost_turn(session, before, release=("main",))
+    await ctx.checks.no_ghost_turn(session, before, out, release=("main",))
     await nothing_after_answer(ctx, turn, ctx.tempo(1))
     await ctx.checks.next_turn_completes(session)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import anyio
 
 from harness.checks import CheckFailed
-from harness.scenario import ScenarioContext, scenario
+from harness.context import ScenarioContext
+from harness.faults import hold
+from harness.scenario import scenario
+from harness.steps import connection_of, stream_held
 from harness.target import Capability, StreamLog, Submission
-from scenarios._steps import connection_of, stream_held
 
 STREAMS = frozenset({Capability.CANCEL, Capability.STREAM_IDS, Capability.STREAM_EVENTS})
 
@@ -26,20 +28,21 @@ async def _log(ctx: ScenarioContext, submission: Submission) -> StreamLog:
 )
 async def owner_stale_stream_id(ctx: ScenarioContext) -> None:
     """The Stop click for an old stream lands after a new turn started and kills the new one."""
-    ctx.fault("body-contains=old-marker,hold-before=3,gate=old,times=1")
-    ctx.fault("body-contains=new-marker,hold-before=3,gate=new")
+    old_q, new_q = ctx.prompt("The old turn."), ctx.prompt("The new turn.")
+    ctx.fault(hold(before=3, gate="old"), on=old_q, times=1)
+    ctx.fault(hold(before=3, gate="new"), on=new_q)
     session = await ctx.new_session()
-    old = await stream_held(ctx, session, "The old-marker turn.", "old")
+    old = await stream_held(ctx, session, old_q, "old")
     await ctx.cancel(session, old.stream_id)
     ctx.checks.stop_reason(await ctx.outcome(old), "cancelled")
-    new = await stream_held(ctx, session, "The new-marker turn.", "new")
+    new = await stream_held(ctx, session, new_q, "new")
     ack, _ = await ctx.cancel(session, old.stream_id)  # the stale click arrives late
     if ack.cancelled:
         raise CheckFailed(
             f"expected a cancel naming stale stream {old.stream_id} to answer cancelled=false; "
             f"it answered cancelled=true (stream {ack.stream_id or '?'})"
         )
-    conn = ctx.provider.ledger.connection(connection_of(ctx, "new-marker"))
+    conn = ctx.provider.ledger.connection(connection_of(ctx, new_q))
     if not conn.open:
         raise CheckFailed(
             f"expected the new turn's stream to keep running after the stale cancel; conn#"
@@ -59,9 +62,10 @@ async def owner_stale_stream_id(ctx: ScenarioContext) -> None:
 )
 async def owner_terminal_event_once(ctx: ScenarioContext) -> None:
     """The UI waits forever for a stream that was cancelled but never told it so."""
-    ctx.fault("header=x-agent-purpose:turn,hold-before=3,gate=main")
+    stop = ctx.prompt("Stream, then stop.")
+    ctx.fault(hold(before=3, gate="main"), on=stop, times=1)
     session = await ctx.new_session()
-    turn = await stream_held(ctx, session, "Stream, then stop.", "main")
+    turn = await stream_held(ctx, session, stop, "main")
     await ctx.cancel(session, turn.stream_id)
     log = await _log(ctx, turn)
     kinds = [e.kind for e in log.terminals]
@@ -85,9 +89,10 @@ async def owner_terminal_event_once(ctx: ScenarioContext) -> None:
 )
 async def owner_no_cross_stream_events(ctx: ScenarioContext) -> None:
     """The old event source is left open and leaks the next turn's tokens into it."""
-    ctx.fault("body-contains=old-marker,hold-before=3,gate=old,times=1")
+    old_q = ctx.prompt("The old turn.")
+    ctx.fault(hold(before=3, gate="old"), on=old_q, times=1)
     session = await ctx.new_session()
-    old = await stream_held(ctx, session, "The old-marker turn.", "old")
+    old = await stream_held(ctx, session, old_q, "old")
     logs: dict[str, StreamLog] = {}
 
     async def listen_to_old() -> None:  # a UI still subscribed to the old stream

@@ -12,6 +12,7 @@ from fake_providers.wire.openai_chat import OPENAI_CHAT
 from fake_providers.wire.openai_responses import OPENAI_RESPONSES
 from fake_providers.wire.routes import (
     Route,
+    events_before_text,
     is_models_list,
     models_list_body,
     route,
@@ -28,6 +29,7 @@ __all__ = [
     "RequestFacts",
     "Route",
     "WireFormat",
+    "events_before_text",
     "is_models_list",
     "models_list_body",
     "route",

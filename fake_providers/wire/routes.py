@@ -11,9 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
+from fake_providers.content import ContentSpec
+from fake_providers.kinds import ProviderKind
 from fake_providers.wire.anthropic import ANTHROPIC
 from fake_providers.wire.azure import AZURE
-from fake_providers.wire.base import WireFormat, json_bytes
+from fake_providers.wire.base import RequestFacts, WireFormat, json_bytes
 from fake_providers.wire.gemini import GEMINI, GEMINI_JSON_ARRAY
 from fake_providers.wire.openai_chat import OPENAI_CHAT
 from fake_providers.wire.openai_responses import OPENAI_RESPONSES
@@ -96,3 +98,21 @@ def models_list_body(created: int = 1_700_000_000) -> bytes:
         for model in MODEL_IDS
     ]
     return json_bytes({"object": "list", "data": data})
+
+
+def events_before_text(kind: ProviderKind) -> int:
+    """How many events a streamed answer of this kind sends before its first text delta
+    (role chunks, `message_start`, `response.created`, ...), found by encoding a probe."""
+    wire = _BY_KIND[kind]
+    probe = ContentSpec(text="probe").build(
+        model="m", response_id="r", created=0, max_tokens=None, input_tokens=1
+    )
+    for index, event in enumerate(wire.stream_events(probe, RequestFacts(kind, "m", True))):
+        if b"probe" in event:
+            return index
+    raise AssertionError(f"{kind} streams no text event")  # every format carries the text
+
+
+_BY_KIND: Mapping[ProviderKind, WireFormat] = {
+    w.kind: w for w in (OPENAI_CHAT, OPENAI_RESPONSES, ANTHROPIC, AZURE, GEMINI)
+}

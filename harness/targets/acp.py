@@ -58,7 +58,13 @@ from harness.target import (
     Transcript,
     TranscriptEntry,
 )
-from harness.targets.process import AgentProcess, command_line, environment, template_values
+from harness.targets.process import (
+    PROCESS_CLOSE_WITHIN,
+    AgentProcess,
+    command_line,
+    environment,
+    template_values,
+)
 
 DEFAULT_CAPABILITIES = frozenset(
     map(
@@ -68,7 +74,10 @@ DEFAULT_CAPABILITIES = frozenset(
 )
 # The reference agent's ACP door also honours every scenario setting (as CLI flags).
 REFERENCE_CAPABILITIES = DEFAULT_CAPABILITIES | frozenset(
-    map(Capability, ("timeout", "stale-timeout", "retries", "compaction", "background"))
+    map(
+        Capability,
+        ("timeout", "stale-timeout", "retries", "compaction", "background", "atomic-turns"),
+    )
 )
 # Someone else's ACP agent: only what any ACP agent can be judged on. Its tools are not
 # the harness's tools, session/load is optional, and its settings are out of our reach;
@@ -206,6 +215,8 @@ class _Client:
 
 class AcpTarget:
     """An ACP agent over stdio (see the module docstring). `defects` only label the name."""
+
+    close_within: float | None = PROCESS_CLOSE_WITHIN
 
     def __init__(
         self,
@@ -363,6 +374,11 @@ class AcpTarget:
             and (turn.answer_ns is None or u.t_ns < turn.answer_ns)
         )
         return Outcome(turn.id, turn.stop_reason or "error", text, turn.error)
+
+    def shown(self, submission: Submission) -> str:
+        """The text the agent has sent the client for the turn so far (what a UI shows)."""
+        turn = self._turns[submission.turn_id]
+        return "".join(u.text for u in turn.updates if u.kind == "agent_message_chunk")
 
     async def stream_log(self, submission: Submission, timeout: float) -> StreamLog:
         turn = self._turns[submission.turn_id]

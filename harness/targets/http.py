@@ -41,7 +41,13 @@ from harness.target import (
     Transcript,
     TranscriptEntry,
 )
-from harness.targets.process import AgentProcess, command_line, environment, template_values
+from harness.targets.process import (
+    PROCESS_CLOSE_WITHIN,
+    AgentProcess,
+    command_line,
+    environment,
+    template_values,
+)
 from harness.targets.reference import reference_cli_args
 from reference_agent.defects import Defects
 
@@ -52,7 +58,7 @@ DEFAULT_CAPABILITIES = frozenset(
     {Capability.CANCEL, Capability.TRANSCRIPT, Capability.SESSIONS, Capability.QUEUE}
     | {Capability.STREAM_IDS, Capability.STREAM_EVENTS, Capability.TIMEOUT}
     | {Capability.STALE_TIMEOUT, Capability.RETRIES, Capability.COMPACTION}
-    | {Capability.BACKGROUND}
+    | {Capability.BACKGROUND, Capability.ATOMIC_TURNS}
 )
 SERVING_LINE = re.compile(rb"serving (https?://\S+)")
 MAX_LINE = 64 * 1024
@@ -100,6 +106,8 @@ class _Stream:
 
 class HttpTarget:
     """Drives an agent over the reference HTTP+SSE API (docs/http-api.md)."""
+
+    close_within: float | None = PROCESS_CLOSE_WITHIN
 
     def __init__(
         self,
@@ -312,6 +320,11 @@ class HttpTarget:
             str(data.get("text", "")),
             str(error) if error is not None else None,
         )
+
+    def shown(self, submission: Submission) -> str:
+        """The text the turn's SSE stream has delivered so far (what a UI would show)."""
+        stream = self._streams.get(submission.stream_id)
+        return "".join(e.text for e in stream.events if e.kind == "delta") if stream else ""
 
     async def stream_log(self, submission: Submission, timeout: float) -> StreamLog:
         stream = self._stream(submission)

@@ -22,6 +22,11 @@ import anyio.abc
 from harness.target import Endpoint, TargetStartError
 
 STDERR_TAIL = 2000
+# How long an agent in another process may take to close its provider connection after a
+# cancel: the cancel crosses a pipe or a socket, and a node or Python runtime wakes up to
+# it. Scenarios leave the provider silent after the cancel, so a wide bound loses no power:
+# an agent that does not close stays open for the whole watch window. TOML: close_within.
+PROCESS_CLOSE_WITHIN = 1.0
 
 
 def template_values(endpoint: Endpoint) -> dict[str, str]:

@@ -49,7 +49,12 @@ from harness.target import (
     TimelineNote,
     Transcript,
 )
-from harness.targets.process import command_line, environment, template_values
+from harness.targets.process import (
+    PROCESS_CLOSE_WITHIN,
+    command_line,
+    environment,
+    template_values,
+)
 from harness.targets.reference import DEFAULTS
 
 DEFAULT_CAPABILITIES = frozenset({Capability.CANCEL})
@@ -230,6 +235,8 @@ class _End:
 
 class PtyTarget:
     """A terminal agent: one conversation, prompts typed, cancels as keystrokes."""
+
+    close_within: float | None = PROCESS_CLOSE_WITHIN
 
     def __init__(
         self,

@@ -160,6 +160,18 @@ class ReferenceTarget:
             closed = True
         return StreamLog(tuple(seen), closed)
 
+    async def leave(self, submission: Submission) -> None:
+        """The caller stops reading the turn's stream (Capability.LEAVE_EARLY); no cancel."""
+        await self.dispatcher.leave(submission.stream_id)
+
+    def shown(self, submission: Submission) -> str:
+        """The text the turn's stream has delivered so far (what a UI would show)."""
+        return "".join(
+            str(e.data.get("text", ""))
+            for e in self.dispatcher.stream_history(submission.stream_id)
+            if e.kind == "delta"
+        )
+
     async def transcript(self, session_id: str) -> Transcript:
         messages = self.agent.transcript(session_id)
         usage = self.agent.usage(session_id)

@@ -134,21 +134,34 @@ def test_user_mistakes_are_one_line_and_exit_2(
 def test_list_shows_the_catalogue(capsys: pytest.CaptureFixture[str]) -> None:
     assert main("list") == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["ID", "INCIDENT", "TAGS", "PROVIDERS", "CATCHES"]
+    assert lines[0].split() == ["ID", "INCIDENT", "TAGS", "PROVIDERS", "NEEDS", "CATCHES"]
     assert lines[1].split() == [
         "esc.closes-stream",
         "I1",
         "esc,smoke",
         "openai-chat,anthropic",
-        "ignore-cancel",
+        "cancel,transcript",
+        "provider-ignores-cancel",
     ]
     assert lines[2].split() == [
         "timeout.no-ghost",
         "I2",
         "timeout",
         "openai-chat",
+        "timeout,transcript",
         "commit-after-timeout",
     ]
+
+
+def test_list_with_a_target_says_what_applies_and_what_is_missing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main("list", "--target", "reference") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("target tiny: capabilities ")
+    rows = {line.split()[0]: line for line in out if line.startswith(("esc.", "timeout."))}
+    assert rows["esc.closes-stream"].endswith("applies")
+    assert out[-1] == "2 of 2 scenarios apply (others: not applicable, never passed)"
 
 
 def test_mutants_matrix_proves_each_defect_is_caught(

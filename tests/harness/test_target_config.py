@@ -273,7 +273,7 @@ def test_run_target_name_from_cancel_harness_toml(
     in_tmp: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     write(in_tmp / "cancel-harness.toml", "[targets.mine]\nkind = 'reference'\n")
-    argv = ["run", "esc.provider-silent", "--provider", "openai-chat", "--target", "mine"]
+    argv = ["run", "esc.before-first-byte", "--provider", "openai-chat", "--target", "mine"]
     assert cli.main([*argv, "--seed", "1"]) == 0
     out = capsys.readouterr().out
     assert "against mine" in out and "1 passed" in out.lower()

@@ -2,15 +2,19 @@
 
 `TinyAgent` streams from the fake provider with httpx, one turn per submit, inside a cancel
 scope; switches bring back real bugs (ignore the cancel, commit after a timeout, tie the
-background call to the user's cancel, leak a tool process, leak a connection at stop, send a
-request after a cancel, swallow cancellation so stop() never returns).
+background call to the user's cancel, leak a tool process, leak a connection at stop, resend
+the turn's request after a cancel, make a side call after a cancel, swallow cancellation so
+stop() never returns). It sends no header to help the harness: its background call is told
+apart from its turn the way any agent's is, by the shape of the conversation.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-import sys
+import os
+import signal
 import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -35,9 +39,9 @@ from harness.target import (
 
 CAPS = frozenset(
     {Capability.CANCEL, Capability.TIMEOUT, Capability.TRANSCRIPT, Capability.RETRIES}
-    | {Capability.BACKGROUND, Capability.TOOLS}
+    | {Capability.BACKGROUND, Capability.TOOLS, Capability.LEAVE_EARLY}
 )
-TOOL = [sys.executable, "-c", "import time; time.sleep(60)"]
+TOOL_PREFIX = "tool:"  # a prompt "tool: COMMAND" runs COMMAND in a shell first
 
 
 class ProviderError(Exception):
@@ -54,6 +58,9 @@ class Turn:
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     done: anyio.Event = field(default_factory=anyio.Event)
     outcome: Outcome | None = None
+    shown: list[str] = field(default_factory=list)  # text delivered to the caller
+    stop_reading: bool = False  # the next-chunk defect's cancel flag
+    left: bool = False  # the caller stopped reading
 
     def settle(self, stop_reason: str, text: str = "", error: str | None = None) -> None:
         if self.outcome is None:
@@ -83,6 +90,9 @@ class TinyAgent:
         leak_tool: bool = False,
         leak_connection: bool = False,
         request_after_cancel: bool = False,
+        resend_after_cancel: bool = False,
+        cancel_on_next_chunk: bool = False,
+        drain_on_leave: bool = False,
         stubborn: bool = False,
         capabilities: frozenset[Capability] = CAPS,
     ) -> None:
@@ -92,6 +102,9 @@ class TinyAgent:
         self.leak_tool = leak_tool
         self.leak_connection = leak_connection
         self.request_after_cancel = request_after_cancel
+        self.resend_after_cancel = resend_after_cancel
+        self.cancel_on_next_chunk = cancel_on_next_chunk
+        self.drain_on_leave = drain_on_leave
         self.stubborn = stubborn
         self.capabilities = capabilities
         self.sessions: dict[str, Session] = {}
@@ -129,14 +142,31 @@ class TinyAgent:
             return CancelAck(False)
         self.note(f"cancel {turn.id}")
         turn.settle("cancelled")
-        if not self.ignore_cancel:
+        if self.cancel_on_next_chunk:
+            turn.stop_reading = True  # looked at only when the next chunk arrives
+        elif not self.ignore_cancel:
             turn.scope.cancel()
         if self.background_tied:
             for scope in session.background:
                 scope.cancel()
         if self.request_after_cancel:
-            self.tg.start_soon(self._post, "title", "Name this chat.", anyio.CancelScope())
+            title = [{"role": "user", "content": "Name this chat."}]
+            self.tg.start_soon(self._post, "title", title, anyio.CancelScope())
+        if self.resend_after_cancel:  # a worker that takes its own close for a network error
+            again = [{"role": "user", "content": turn.prompt}]
+            self.tg.start_soon(self._post, "retry", again, anyio.CancelScope())
         return CancelAck(True, turn.id, turn.id)
+
+    async def leave(self, submission: Submission) -> None:
+        """The caller stops reading the turn's stream (it sends no cancel)."""
+        turn = self.turns[submission.turn_id]
+        turn.left = True
+        self.note(f"caller left {turn.id}")
+        if not self.drain_on_leave:  # else the stream is read to its end, for nobody
+            turn.scope.cancel()
+
+    def shown(self, submission: Submission) -> str:
+        return "".join(self.turns[submission.turn_id].shown)
 
     async def wait_outcome(self, submission: Submission, timeout: float) -> Outcome:
         turn = self.turns[submission.turn_id]
@@ -160,9 +190,9 @@ class TinyAgent:
         self.tg.cancel_scope.cancel()
         await self._stack.aclose()
         for proc in self.procs:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
         if not self.leak_connection:
             await self.client.aclose()
 
@@ -196,8 +226,8 @@ class TinyAgent:
 
     async def _work(self, turn: Turn) -> None:
         with turn.scope:
-            if turn.prompt.startswith("tool:"):
-                await self._tool()
+            if turn.prompt.startswith(TOOL_PREFIX):
+                await self._tool(turn.prompt.removeprefix(TOOL_PREFIX).strip())
             text, out_tokens = await self._call_model(turn)
             if turn.outcome is not None and not self.commit_after_timeout:
                 self.note(f"{turn.id} discarded a late answer")
@@ -213,19 +243,27 @@ class TinyAgent:
             if self.settings.memory_extraction:
                 scope = anyio.CancelScope()
                 session.background.append(scope)
-                self.tg.start_soon(self._post, "memory", f"Remember: {turn.prompt}", scope)
+                memory = [
+                    {"role": "user", "content": turn.prompt},
+                    {"role": "assistant", "content": text},
+                    {"role": "user", "content": "Note what to remember from this."},
+                ]
+                self.tg.start_soon(self._post, "memory", memory, scope)
         if turn.scope.cancelled_caught:
             turn.settle("cancelled")
 
-    async def _tool(self) -> None:
-        proc = await anyio.open_process(TOOL)
+    async def _tool(self, command: str) -> None:
+        proc = await anyio.open_process(
+            ["/bin/sh", "-c", command], stdin=None, stdout=None, stderr=None, start_new_session=True
+        )
         self.procs.append(proc)
         self.tool_started.set()
         try:
             await proc.wait()
         finally:
-            if not self.leak_tool:
-                proc.kill()
+            if not self.leak_tool:  # the whole group: the shell and what it started
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
                 with anyio.CancelScope(shield=True):
                     await proc.wait()
 
@@ -233,7 +271,7 @@ class TinyAgent:
         retries = self.settings.max_retries or 0
         for attempt in range(retries + 1):
             try:
-                return await self._stream(turn.prompt)
+                return await self._stream(turn)
             except (httpx.TransportError, ProviderError) as exc:
                 transient = not isinstance(exc, ProviderError) or exc.status >= 500
                 if attempt == retries or not transient:
@@ -242,34 +280,41 @@ class TinyAgent:
                 await anyio.sleep((self.settings.backoff_base or 0.01) * 2**attempt)
         raise AssertionError("unreachable")
 
-    def _request(self, prompt: str, *, stream: bool) -> tuple[str, dict[str, Any]]:
+    def _request(
+        self, messages: list[dict[str, str]], *, stream: bool
+    ) -> tuple[str, dict[str, Any]]:
         base, kind = self.endpoint.base_url, self.endpoint.kind
-        messages = [{"role": "user", "content": prompt}]
         if kind == "anthropic":
             body = {"model": "claude-test", "max_tokens": 64, "messages": messages}
             return f"{base}/v1/messages", {**body, "stream": stream}
         if kind == "openai-responses":
-            return f"{base}/responses", {"model": "gpt-4o", "input": prompt, "stream": stream}
+            return f"{base}/responses", {"model": "gpt-4o", "input": messages, "stream": stream}
         body = {"model": "gpt-4o", "messages": messages, "stream": stream}
         if kind == "azure":
             return f"{base}/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21", body
         return f"{base}/chat/completions", body
 
-    async def _stream(self, prompt: str) -> tuple[str, int]:
-        url, body = self._request(prompt, stream=True)
+    async def _stream(self, turn: Turn) -> tuple[str, int]:
+        url, body = self._request([{"role": "user", "content": turn.prompt}], stream=True)
         text: list[str] = []
         async with self.client.stream("POST", url, json=body) as resp:
             if resp.status_code >= 400:
                 raise ProviderError(resp.status_code)
             async for line in resp.aiter_lines():
+                if turn.stop_reading:
+                    break
                 if line.startswith("data:") and line[5:].strip() != "[DONE]":
                     text.append(_delta(json.loads(line[5:])))
+                    if not turn.left:
+                        turn.shown.append(text[-1])
         return "".join(text), len(text)
 
-    async def _post(self, purpose: str, prompt: str, scope: anyio.CancelScope) -> None:
-        url, body = self._request(prompt, stream=False)
+    async def _post(
+        self, purpose: str, messages: list[dict[str, str]], scope: anyio.CancelScope
+    ) -> None:
+        url, body = self._request(messages, stream=False)
         with scope:
-            resp = await self.client.post(url, json=body, headers={"x-agent-purpose": purpose})
+            resp = await self.client.post(url, json=body)
             self.note(f"{purpose} answered {resp.status_code}")
 
 
@@ -297,7 +342,7 @@ def example_registry() -> Registry:
         tags=("esc", "smoke"),
         providers=("openai-chat", "anthropic"),
         requires={Capability.CANCEL, Capability.TRANSCRIPT},
-        catches=("ignore-cancel",),
+        catches=("provider-ignores-cancel",),
     )
     async def esc_closes_stream(ctx: ScenarioContext) -> None:
         """The user presses Esc and the model keeps writing into a channel nobody reads."""
@@ -330,8 +375,9 @@ def example_registry() -> Registry:
         session = await ctx.new_session()
         before = await ctx.transcript(session)
         sub = await ctx.submit(session, "Think hard.")
-        ctx.checks.stop_reason(await ctx.outcome(sub), "timeout")
-        await ctx.checks.no_ghost_turn(session, before, release=["late"])
+        out = await ctx.outcome(sub)
+        ctx.checks.stop_reason(out, "timeout")
+        await ctx.checks.no_ghost_turn(session, before, out, release=["late"])
 
     return registry
 

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 import anyio
 import pytest
 
-from fake_providers import FakeProvider
+from fake_providers import Closer, FakeProvider, Outcome
 from reference_agent.agent import Agent
 from reference_agent.config import AgentConfig
 from reference_agent.defects import Defects
@@ -152,3 +152,31 @@ async def test_no_terminal_cancel_event(provider: FakeProvider) -> None:
                 kinds.append(event.kind)
     assert watch.cancelled_caught
     assert "cancelled" not in kinds
+
+
+async def test_leaving_a_stream_stops_its_run_and_closes_the_connection(
+    provider: FakeProvider,
+) -> None:
+    provider.add_fault("body-contains=leave-marker,pace=5ms,hold-before=4,gate=main")
+    async with dispatcher(provider) as (d, session):
+        accepted = await d.submit(session, "leave-marker turn")
+        await provider.gate("main").wait_reached()
+        await d.leave(accepted.stream_id)
+        events = await d.wait_ended(accepted.stream_id, WAIT)
+        (conn,) = provider.ledger.connections()
+        await provider.ledger.wait_for(lambda _: not conn.open, WAIT, "the connection to close")
+    assert events[-1].kind == "cancelled"
+    assert conn.closed_by is Closer.CLIENT
+
+
+async def test_drain_on_leave(provider: FakeProvider) -> None:
+    provider.add_fault("body-contains=leave-marker,pace=5ms,hold-before=4,gate=main")
+    async with dispatcher(provider, "drain-on-leave") as (d, session):
+        accepted = await d.submit(session, "leave-marker turn")
+        await provider.gate("main").wait_reached()
+        await d.leave(accepted.stream_id)
+        provider.gate("main").release()
+        events = await d.wait_ended(accepted.stream_id, WAIT)  # read to the end, for nobody
+        (request,) = provider.ledger.requests()
+    assert events[-1].kind == "completed"
+    assert request.outcome is Outcome.COMPLETE

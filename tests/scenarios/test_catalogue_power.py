@@ -56,3 +56,14 @@ async def test_fails_on_the_defect_it_names(scenario_id: str, defect: str) -> No
         f"{scenario_id} should catch {defect} but ended {result.status}: {result.message}"
     )
     assert result.message, "a failure must say what was expected and what was seen"
+
+
+def test_a_plain_acp_agent_can_be_judged_on_most_of_the_catalogue() -> None:
+    """Every scenario about observable behaviour applies to an ACP agent we do not control."""
+    from harness.targets.acp import THIRD_PARTY_CAPABILITIES
+
+    applicable = [s.id for s in ALL_SPECS if s.requires <= THIRD_PARTY_CAPABILITIES]
+    assert len(applicable) >= 15, applicable
+    assert {"esc.mid-stream", "esc.provider-silent/after-text", "isolation.two-sessions"} <= set(
+        applicable
+    )

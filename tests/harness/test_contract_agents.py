@@ -1,0 +1,52 @@
+"""Two small buggy agents the catalogue must catch every time, not by luck of timing.
+
+One looks at the cancel only when the next chunk arrives (the provider then stays silent);
+the other drains the stream when its caller leaves early. Each runs against the catalogue's
+own scenario, next to the correct tiny agent. `CANCEL_HARNESS_REPEAT=20` repeats each case
+(the figure in the closing note of the no-cooperation work: caught 20 times out of 20).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from tiny_agent import tiny_factory
+
+from harness.cases import Case, CaseResult, RunConfig, Status, plan_cases
+from harness.runner import Runner
+from harness.scenario import load_catalogue
+
+pytestmark = pytest.mark.anyio
+REPEAT = range(int(os.environ.get("CANCEL_HARNESS_REPEAT", "2")))
+KINDS = ("openai-chat", "anthropic", "openai-responses")
+CATALOGUE = load_catalogue()
+
+
+async def run(scenario_id: str, kind: str, seed: int, **switches: bool) -> CaseResult:
+    (case,) = plan_cases([CATALOGUE.get(scenario_id)], [kind])
+    runner = Runner(RunConfig(seed=seed, target="tiny"), tiny_factory(**switches))
+    return await runner.run_case(Case(case.spec, case.kind))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("attempt", REPEAT)
+async def test_a_cancel_seen_only_on_the_next_chunk_is_caught(kind: str, attempt: int) -> None:
+    scenario = "esc.provider-silent/after-text"
+    correct = await run(scenario, kind, attempt)
+    assert correct.status is Status.PASSED, correct.message
+    buggy = await run(scenario, kind, attempt, cancel_on_next_chunk=True)
+    assert buggy.status is Status.FAILED
+    assert "was still open at +" in buggy.message
+    assert "the turn shows 'The harness keeps'" in buggy.timeline
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("attempt", REPEAT)
+async def test_a_stream_drained_after_the_caller_leaves_is_caught(kind: str, attempt: int) -> None:
+    correct = await run("esc.leave-early", kind, attempt)
+    assert correct.status is Status.PASSED, correct.message
+    buggy = await run("esc.leave-early", kind, attempt, drain_on_leave=True)
+    assert buggy.status is Status.FAILED
+    assert buggy.message.startswith("expected the client to close the provider connection")
+    assert "was still open at +" in buggy.message
