@@ -53,7 +53,12 @@ AGENTS: tuple[Agent, ...] = (
         name="pydantic-ai",
         ecosystem="pip",
         packages=("pydantic-ai-slim[openai,anthropic]==2.68.0",),
-        runs=(("pydantic-ai", "openai-chat"), ("pydantic-ai", "openai-responses"), ("pydantic-ai", "anthropic"), ("pydantic-ai", "azure"),),
+        runs=(
+            ("pydantic-ai", "openai-chat"),
+            ("pydantic-ai", "openai-responses"),
+            ("pydantic-ai", "anthropic"),
+            ("pydantic-ai", "azure"),
+        ),
         door="python adapter conformance.adapters.pydantic_ai:make_target",
         configured=(
             "OpenAIChatModel / OpenAIResponsesModel / AnthropicModel over our own AsyncOpenAI, "
@@ -74,7 +79,11 @@ AGENTS: tuple[Agent, ...] = (
         name="openai-agents",
         ecosystem="pip",
         packages=("openai-agents==0.24.0",),
-        runs=(("openai-agents", "openai-chat"), ("openai-agents", "openai-responses"), ("openai-agents", "azure"),),
+        runs=(
+            ("openai-agents", "openai-chat"),
+            ("openai-agents", "openai-responses"),
+            ("openai-agents", "azure"),
+        ),
         door="python adapter conformance.adapters.openai_agents:make_target",
         configured=(
             "OpenAIChatCompletionsModel / OpenAIResponsesModel over our own AsyncOpenAI client "
@@ -96,7 +105,12 @@ AGENTS: tuple[Agent, ...] = (
             "langchain-anthropic==1.7.10",
             "langgraph-checkpoint-sqlite==3.1.2",
         ),
-        runs=(("langgraph", "openai-chat"), ("langgraph", "openai-responses"), ("langgraph", "anthropic"), ("langgraph", "azure"),),
+        runs=(
+            ("langgraph", "openai-chat"),
+            ("langgraph", "openai-responses"),
+            ("langgraph", "anthropic"),
+            ("langgraph", "azure"),
+        ),
         door="python adapter conformance.adapters.langgraph:make_target",
         configured=(
             "a one-node StateGraph (messages -> model) with ChatOpenAI(base_url=...), "
@@ -142,7 +156,10 @@ AGENTS: tuple[Agent, ...] = (
         name="qwen-code",
         ecosystem="npm",
         packages=("@qwen-code/qwen-code@0.24.4",),
-        runs=(("qwen-code-openai", "openai-chat"), ("qwen-code-anthropic", "anthropic"),),
+        runs=(
+            ("qwen-code-openai", "openai-chat"),
+            ("qwen-code-anthropic", "anthropic"),
+        ),
         door="acp (`qwen --acp`, node 22)",
         configured=(
             "--auth-type openai with OPENAI_BASE_URL / OPENAI_API_KEY / OPENAI_MODEL, or "
@@ -156,7 +173,10 @@ AGENTS: tuple[Agent, ...] = (
         name="opencode",
         ecosystem="npm",
         packages=("opencode-ai@1.18.33",),
-        runs=(("opencode-openai", "openai-chat"), ("opencode-anthropic", "anthropic"),),
+        runs=(
+            ("opencode-openai", "openai-chat"),
+            ("opencode-anthropic", "anthropic"),
+        ),
         door="acp (`opencode acp`, a native binary shipped in the npm package)",
         configured=(
             "OPENCODE_CONFIG_CONTENT (inline JSON) sets the provider's baseURL and apiKey and "

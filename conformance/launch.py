@@ -100,7 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         agent, command = parse_args(sys.argv[1:] if argv is None else argv)
         cache = os.environ.get("CONFORMANCE_CACHE")
         if not cache:
-            raise LaunchError("CONFORMANCE_CACHE is not set; run agents through scripts/conformance")
+            raise LaunchError(
+                "CONFORMANCE_CACHE is not set; run agents through scripts/conformance"
+            )
     except LaunchError as exc:
         print(f"conformance.launch: {exc}", file=sys.stderr)
         return 2

@@ -14,6 +14,7 @@ This is the evidence for identifying an agent's main call without its cooperatio
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import secrets
 import sys
@@ -99,9 +100,7 @@ def body_facts(body: bytes, nonces: Mapping[str, str]) -> dict[str, Any]:
     # A nonce only in decoded text (not in the raw bytes) was escaped, e.g. nested JSON.
     decoded = "\n".join(texts)
     facts["nonces_escaped_only"] = [
-        turn
-        for turn, nonce in nonces.items()
-        if nonce in decoded and turn not in facts["nonces"]
+        turn for turn, nonce in nonces.items() if nonce in decoded and turn not in facts["nonces"]
     ]
     last = texts[-1] if texts else ""
     facts["last_text"] = " ".join(last.split())[:160]
@@ -193,15 +192,15 @@ class Probe:
             return facts
         held = self.carrying("B")(self.provider.ledger)
         assert held is not None
-        facts.update(held=True, held_request=held.ordinal, held_after_ms=_ms(held.started_ns - submitted))
+        facts.update(
+            held=True, held_request=held.ordinal, held_after_ms=_ms(held.started_ns - submitted)
+        )
         t_cancel = time.monotonic_ns()
         ack = await self.target.cancel(session)
         facts["ack"] = {"cancelled": ack.cancelled, "turn": ack.turn_id}
         conn = self.provider.ledger.connection(held.connection_id)
-        try:
+        with contextlib.suppress(WaitTimeout):
             await self.provider.ledger.wait_for_close(conn.id, timeout=5.0)
-        except WaitTimeout:
-            pass
         if conn.closed_ns is not None:
             facts["close"] = {
                 "by": conn.closed_by.value if conn.closed_by else None,
@@ -219,7 +218,11 @@ class Probe:
             )
         late = self.provider.ledger.requests_after(t_cancel)
         facts["requests_after_cancel"] = [
-            {"ordinal": r.ordinal, "path": r.path, "nonces": body_facts(r.body, self.nonces)["nonces"]}
+            {
+                "ordinal": r.ordinal,
+                "path": r.path,
+                "nonces": body_facts(r.body, self.nonces)["nonces"],
+            }
             for r in late
         ]
         facts["events_after_cancel"] = self.provider.ledger.events_after(t_cancel)
@@ -298,7 +301,9 @@ async def run_probe(target_name: str, kind: str, patience: float) -> dict[str, A
         report = probe.report
         report["nonces"] = probe.nonces
         report["open_after_stop"] = [c.id for c in provider.ledger.open_connections()]
-        report["requests"] = [describe(r, probe.t0, probe.nonces) for r in provider.ledger.requests()]
+        report["requests"] = [
+            describe(r, probe.t0, probe.nonces) for r in provider.ledger.requests()
+        ]
         report["connections"] = [
             {
                 "id": c.id,

@@ -115,9 +115,7 @@ def _entry(item: Any) -> TranscriptEntry | None:
         return None
     content = item.get("content")
     if isinstance(content, list):
-        content = "".join(
-            str(part.get("text", "")) for part in content if isinstance(part, dict)
-        )
+        content = "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
     return TranscriptEntry(str(item["role"]), str(content or ""))
 
 
