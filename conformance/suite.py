@@ -342,6 +342,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
+        "--replay",
+        metavar="COMMAND",
+        default=None,
+        help="run one replay command (as the matrix prints it) inside the netns",
+    )
+    parser.add_argument(
         "--select",
         action="append",
         default=[],

@@ -269,12 +269,14 @@ def anthropic_client(target: LibraryTarget) -> object:
 
     endpoint = target.endpoint
     assert endpoint is not None
+    # anthropic >= 2.x runs on its own fork of httpx (`httpx2`) and refuses an httpx client,
+    # so it keeps its own; its timeout is a plain float here. close() closes its pool.
+    stale = target.settings.stale_timeout
     return anthropic.AsyncAnthropic(
         base_url=endpoint.base_url,
         api_key=endpoint.api_key,
         max_retries=target.sdk_retries(),
-        timeout=target.sdk_timeout(),
-        http_client=_http_client(endpoint),
+        timeout=stale if stale is not None else 600.0,
     )
 
 
