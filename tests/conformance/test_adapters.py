@@ -47,9 +47,9 @@ class StubLibrary(LibraryTarget):
 ENDPOINT = Endpoint("openai-chat", "http://127.0.0.1:9/v1")
 
 
-async def _started(settings: AgentSettings = AgentSettings()) -> StubLibrary:
+async def _started(settings: AgentSettings | None = None) -> StubLibrary:
     target = StubLibrary()
-    await target.start(ENDPOINT, settings)
+    await target.start(ENDPOINT, settings or AgentSettings())
     return target
 
 

@@ -47,7 +47,7 @@ def test_select_narrows_to_one_provider_kind() -> None:
 
 
 def test_select_names_what_exists_on_a_typo() -> None:
-    with pytest.raises(UnknownAgentError, match="unknown agent 'opencod'.*opencode"):
+    with pytest.raises(UnknownAgentError, match=r"unknown agent 'opencod'.*opencode"):
         select(["opencod"])
     with pytest.raises(UnknownAgentError, match="not run over 'azure'"):
         select(["gemini-cli:azure"])

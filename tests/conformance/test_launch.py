@@ -45,7 +45,7 @@ def test_node_22_goes_first_on_the_path(tmp_path) -> None:
 
 
 def test_a_wrong_call_says_how_to_call_it() -> None:
-    with pytest.raises(LaunchError, match="usage: python -m conformance.launch AGENT -- COMMAND"):
+    with pytest.raises(LaunchError, match=r"usage: python -m conformance\.launch AGENT -- COMMAND"):
         parse_args(["gemini-cli", "gemini"])
 
 
