@@ -25,13 +25,17 @@ STATUS_MARK = {
 }
 # A fault keyed on the reference agent's purpose header that no request ever matched: the case
 # "passed" without the fault it is about ever being served (a vacuous pass).
-_HEADER_FAULT = re.compile(r"fault rule #\d+: [^\n]*header=x-agent-purpose")
-_RULE_SERVED = re.compile(r"plan: rule #")
+_HEADER_FAULT = re.compile(r"fault rule #(\d+): [^\n]*header=x-agent-purpose")
+
+
+def unserved_header_rules(timeline: str) -> list[int]:
+    """Fault rules keyed on the purpose header that no request was ever served by."""
+    return [int(n) for n in _HEADER_FAULT.findall(timeline) if f"plan: rule #{n}:" not in timeline]
 
 
 def vacuous(timeline: str) -> bool:
-    """The case set a header-keyed fault, and no request was ever served by a rule."""
-    return bool(_HEADER_FAULT.search(timeline)) and not _RULE_SERVED.search(timeline)
+    """The case set a header-keyed fault that never fired: a pass that tested nothing."""
+    return bool(unserved_header_rules(timeline))
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +202,21 @@ VACUOUS = Diagnosis(
 )
 
 
+FAULT_NEVER_SERVED = Diagnosis(
+    "fault-never-served",
+    "the fault this case is about was keyed on the `x-agent-purpose` header and never served, "
+    "so the agent ran unfaulted and this verdict says nothing about it",
+    True,
+)
+
+
+def _judged(message: str, timeline: str) -> Diagnosis:
+    found = diagnose(message, timeline)
+    if not found.harness_side and unserved_header_rules(timeline):
+        return FAULT_NEVER_SERVED
+    return found
+
+
 # ------------------------------------------------------------------------ reading
 
 
@@ -228,7 +247,7 @@ def load_run(
             diagnosis=(
                 VACUOUS
                 if warning
-                else diagnose(message, timeline)
+                else _judged(message, timeline)
                 if status in ("failed", "error")
                 else None
             ),
@@ -341,3 +360,76 @@ def _failures(column: Mapping[str, Any], replay_prefix: str) -> list[str]:
         ]
     out.append("")
     return out
+
+
+# ------------------------------------------------------------------------- probes
+
+
+def probe_row(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The facts of one probe report (conformance.probe) that the lead and maintainers need."""
+    steps = {s["what"].split(" (")[0]: s for s in report.get("steps", [])}
+    held = steps.get("turn B", {})
+    close = held.get("close") or {}
+    requests = report.get("requests", [])
+    side = [r for r in requests if not r["body"].get("nonces")]
+    newest = [r for r in requests if r["body"].get("nonces")]
+    # A request whose newest nonce is a turn's own, but which is not that turn's first such
+    # request, is a side call that carries the prompt (title, memory, suggestion).
+    firsts: dict[str, int] = {}
+    for r in newest:
+        turn = max(r["body"]["nonces"])
+        firsts.setdefault(turn, r["ordinal"])
+    carrying_side = [r for r in newest if firsts[max(r["body"]["nonces"])] != r["ordinal"]]
+    return {
+        "target": report.get("target", "?"),
+        "kind": report.get("kind", "?"),
+        "start_ms": steps.get("started", {}).get("start_ms"),
+        "new_session_ms": steps.get("session", {}).get("new_session_ms"),
+        "first_request_ms": steps.get("turn A", {}).get("first_request_ms"),
+        "held": held.get("held"),
+        "close": (
+            f"{close.get('by')} {close.get('kind')} +{close.get('after_cancel_ms')} ms"
+            if close.get("by")
+            else ("not closed in 5 s" if held.get("held") else "-")
+        ),
+        "stop_reason": held.get("stop_reason"),
+        "after_cancel": len(held.get("requests_after_cancel", []) or []),
+        "requests": len(requests),
+        "side_without_nonce": len(side),
+        "side_with_nonce": len(carrying_side),
+        "after_C": steps.get("turn C", {}).get("stop_reason"),
+        "stop_ms": steps.get("stopped", {}).get("stop_ms"),
+        "error": next((s.get("error") for s in report.get("steps", []) if s.get("error")), ""),
+    }
+
+
+def probe_table(reports: Iterable[Mapping[str, Any]]) -> str:
+    rows = [probe_row(r) for r in reports]
+    if not rows:
+        return ""
+    head = (
+        "| agent / kind | start ms | session ms | 1st request ms | close after cancel | "
+        "turn B | requests after cancel | requests (side: no nonce / with nonce) | turn C | "
+        "stop ms |"
+    )
+    lines = [
+        "## Probe: one session, three turns, the middle one held and cancelled",
+        "",
+        "The turn's call is found by a nonce in the prompt (`body-contains`), never by a "
+        "header. Side calls are requests without the turn's nonce, or later requests that "
+        "carry it (titles, memory, suggestions). Raw reports: `probes/*.json`.",
+        "",
+        head,
+        "| --- |" + " --- |" * 9,
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['target']} / {r['kind']} | {r['start_ms']} | {r['new_session_ms']} | "
+            f"{r['first_request_ms']} | {r['close']} | {r['stop_reason']} | "
+            f"{r['after_cancel']} | {r['requests']} ({r['side_without_nonce']} / "
+            f"{r['side_with_nonce']}) | {r['after_C']} | {r['stop_ms']} |"
+        )
+    errors = [f"- {r['target']} / {r['kind']}: {r['error']}" for r in rows if r["error"]]
+    if errors:
+        lines += ["", "Probe errors:", "", *errors]
+    return "\n".join(lines) + "\n"

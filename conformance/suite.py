@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from conformance.agents import AGENTS, NODE_PACKAGE, Agent, UnknownAgentError, select
-from conformance.matrix import AgentRun, build_matrix, load_run, markdown
+from conformance.matrix import AgentRun, build_matrix, load_run, markdown, probe_table
 from conformance.recipes import CachePaths, render
 
 REPO = Path(__file__).resolve().parent.parent
@@ -244,6 +244,40 @@ def _bounded(
             return None
 
 
+def rebuild(out: Path, agents: list[Agent], docs: Path | None) -> None:
+    """Write the matrix again from a report directory's results (after a matrix change)."""
+    runs = []
+    for agent in agents:
+        for target, kind in agent.runs:
+            results = out / "results" / f"{target}-{kind}.json"
+            if not results.exists():
+                continue
+            run = load_run(
+                results,
+                agent=agent.name,
+                target=target,
+                kind=kind,
+                version=agent.version,
+                exit_code=None,
+            )
+            run.wall_seconds = _junit_seconds(out / "results" / f"{target}-{kind}.xml")
+            runs.append(run)
+    facts_path = out / "matrix.json"
+    facts: dict[str, object] = {}
+    if facts_path.exists():
+        facts = dict(json.loads(facts_path.read_text(encoding="utf-8")).get("install", {}))
+    write_reports(runs, agents, out, facts, docs)
+
+
+def _junit_seconds(path: Path) -> float:
+    import xml.etree.ElementTree as ET
+
+    try:
+        return float(ET.parse(path).getroot().get("time", "0"))
+    except (OSError, ET.ParseError, ValueError):
+        return 0.0
+
+
 def replay(paths: CachePaths, command: str) -> int:
     """Run a replay command from the matrix in a scratch directory, inside the netns."""
     argv = shlex.split(command)
@@ -278,6 +312,10 @@ def write_reports(
     text = markdown(
         matrix, agents=rows, preamble=DOC_PREAMBLE, replay_prefix="scripts/conformance-replay "
     )
+    probes = [
+        json.loads(p.read_text(encoding="utf-8")) for p in sorted((out / "probes").glob("*.json"))
+    ]
+    text += "\n" + probe_table(probes)
     (out / "matrix.md").write_text(text, encoding="utf-8")
     if docs is not None:
         docs.write_text(text + "\n" + _recipes(agents) + "\n" + DOC_HOWTO + "\n", encoding="utf-8")
@@ -342,6 +380,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
+        "--rebuild",
+        type=Path,
+        metavar="DIR",
+        default=None,
+        help="write the matrix again from a report directory's results; run nothing",
+    )
+    parser.add_argument(
         "--replay",
         metavar="COMMAND",
         default=None,
@@ -368,6 +413,13 @@ def main(argv: list[str] | None = None) -> int:
             raise SuiteError(f"no venv at {paths.venv}; run scripts/conformance, which makes it")
         if args.replay:
             return replay(paths, args.replay)
+        if args.rebuild:
+            rebuild(
+                args.rebuild.resolve(),
+                agents,
+                REPO / "docs" / "conformance.md" if args.docs else None,
+            )
+            return 0
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         out = (args.out or REPO / "reports" / "conformance" / stamp).resolve()
         out.mkdir(parents=True, exist_ok=True)

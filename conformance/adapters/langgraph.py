@@ -62,6 +62,8 @@ class LangGraphTarget(LibraryTarget):
         if endpoint.kind == "anthropic":
             from langchain_anthropic import ChatAnthropic
 
+            stale = self.settings.stale_timeout  # ChatAnthropic takes seconds, not httpx.Timeout
+            common["timeout"] = stale if stale is not None else 600.0
             return ChatAnthropic(model=MODELS["anthropic"], base_url=endpoint.base_url, **common)
         verify: Any = endpoint.ca_file or True
         self._http = httpx.AsyncClient(verify=verify)

@@ -144,6 +144,5 @@ def make_target() -> PydanticAITarget:
 
 
 def _usage(result: Any) -> Any:
-    """`usage` is a property in pydantic-ai 2.x (a method before)."""
-    usage = result.usage
-    return usage() if callable(usage) else usage
+    """`usage` is a property in pydantic-ai 2.x (still callable, with a deprecation warning)."""
+    return result.usage
