@@ -235,3 +235,55 @@ def select(names: list[str] | tuple[str, ...]) -> list[Agent]:
         runs = tuple(r for r in agent.runs if not wanted or r[1] in wanted)
         chosen.append(replace(agent, runs=runs))
     return chosen
+
+
+# What the suite saw each agent do (conformance.probe and the catalogue run); the docs
+# show these under each agent. Keep them to facts a maintainer can check.
+OBSERVED: dict[str, tuple[str, ...]] = {
+    "pydantic-ai": (
+        "one POST per turn, no side requests; CancellationToken.cancel() closes the stream "
+        "(FIN) in ~1 ms; nothing of a cancelled run is returned, so nothing is committed",
+    ),
+    "openai-agents": (
+        "one POST per turn, no side requests; RunResultStreaming.cancel() closes the stream "
+        "(FIN) in 1-5 ms; the SQLiteSession keeps the cancelled user prompt (written at run "
+        "start) with no answer",
+    ),
+    "langgraph": (
+        "cancelling the task running graph.astream() leaves the provider stream open: no "
+        "FIN/RST within 5 s, the socket closes only when the adapter closes its client at "
+        "stop (incident I1 seen from outside); the checkpointer keeps the cancelled prompt",
+    ),
+    "claude-agent-acp": (
+        "POST /v1/messages?beta=true; per prompt a title request (system 'You are naming a "
+        "coding session...', tools 0, output_config, temperature, max_tokens 32000, stream) "
+        "besides the turn call (tools 12, context_management, max_tokens 32000)",
+        "the title request carries the prompt and may reach the provider before the turn "
+        "call; cancel closes the turn call by RST in 5-16 ms and lets the title call finish",
+        "runs as root only with IS_SANDBOX=1 (it allows bypass-permissions mode)",
+    ),
+    "gemini-cli": (
+        "one POST /v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse per turn "
+        "(tools 1, no maxOutputTokens, x-goog-api-client google-genai-sdk); cancel closes by "
+        "FIN in 4-75 ms; the cancelled prompt is dropped from later history",
+        "advertises loadSession, but session/load answers 'Internal error'",
+    ),
+    "qwen-code": (
+        "start-up ~3.6 s; after a completed turn a memory-extraction request ('Managed memory "
+        "has TWO directories...', tools 6) and a prompt-suggestion request ('[SUGGESTION "
+        "MODE...]'), same model, stream, max_tokens 16384, both carrying the history",
+        "cancel closes by FIN in ~6 ms; session/load of a session with no turn yet answers "
+        "'Session write ownership could not be verified'",
+    ),
+    "opencode": (
+        "start-up ~5.5 s and session/new ~3.4 s (a 10 s case budget is nearly gone before the "
+        "first prompt); a title request on small_model (gpt-4o-mini, tools 0) after the "
+        "first turn; cancel closes the turn call by RST only after 140-400 ms",
+    ),
+    "codex-acp": (
+        "one POST /v1/responses per turn (tools 10, store, prompt_cache_key; header "
+        "x-codex-turn-metadata says request_kind 'turn'); session/cancel is answered in ~5 ms "
+        "but the stream is not closed (no FIN/RST within 5 s)",
+        "session/load of a session with no turn yet answers 'Resource not found'",
+    ),
+}

@@ -117,6 +117,22 @@ _RULES: tuple[tuple[str, str, bool, str], ...] = (
         "offer (declare no `transcript` for it)",
     ),
     (
+        "acp-request-refused",
+        r"RequestError: .*acp/connection\.py",
+        False,
+        "the agent refused an ACP request the harness made: on a session with no turn yet "
+        "this is session/load for the transcript (it advertises loadSession, but a session "
+        "is only loadable once persisted; harness: treat that as an empty transcript)",
+    ),
+    (
+        "agent-worker-counted-as-tool",
+        r"expected no tool subprocess left running",
+        True,
+        "the orphan check counted one of the agent's own worker processes (e.g. the CLI an "
+        "SDK drives) as a leftover tool process, though this target runs no harness tools "
+        "(harness: orphans are processes the case's tools started)",
+    ),
+    (
         "no-close-on-cancel",
         r"expected the client to close the provider connection.*(still open|only at)",
         False,
@@ -210,9 +226,27 @@ FAULT_NEVER_SERVED = Diagnosis(
 )
 
 
+MARKER_ON_SIDE_CALL = Diagnosis(
+    "marker-matched-side-call",
+    "one body-contains rule served several requests (the agent's side call, e.g. title "
+    "generation, carries the prompt too), and the connection the check watched was not the "
+    "turn's own; the turn's call did close (harness: tell side calls from the turn's call)",
+    True,
+)
+_SERVED_BY = re.compile(r"conn#(\d+) -> \d+ plan: rule #(\d+):")
+
+
+def _rule_served_twice(timeline: str) -> bool:
+    rules = [rule for _conn, rule in _SERVED_BY.findall(timeline)]
+    return any(rules.count(rule) > 1 for rule in set(rules))
+
+
 def _judged(message: str, timeline: str) -> Diagnosis:
     found = diagnose(message, timeline)
-    if not found.harness_side and unserved_header_rules(timeline):
+    if found.cause == "no-close-on-cancel" and _rule_served_twice(timeline):
+        return MARKER_ON_SIDE_CALL
+    unfaulted = found.cause in ("wrong-stop-reason", "retries", "turn-hung", "other")
+    if unfaulted and unserved_header_rules(timeline):
         return FAULT_NEVER_SERVED
     return found
 

@@ -26,7 +26,14 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from conformance.agents import AGENTS, NODE_PACKAGE, Agent, UnknownAgentError, select
+from conformance.agents import (
+    AGENTS,
+    NODE_PACKAGE,
+    OBSERVED,
+    Agent,
+    UnknownAgentError,
+    select,
+)
 from conformance.matrix import AgentRun, build_matrix, load_run, markdown, probe_table
 from conformance.recipes import CachePaths, render
 
@@ -310,7 +317,7 @@ def write_reports(
         for a in agents
     ]
     text = markdown(
-        matrix, agents=rows, preamble=DOC_PREAMBLE, replay_prefix="scripts/conformance-replay "
+        matrix, agents=rows, preamble=DOC_PREAMBLE, replay_prefix="scripts/conformance --replay "
     )
     probes = [
         json.loads(p.read_text(encoding="utf-8")) for p in sorted((out / "probes").glob("*.json"))
@@ -334,6 +341,7 @@ def _recipes(agents: list[Agent]) -> str:
             f"- cancel path: {a.cancel_path}",
             f"- persists: {a.persists}",
             *(f"- {n}" for n in a.notes),
+            *(f"- observed: {n}" for n in OBSERVED.get(a.name, ())),
             "",
         ]
     return "\n".join(lines)
