@@ -111,7 +111,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = home_environment(home, os.environ)
     program = shutil.which(command[0], path=env.get("PATH")) or command[0]
     os.execvpe(program, command, env)
-    return 0  # not reached
 
 
 if __name__ == "__main__":

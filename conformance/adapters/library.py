@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -227,7 +228,7 @@ class LibraryTarget:
         """The SDK's read timeout: the scenario's stale timeout (None: the SDK's default)."""
         return self.settings.stale_timeout
 
-    def sdk_timeout(self) -> object:
+    def sdk_timeout(self) -> Any:
         """An httpx.Timeout for the SDK client from the stale timeout, or the SDK default."""
         import httpx
 
@@ -251,7 +252,7 @@ def openai_client(target: LibraryTarget) -> object:
 
     endpoint = target.endpoint
     assert endpoint is not None
-    common = dict(
+    common: dict[str, Any] = dict(
         api_key=endpoint.api_key,
         max_retries=target.sdk_retries(),
         timeout=target.sdk_timeout(),
@@ -280,9 +281,9 @@ def anthropic_client(target: LibraryTarget) -> object:
     )
 
 
-def _http_client(endpoint: Endpoint) -> object:
+def _http_client(endpoint: Endpoint) -> Any:
     """Our own httpx client, so the harness's CA (with --tls) is trusted and we can close it."""
     import httpx
 
-    verify: object = endpoint.ca_file if endpoint.ca_file else True
-    return httpx.AsyncClient(verify=verify)  # type: ignore[arg-type]
+    verify: Any = endpoint.ca_file if endpoint.ca_file else True
+    return httpx.AsyncClient(verify=verify)
