@@ -135,8 +135,8 @@ def test_adapters_are_valid_python_targets_without_their_library(module: str) ->
 @pytest.mark.parametrize("module", ADAPTERS)
 async def test_an_unsupported_provider_kind_is_one_clear_start_error(module: str) -> None:
     made = importlib.import_module(f"conformance.adapters.{module}").make_target()
-    with pytest.raises(TargetStartError, match=r"speaks .* not gemini-like; run it with one"):
-        await made.start(Endpoint("gemini-like", "http://127.0.0.1:9"), AgentSettings())
+    with pytest.raises(TargetStartError, match=r"speaks .* not gemini; run it with one"):
+        await made.start(Endpoint("gemini", "http://127.0.0.1:9"), AgentSettings())
 
 
 # --------------------------------------------------------- with the libraries installed
