@@ -38,6 +38,22 @@ class Role(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class MainCallProfile:
+    """What an agent's turn calls look like, learned from one plain turn (calibration).
+
+    Some side calls look like a turn's: a title generated from the prompt ends with the
+    prompt as its user message. Where a plain turn showed such calls, they differed from
+    the turn call in the tools offered or the model; the profile keeps the turn call's.
+    """
+
+    tools: int  # tools the agent's turn calls offer
+    models: frozenset[str]  # models its turn calls use
+
+    def describe(self) -> str:
+        return f"{self.tools} tool(s), model {'/'.join(sorted(self.models))}"
+
+
+@dataclass(frozen=True, slots=True)
 class Classification:
     """A request's role, the prompt tag its latest user message carries, and why."""
 
@@ -46,8 +62,19 @@ class Classification:
     reason: str = ""
 
 
-def classify(shape: Shape | None, tags: Collection[str], hint: str | None = None) -> Classification:
-    """The role of a request with this conversation shape (None: not a model call)."""
+def classify(
+    shape: Shape | None,
+    tags: Collection[str],
+    hint: str | None = None,
+    *,
+    model: str = "",
+    profile: MainCallProfile | None = None,
+) -> Classification:
+    """The role of a request with this conversation shape (None: not a model call).
+
+    With a calibrated `profile`, a call that would pass for a turn's but offers none of the
+    agent's tools, or uses another model, is side traffic.
+    """
     if shape is None:
         return Classification(Role.PROBE, None, "not a model call")
     prompt = next((t for t in tags if t in shape.latest_user_text), None)
@@ -64,6 +91,19 @@ def classify(shape: Shape | None, tags: Collection[str], hint: str | None = None
         )
     if hint is not None and hint.strip().lower() not in MAIN_HINTS:
         return Classification(Role.SIDE, prompt, f"the agent marked it {HINT_HEADER}: {hint}")
+    if profile is not None and profile.tools > 0 and shape.tools == 0:
+        return Classification(
+            Role.SIDE,
+            prompt,
+            f"it offers no tools, while the agent's turn calls offer {profile.tools} (calibrated)",
+        )
+    if profile is not None and model and model not in profile.models:
+        return Classification(
+            Role.SIDE,
+            prompt,
+            f"it uses model {model}, while the agent's turn calls use "
+            f"{'/'.join(sorted(profile.models))} (calibrated)",
+        )
     return Classification(Role.MAIN, prompt, "the turn's own model call")
 
 

@@ -14,7 +14,13 @@ from dataclasses import dataclass, replace
 
 from fake_providers.conversation import Shape
 from fake_providers.faults import FaultPlan, FaultSpecError, Match, Rule, parse_rule
-from fake_providers.roles import HINT_HEADER, Classification, PromptTags, classify
+from fake_providers.roles import (
+    HINT_HEADER,
+    Classification,
+    MainCallProfile,
+    PromptTags,
+    classify,
+)
 
 MODEL_SPEC_SEPARATOR = "~"
 
@@ -89,10 +95,18 @@ class PlanResolver:
         self._next_id = 1
         self.default = default or FaultPlan()
         self.prompts = PromptTags()  # the harness's prompt tags: how main calls are told apart
+        self.profile: MainCallProfile | None = None  # the agent's calibrated turn calls
 
     def classify(self, view: RequestView) -> RequestView:
         """The view with its role (main, side, probe) filled in; see fake_providers.roles."""
-        found = classify(view.shape, self.prompts.snapshot(), view.header(HINT_HEADER))
+        base = view.model.partition(MODEL_SPEC_SEPARATOR)[0]
+        found = classify(
+            view.shape,
+            self.prompts.snapshot(),
+            view.header(HINT_HEADER),
+            model=base,
+            profile=self.profile,
+        )
         return replace(view, classification=found)
 
     def add(self, rule: Rule | str) -> int:

@@ -36,6 +36,7 @@ class RunConfig:
     jobs: int = 1  # cases run at once (each with its own provider and target)
     tls: bool = False  # the fake provider serves https; agents get its CA as {ca_file}
     strict_side_traffic: bool = False  # side traffic that outlives a cancel fails the case
+    calibrate: bool = True  # learn the agent's turn calls from one plain turn per kind first
 
     @property
     def case_timeout(self) -> float:
@@ -125,6 +126,7 @@ class RunResult:
     finished: str = ""
     wall_seconds: float = 0.0  # start to finish; cases overlap with jobs > 1
     results: list[CaseResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # calibration, per provider kind
 
     def count(self, status: Status) -> int:
         return sum(1 for r in self.results if r.status is status)

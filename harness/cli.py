@@ -100,6 +100,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--json", type=Path, default=None, metavar="PATH", help="results.json path")
     run.add_argument("-v", "--verbose", action="store_true", help="every case, full timelines")
     run.add_argument(
+        "--no-calibration",
+        action="store_true",
+        help="skip the plain turn per provider kind that teaches the harness what the agent's "
+        "turn calls look like (it tells a title call shaped like a turn's from the turn)",
+    )
+    run.add_argument(
         "--strict-side-traffic",
         action="store_true",
         help="fail a case when side traffic (titles, memory, summaries) outlives a cancel or "
@@ -324,6 +330,7 @@ def _options(args: argparse.Namespace, registry: Registry, make: TargetMaker) ->
         jobs=args.jobs,
         tls=args.tls,
         strict_side_traffic=getattr(args, "strict_side_traffic", False),
+        calibrate=not getattr(args, "no_calibration", False),
     )
     return _Options(
         cases,

@@ -92,6 +92,7 @@ def results_json(run: RunResult) -> dict[str, Any]:
         **_run_fields(run),
         "counts": counts,
         "ok": run.ok,
+        "notes": list(run.notes),
         "results": [r.to_json() for r in run.results],
     }
 
@@ -141,7 +142,7 @@ def summary_table(run: RunResult, width: int = 100) -> str:
             first = r.message.splitlines()[0]
             line += "  " + (first if len(first) <= room else first[: room - 1] + "…")
         rows.append(line)
-    return "\n".join([*rows, "", _totals(run)])
+    return "\n".join([*rows, "", *run.notes, _totals(run)])
 
 
 def failure_details(run: RunResult) -> str:

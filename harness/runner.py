@@ -21,8 +21,10 @@ from typing import Any
 import anyio
 
 from fake_providers import FakeProvider
+from fake_providers.kinds import ProviderKind
 from fake_providers.signals import WaitTimeout
 from harness import invariants
+from harness.calibration import Calibration, calibrate, calibration_budget
 from harness.cases import Case, CaseResult, RunConfig, RunResult, Status, now_iso
 from harness.checks import CheckFailed
 from harness.context import NotApplicable, ScenarioContext
@@ -54,6 +56,7 @@ class Runner:
         self._live: dict[Case, tuple[float, Timeline, FakeProvider]] = {}
         self._verdict: dict[Case, str] = {}  # a live case's message before its target stopped
         self._findings: dict[Case, tuple[str, ...]] = {}  # warnings a case's scenario raised
+        self.calibrations: dict[ProviderKind, Calibration] = {}
 
     async def run(
         self, cases: Sequence[Case], on_result: Callable[[CaseResult], None] | None = None
@@ -76,6 +79,9 @@ class Runner:
                 done[index] = await self.run_case(case)
             deliver()
 
+        if self.config.calibrate:
+            await self.calibrate(cases)
+            run.notes += [c.describe() for c in self.calibrations.values()]
         # Cases share nothing (each has its own provider and target), and mostly wait in
         # watch windows, so a couple at a time keeps the catalogue fast on two cores.
         async with anyio.create_task_group() as tg:
@@ -84,6 +90,18 @@ class Runner:
         run.finished = now_iso()
         run.wall_seconds = time.perf_counter() - began
         return run
+
+    async def calibrate(self, cases: Sequence[Case]) -> None:
+        """One plain turn per provider kind that any case will run on (harness.calibration)."""
+        try:
+            capabilities = self.target_factory().capabilities
+        except Exception:
+            return  # each case reports the target it cannot make
+        kinds = dict.fromkeys(c.kind for c in cases if c.spec.requires <= capabilities)
+        for kind in kinds:
+            if kind not in self.calibrations:
+                found = await calibrate(self.target_factory, kind, tls=self.config.tls)
+                self.calibrations[kind] = found
 
     def _result(
         self,
@@ -123,6 +141,8 @@ class Runner:
             )
             return self._result(case, began, Status.NOT_APPLICABLE, message)
         provider = FakeProvider(tls=self.config.tls)
+        known = self.calibrations.get(case.kind)
+        provider.resolver.profile = known.profile if known is not None else None
         self._live[case], self._verdict[case] = (began, timeline, provider), ""
         try:
             with _no_gc_pauses():
@@ -242,16 +262,34 @@ def run_guarded(
     timeline so far; the cases after it are reported as not run (errors).
     """
     inbox: queue.Queue[CaseResult | BaseException | None] = queue.Queue()
+    calibrated = threading.Event()
 
     def work() -> None:
         try:
+            if runner.config.calibrate:
+                anyio.run(runner.calibrate, cases)
+            calibrated.set()
             anyio.run(runner.run, cases, inbox.put)
         except BaseException as exc:  # handed to the caller's thread
             inbox.put(exc)
+        finally:
+            calibrated.set()
 
     threading.Thread(target=work, name="cancel-harness-run", daemon=True).start()
     run = RunResult(runner.config, runner.config.target, now_iso())
     began = time.perf_counter()
+    limit = calibration_budget(runner.target_factory) + slack
+    if not calibrated.wait(limit):
+        why = (
+            f"not run: the plain calibration turn did not end within {limit:g} s; the target "
+            "could not be stopped (it ignores cancellation), so the run was abandoned"
+        )
+        run.results = [runner._result(c, time.perf_counter(), Status.ERROR, why) for c in cases]
+        if on_result is not None:
+            for result in run.results:
+                on_result(result)
+        run.finished = now_iso()
+        return run
     budget = runner.config.case_timeout + runner.config.stop_timeout + slack
     for i, case in enumerate(cases):
         try:
@@ -275,6 +313,7 @@ def run_guarded(
             on_result(item)
     run.finished = now_iso()
     run.wall_seconds = time.perf_counter() - began
+    run.notes = [c.describe() for c in runner.calibrations.values()]
     return run
 
 

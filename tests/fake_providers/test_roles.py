@@ -10,7 +10,7 @@ import pytest
 
 from fake_providers.conversation import Shape, read_shape
 from fake_providers.kinds import ProviderKind
-from fake_providers.roles import Role, classify
+from fake_providers.roles import MainCallProfile, Role, classify
 
 TAG = "ch-0badc0de"
 PROMPT = f"Tell me a long story. [{TAG}]"
@@ -182,3 +182,15 @@ async def test_a_main_call_rule_holds_the_turn_and_lets_side_traffic_through() -
         assert (side.role, side.prompt) == (Role.SIDE, TAG)
         assert (main.role, main.prompt) == (Role.MAIN, TAG)
         assert provider.ledger.to_json()["connections"][0]["requests"][0]["role"] == "side"
+
+
+def test_a_calibrated_profile_demotes_look_alikes_of_the_turn_call() -> None:
+    profile = MainCallProfile(tools=12, models=frozenset({"claude-sonnet-4-5"}))
+    turn = read_shape(ProviderKind.OPENAI_CHAT, chat(("user", PROMPT), tools=[{}] * 12))
+    title = read_shape(ProviderKind.OPENAI_CHAT, chat(("user", PROMPT)))
+    found = classify(title, [TAG], model="claude-sonnet-4-5", profile=profile)
+    assert found.role is Role.SIDE
+    assert found.reason == "it offers no tools, while the agent's turn calls offer 12 (calibrated)"
+    small = classify(turn, [TAG], model="claude-haiku-4-5", profile=profile)
+    assert small.role is Role.SIDE and "uses model claude-haiku-4-5" in small.reason
+    assert classify(turn, [TAG], model="claude-sonnet-4-5", profile=profile).role is Role.MAIN

@@ -50,3 +50,22 @@ async def test_a_stream_drained_after_the_caller_leaves_is_caught(kind: str, att
     assert buggy.status is Status.FAILED
     assert buggy.message.startswith("expected the client to close the provider connection")
     assert "was still open at +" in buggy.message
+
+
+async def test_calibration_tells_a_title_call_shaped_like_the_turn_from_the_turn() -> None:
+    """A title call that carries the prompt as its user message (as real agents send) is held
+    instead of the turn call without calibration; the plain turn first teaches the difference."""
+    (case,) = plan_cases([CATALOGUE.get("esc.mid-stream")], ["openai-chat"])
+    config = RunConfig(seed=5, target="tiny")
+    runner = Runner(config, tiny_factory(title_first=True), verbose=True)
+    fooled = await runner.run_case(case)
+    assert fooled.status is not Status.PASSED  # the title was held, the turn ran free
+    await runner.calibrate([case])
+    found = runner.calibrations[case.kind]
+    assert found.profile is not None and found.profile.tools == 1
+    assert found.look_alikes == 1
+    assert found.describe().startswith("calibration on openai-chat: turn calls offer 1 tool(s)")
+    result = await runner.run_case(case)
+    assert result.status is Status.PASSED, result.message
+    assert "request #1 POST /v1/chat/completions (call 1, side)" in result.timeline
+    assert "request #2 POST /v1/chat/completions (call 2, main [ch-" in result.timeline

@@ -310,7 +310,7 @@ async def test_invariant_connections_closed_after_stop() -> None:
 
 def test_guarded_run_abandons_a_target_that_swallows_cancellation() -> None:
     registry = example_registry()
-    config = RunConfig(seed=3, target="tiny", timeout=1.0, stop_limit=0.2)
+    config = RunConfig(seed=3, target="tiny", timeout=1.0, stop_limit=0.2, calibrate=False)
     runner = Runner(config, tiny_factory(stubborn=True))
     cases = plan_cases(list(registry))[:2]
     run = run_guarded(runner, cases, slack=0.3)
@@ -321,3 +321,21 @@ def test_guarded_run_abandons_a_target_that_swallows_cancellation() -> None:
     assert second.message == "not run: the run was abandoned when " + (
         "esc.closes-stream[openai-chat] hung"
     )
+
+
+def test_guarded_run_abandons_a_calibration_the_target_will_not_let_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import harness.calibration as calibration
+
+    monkeypatch.setattr(calibration, "TURN_LIMIT", 0.2)
+    monkeypatch.setattr(calibration, "STOP_LIMIT", 0.2)
+    registry = example_registry()
+    config = RunConfig(seed=3, target="tiny", timeout=1.0, stop_limit=0.2)
+    runner = Runner(config, tiny_factory(stubborn=True))
+    stubborn = runner.target_factory()
+    stubborn.startup_timeout = 0.2  # type: ignore[attr-defined]
+    runner.target_factory = lambda: stubborn
+    run = run_guarded(runner, plan_cases(list(registry))[:2], slack=0.3)
+    assert [r.status for r in run.results] == [Status.ERROR, Status.ERROR]
+    assert run.results[0].message.startswith("not run: the plain calibration turn did not end")

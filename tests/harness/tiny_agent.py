@@ -93,6 +93,7 @@ class TinyAgent:
         resend_after_cancel: bool = False,
         cancel_on_next_chunk: bool = False,
         drain_on_leave: bool = False,
+        title_first: bool = False,
         stubborn: bool = False,
         capabilities: frozenset[Capability] = CAPS,
     ) -> None:
@@ -105,6 +106,8 @@ class TinyAgent:
         self.resend_after_cancel = resend_after_cancel
         self.cancel_on_next_chunk = cancel_on_next_chunk
         self.drain_on_leave = drain_on_leave
+        self.title_first = title_first  # a title call, shaped like a turn's, before each turn
+        self.titles: list[httpx.Response] = []
         self.stubborn = stubborn
         self.capabilities = capabilities
         self.sessions: dict[str, Session] = {}
@@ -193,6 +196,8 @@ class TinyAgent:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
+        for title in self.titles:
+            await title.aclose()
         if not self.leak_connection:
             await self.client.aclose()
 
@@ -228,6 +233,12 @@ class TinyAgent:
         with turn.scope:
             if turn.prompt.startswith(TOOL_PREFIX):
                 await self._tool(turn.prompt.removeprefix(TOOL_PREFIX).strip())
+            if self.title_first:  # the prompt as the user message, no tools, a small model
+                url, body = self._request([{"role": "user", "content": turn.prompt}], stream=True)
+                title = {**body, "model": "gpt-4o-mini"}
+                request = self.client.build_request("POST", url, json=title)
+                # Sent first; read by nobody after its headers: it has its own lifetime.
+                self.titles.append(await self.client.send(request, stream=True))
             text, out_tokens = await self._call_model(turn)
             if turn.outcome is not None and not self.commit_after_timeout:
                 self.note(f"{turn.id} discarded a late answer")
@@ -296,6 +307,8 @@ class TinyAgent:
 
     async def _stream(self, turn: Turn) -> tuple[str, int]:
         url, body = self._request([{"role": "user", "content": turn.prompt}], stream=True)
+        if self.title_first:  # then its turn calls offer a tool
+            body["tools"] = [{"type": "function", "function": {"name": "echo", "parameters": {}}}]
         text: list[str] = []
         async with self.client.stream("POST", url, json=body) as resp:
             if resp.status_code >= 400:
