@@ -37,8 +37,7 @@ from harness.timeline import Timeline
 
 DEFAULT_TEMPO = 0.02
 # The kinds a scenario runs on unless it says otherwise.
-# TODO(gemini): the reference agent learns Gemini next; then this becomes every kind.
-ALL_KINDS: tuple[ProviderKind, ...] = tuple(k for k in ProviderKind if k is not ProviderKind.GEMINI)
+ALL_KINDS: tuple[ProviderKind, ...] = tuple(ProviderKind)
 CATALOGUE_PACKAGE = "scenarios"
 
 
