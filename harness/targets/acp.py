@@ -59,6 +59,7 @@ from harness.target import (
     TranscriptEntry,
 )
 from harness.targets.process import AgentProcess, command_line, environment, template_values
+from reference_agent import process_table
 
 DEFAULT_CAPABILITIES = frozenset(
     map(
@@ -474,15 +475,15 @@ class AcpTarget:
         """Processes the agent started that still run: descendants, and their sessions."""
         if self._process is None or self._process.process is None:
             return []
-        table = _process_table()
+        table = process_table.live_processes()
         found, todo = set(), [self._process.process.pid]
         while todo:
             parent = todo.pop()
-            kids = [pid for pid, (ppid, _) in table.items() if ppid == parent]
+            kids = [p.pid for p in table if p.ppid == parent]
             found.update(kids)
             todo += kids
         self._pids_seen |= found  # tools lead their own session; orphans keep its id
-        return sorted(p for p, (_, sid) in table.items() if p in found or sid in self._pids_seen)
+        return sorted(p.pid for p in table if p.pid in found or p.sid in self._pids_seen)
 
     def notes(self) -> list[TimelineNote]:
         return list(self._notes)
@@ -571,20 +572,3 @@ def _allow(options: Sequence[PermissionOption]) -> str | None:
             if option.kind == kind:
                 return option.option_id
     return options[0].option_id if options else None
-
-
-def _process_table() -> dict[int, tuple[int, int]]:
-    """pid -> (ppid, session id) of every live, non-zombie process (Linux /proc)."""
-    table: dict[int, tuple[int, int]] = {}
-    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue  # not a process, or it exited while we looked
-        fields = stat[stat.rfind(b")") + 2 :].split()  # comm may hold spaces and parentheses
-        if fields[0] not in (b"Z", b"X"):
-            table[int(entry)] = (int(fields[1]), int(fields[3]))
-    return table
