@@ -43,6 +43,7 @@ from acp.schema import (
 )
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+from fake_providers.kinds import ProviderKind
 from harness.target import (
     TERMINAL_EVENT_KINDS,
     AgentSettings,
@@ -207,6 +208,11 @@ class _Client:
 
 class AcpTarget:
     """An ACP agent over stdio (see the module docstring). `defects` only label the name."""
+
+    # Optional facts for the runner (read with getattr): the wire formats the agent speaks and
+    # the bound on its provider close after a cancel; None: the harness's defaults.
+    providers: tuple[ProviderKind, ...] | None = None
+    close_within: float | None = None
 
     def __init__(
         self,

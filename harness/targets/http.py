@@ -26,6 +26,7 @@ import anyio.abc
 import httpx
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+from fake_providers.kinds import ProviderKind
 from harness.target import (
     TERMINAL_EVENT_KINDS,
     AgentSettings,
@@ -100,6 +101,11 @@ class _Stream:
 
 class HttpTarget:
     """Drives an agent over the reference HTTP+SSE API (docs/http-api.md)."""
+
+    # Optional facts for the runner (read with getattr): the wire formats the agent speaks and
+    # the bound on its provider close after a cancel; None: the harness's defaults.
+    providers: tuple[ProviderKind, ...] | None = None
+    close_within: float | None = None
 
     def __init__(
         self,

@@ -37,6 +37,7 @@ import anyio.to_thread
 import pexpect  # type: ignore[import-untyped]
 import pexpect.fdpexpect  # type: ignore[import-untyped]
 
+from fake_providers.kinds import ProviderKind
 from harness.target import (
     AgentSettings,
     CancelAck,
@@ -230,6 +231,11 @@ class _End:
 
 class PtyTarget:
     """A terminal agent: one conversation, prompts typed, cancels as keystrokes."""
+
+    # Optional facts for the runner (read with getattr): the wire formats the agent speaks and
+    # the bound on its provider close after a cancel; None: the harness's defaults.
+    providers: tuple[ProviderKind, ...] | None = None
+    close_within: float | None = None
 
     def __init__(
         self,
