@@ -53,8 +53,7 @@ __all__ = [
 
 DEFAULT_TEMPO = 0.02
 # The kinds a scenario runs on unless it says otherwise.
-# TODO(gemini): the reference agent learns Gemini next; then this becomes every kind.
-ALL_KINDS: tuple[ProviderKind, ...] = tuple(k for k in ProviderKind if k is not ProviderKind.GEMINI)
+ALL_KINDS: tuple[ProviderKind, ...] = tuple(ProviderKind)
 CATALOGUE_PACKAGE = "scenarios"
 DEFECT_NAMES = frozenset(d.value for d in Defect)
 

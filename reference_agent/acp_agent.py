@@ -49,8 +49,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from reference_agent.agent import Agent, SessionBusyError, UnknownSessionError
 from reference_agent.config import AgentConfig
-from reference_agent.defects import Defect
 from reference_agent.model import AgentEvent, StopReason, ToolCall, TurnOutcome
+from reference_agent.policy import Work
 
 log = logging.getLogger("reference_agent.acp")
 
@@ -69,7 +69,6 @@ PERMISSION_OPTIONS = [
     PermissionOption(option_id="allow", name="Allow once", kind="allow_once"),
     PermissionOption(option_id="reject", name="Reject", kind="reject_once"),
 ]
-LATE_DELTA = " [late]"
 
 type Update = AgentMessageChunk | ToolCallStart | ToolCallProgress
 # An Event in the relay is a flush marker: set once everything queued before it went out.
@@ -131,7 +130,6 @@ class AcpFrontDoor:
 
     def __init__(self, config: AgentConfig, tg: anyio.abc.TaskGroup) -> None:
         self.config = config
-        self.defects = config.defects
         self._tg = tg
         self._agent: Agent | None = None
         self._client: acp.interfaces.Client | None = None
@@ -214,22 +212,21 @@ class AcpFrontDoor:
         return self._answer(session_id, outcome)
 
     def _answer(self, session_id: str, outcome: TurnOutcome) -> PromptResponse:
-        reason = outcome.stop_reason
-        if reason is StopReason.CANCELLED and self.defects.on(Defect.ACP_UPDATE_AFTER_RESPONSE):
-            # DEFECT acp-update-after-response: the relay's tail goes out after the answer.
-            self._tg.start_soon(self._straggle, session_id)
-        if reason is StopReason.CANCELLED and self.defects.on(Defect.ACP_WRONG_STOP_REASON):
-            # DEFECT acp-wrong-stop-reason: a cancelled turn is reported as a normal end.
-            return PromptResponse(stop_reason="end_turn")
+        policy = self.agent.policy
+        policy.acp_answered(self, session_id, outcome.stop_reason)
+        reason = policy.acp_stop_reason(outcome.stop_reason)
         if reason in ANSWERS:
             return PromptResponse(stop_reason=ANSWERS[reason])
         raise acp.RequestError.internal_error(
             {"stopReason": reason.value, "details": outcome.error or reason.value}
         )
 
-    async def _straggle(self, session_id: str) -> None:
-        await anyio.sleep(0.005)  # the answer is queued by now; this lands behind it
-        update = acp.update_agent_message_text(LATE_DELTA)
+    def start_soon(self, work: Work) -> None:
+        self._tg.start_soon(work)
+
+    async def send_text(self, session_id: str, text: str) -> None:
+        """An agent_message_chunk outside any turn's relay; a client gone is no error."""
+        update = acp.update_agent_message_text(text)
         with contextlib.suppress(ConnectionError):
             await self.client.session_update(session_id=session_id, update=update)
 

@@ -10,6 +10,9 @@ Structure (STYLE.md, trio/anyio): the agent owns one task group for the lifetime
 `async with`. Each turn runs in that group inside the turn's own cancel scope; everything
 the turn starts dies with it. Background memory extraction gets its own scope and
 deadline, so a user's Esc does not kill it, and shutdown does.
+
+Wherever a known bug could live, the runtime asks its `Policy` (policy.py): the correct
+one by default, a defective one (defective.py) when a defect switch is on.
 """
 
 from __future__ import annotations
@@ -26,17 +29,18 @@ from typing import Self
 import anyio
 import anyio.abc
 
-from reference_agent import defective
 from reference_agent.config import AgentConfig
-from reference_agent.defects import Defect
+from reference_agent.defective import policy_for
 from reference_agent.engine import Engine, TurnEnded, TurnState
 from reference_agent.model import AgentEvent, Message, StopReason, ToolCall, TurnOutcome, Usage
+from reference_agent.policy import Policy, TurnResult, Work
 from reference_agent.providers import make_client, make_http_client
 from reference_agent.providers.base import (
     CallCancelled,
     CallHandle,
     ModelReply,
     ModelRequest,
+    ProviderClient,
     ProviderError,
 )
 from reference_agent.retry import RetryPolicy, call_with_retries
@@ -67,8 +71,6 @@ class CancelResult:
 class _Session:
     id: str
     active: TurnState | None = None
-    # Turn-scoped interrupt flag: only the TURN_SCOPED_INTERRUPT_FLAG defect reads it.
-    interrupted: bool = False
     background: set[anyio.CancelScope] = field(default_factory=set)
     background_calls: set[CallHandle] = field(default_factory=set)
 
@@ -116,7 +118,7 @@ class Agent:
         approve_tool: Callable[[str, ToolCall], Awaitable[bool]] | None = None,
     ) -> None:
         self.config = config
-        self.defects = config.defects
+        self.policy: Policy = policy_for(config.defects)
         self._store_path = store
         self._on_event = on_event
         # A front door that asks its user before tools run (ACP session/request_permission).
@@ -130,10 +132,10 @@ class Agent:
         self._pids: set[int] = set()
         self._stack: AsyncExitStack | None = None
         self._tg: anyio.abc.TaskGroup | None = None
-        self.policy = RetryPolicy(
+        self.retry_policy = RetryPolicy(
             config.max_retries, config.backoff_base, config.backoff_max, config.seed
         )
-        self.tools = ToolRegistry(tool_timeout=config.tool_timeout)
+        self.tools = ToolRegistry(tool_timeout=config.tool_timeout, policy=self.policy)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -146,7 +148,9 @@ class Agent:
             stack.push_async_callback(self.tools.reap_orphans)
             self.http = make_http_client(self.config)
             stack.push_async_callback(self.http.aclose)
-            self.client = make_client(defective.client_config(self.config), self.http)
+            self.client: ProviderClient = make_client(
+                self.policy.client_config(self.config), self.http
+            )
             self._tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(self._tg.cancel_scope.cancel)  # shutdown ends background work
         except BaseException:
@@ -164,6 +168,12 @@ class Agent:
         stack, self._stack = self._stack, None
         if stack is not None:
             await stack.aclose()
+
+    def start_soon(self, work: Work) -> None:
+        """Run `work` in the agent's task group: it outlives any turn, not the agent."""
+        if self._tg is None:
+            raise RuntimeError("use the agent inside `async with`")
+        self._tg.start_soon(work)
 
     def emit(self, kind: str, session_id: str = "", turn_id: str = "", detail: str = "") -> None:
         event = AgentEvent(time.monotonic_ns(), kind, session_id, turn_id, detail)
@@ -229,7 +239,6 @@ class Agent:
         handle = TurnHandle(turn)
         self._handles[turn.id] = handle
         session.active = turn
-        session.interrupted = False  # a new turn starts with a fresh turn-scoped flag
         self.emit("turn.accepted", session_id, turn.id)
         self._tg.start_soon(self._drive, session, handle)
         return handle
@@ -241,13 +250,10 @@ class Agent:
     async def cancel(self, session_id: str, turn_id: str | None = None) -> CancelResult:
         """Esc: stop the session's running turn (or the named one). Idle: a true no-op."""
         session = self._session(session_id)
-        if self.defects.on(Defect.BACKGROUND_TIED_TO_USER_CANCEL):
-            await defective.cancel_background(self, session)
-        if self.defects.on(Defect.CANCEL_ALL_SESSIONS):
-            await defective.cancel_other_sessions(self, session)
-        return await self.cancel_turn(session, turn_id)
+        await self.policy.cancel_received(self, session_id)
+        return await self._cancel_turn(session, turn_id)
 
-    async def cancel_turn(self, session: _Session, turn_id: str | None = None) -> CancelResult:
+    async def _cancel_turn(self, session: _Session, turn_id: str | None = None) -> CancelResult:
         """Cancel the session's active turn, if it is the one named and has not committed."""
         turn = session.active
         if turn is None or (turn_id is not None and turn.id != turn_id):
@@ -257,25 +263,29 @@ class Agent:
             self.emit("cancel.late", session.id, turn.id, "turn already committed")
             return CancelResult(False, turn.id, "the turn had already committed")
         turn.cancel_requested = True
-        session.interrupted = True
         self.emit("cancel.received", session.id, turn.id)
         # Flag first, then close the socket ourselves, then cancel the scope: the worker
         # that sees a transport error knows it was ours and does not retry it (I5).
         for call in list(turn.calls):
-            if self.defects:
-                await defective.reach_call(self, call)
-            else:
-                await call.force_close()
+            await self.policy.reach_call(call)
         turn.scope.cancel()
         return CancelResult(True, turn.id)
+
+    def running_sessions(self) -> list[str]:
+        return [s.id for s in self._sessions.values() if s.active is not None]
+
+    async def cancel_running(self, session_id: str) -> CancelResult:
+        """Cancel the session's running turn, and only that (no other effect of an Esc)."""
+        return await self._cancel_turn(self._session(session_id))
+
+    def background_work(self, session_id: str) -> tuple[list[CallHandle], list[anyio.CancelScope]]:
+        session = self._session(session_id)
+        return list(session.background_calls), list(session.background)
 
     async def _drive(self, session: _Session, handle: TurnHandle) -> None:
         turn = handle.state
         self.emit("turn.started", session.id, turn.id)
-        if self.defects.on(Defect.COMMIT_AFTER_TIMEOUT) and self.config.turn_timeout:
-            outcome = await defective.run_with_caller_timeout(self, turn)
-        else:
-            outcome = await self._run_with_deadline(turn)
+        outcome = await self.policy.run_turn(self, turn)
         if session.active is turn:
             session.active = None
         self.emit("turn.ended", session.id, turn.id, outcome.stop_reason.value)
@@ -283,7 +293,7 @@ class Agent:
         if outcome.stop_reason is StopReason.COMPLETED and self.config.memory_extraction:
             self._start_memory_extraction(session, turn)
 
-    async def _run_with_deadline(self, turn: TurnState) -> TurnOutcome:
+    async def run_with_deadline(self, turn: TurnState) -> TurnOutcome:
         """Run the turn in its scope; the deadline cancels the work before we say timeout."""
         reason, error, text = StopReason.COMPLETED, None, ""
         with turn.scope:
@@ -295,7 +305,7 @@ class Agent:
             reason, error = StopReason.TIMEOUT, f"turn exceeded {self.config.turn_timeout:g}s"
         return TurnOutcome(turn.id, turn.session_id, reason, text, error, turn.usage)
 
-    async def run_turn_body(self, turn: TurnState) -> tuple[StopReason, str | None, str]:
+    async def run_turn_body(self, turn: TurnState) -> TurnResult:
         """The engine run, with its failures mapped onto the stop-reason taxonomy."""
         try:
             text = await self.engine.run(turn)
@@ -330,17 +340,7 @@ class Agent:
         turn.calls.append(call)
         self.emit("model.call", turn.session_id, turn.id, request.purpose)
         try:
-            if defective.detaches_calls(self.defects):
-                return await defective.detached_call(self, turn, request, call)
-            return await call_with_retries(
-                self.client,
-                request,
-                call,
-                self.policy,
-                on_text=turn.add_text if request.purpose == "turn" else None,
-                on_retry=self.retry_reporter(turn),
-                hooks=defective.retry_hooks(self, turn),
-            )
+            return await self.policy.model_call(self, turn, request, call)
         finally:
             turn.calls.remove(call)
 
@@ -360,7 +360,7 @@ class Agent:
         if self.approve_tool is not None and not await self.approve_tool(turn.session_id, call):
             self.emit("tool.denied", turn.session_id, turn.id, call.name)
             return f"permission to run {call.name!r} was denied by the user"
-        return await self.tools.run(call, defects=self.defects, on_started=started)
+        return await self.tools.run(call, on_started=started)
 
     # ------------------------------------------------------------------ background
 
@@ -386,7 +386,7 @@ class Agent:
                     max_tokens=256,
                     purpose="memory",
                 )
-                reply = await call_with_retries(self.client, request, call, self.policy)
+                reply = await call_with_retries(self.client, request, call, self.retry_policy)
                 self.memories.setdefault(session.id, []).append(reply.text)
                 result = "completed"
         except (ProviderError, CallCancelled) as exc:

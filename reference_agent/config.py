@@ -9,11 +9,8 @@ from dataclasses import dataclass, field, replace
 from fake_providers.kinds import ProviderKind
 from reference_agent.defects import Defects
 
-# The wire formats the reference agent speaks.
-# TODO(gemini): the Gemini client comes next; then this is every ProviderKind.
-PROVIDER_KINDS: tuple[ProviderKind, ...] = tuple(
-    k for k in ProviderKind if k is not ProviderKind.GEMINI
-)
+# The wire formats the reference agent speaks: all of them.
+PROVIDER_KINDS: tuple[ProviderKind, ...] = tuple(ProviderKind)
 
 
 # The real services' base URLs, for a user who sets only the key.

@@ -1,8 +1,8 @@
 """The known-bad switches: each brings back exactly one incident from INCIDENTS.md.
 
-This is the one place that names them. Correct code asks `defects.on(Defect.X)` at the
-single point where the bug would live, so the right path reads cleanly and every bug is
-a deliberate, documented detour. Default: no defect.
+This is the one place that names them. The agent never asks which are on: it is built
+with a `Policy` (policy.py), the correct one by default, and each defect is one `Policy`
+subclass in defective.py overriding the seam where its bug lives. Default: no defect.
 """
 
 from __future__ import annotations

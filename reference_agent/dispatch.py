@@ -18,7 +18,8 @@ agent through a `Dispatcher`:
   (`completed | cancelled | error | timeout`), then the stream closes. No event of one
   run is ever delivered on another run's stream.
 
-All transitions of a session are serialised by that session's lock.
+All transitions of a session are serialised by that session's lock. Where a known bug
+could live, the dispatcher asks the agent's `Policy` (policy.py).
 """
 
 from __future__ import annotations
@@ -28,13 +29,13 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from functools import partial
 
 import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from reference_agent.agent import Agent, TurnHandle
-from reference_agent.defects import Defect
+from reference_agent.agent import Agent, TurnHandle, UnknownSessionError
 from reference_agent.model import Message, StopReason, TurnOutcome, Usage
 
 TERMINAL_KINDS = frozenset({"completed", "cancelled", "error", "timeout"})
@@ -92,7 +93,6 @@ class _SessionQueue:
     lock: anyio.Lock = field(default_factory=anyio.Lock)
     active: _Run | None = None
     queued: deque[_Run] = field(default_factory=deque)
-    poisoned: bool = False  # only the IDLE_CANCEL_POISONS_NEXT defect sets it
 
 
 class Dispatcher:
@@ -100,16 +100,10 @@ class Dispatcher:
 
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
-        self.defects = agent.defects
+        self.policy = agent.policy
         self._sessions: dict[str, _SessionQueue] = {}
         self._runs: dict[str, _Run] = {}
         self._ids = itertools.count(1)
-
-    @property
-    def _tg(self) -> anyio.abc.TaskGroup:
-        tg = self.agent._tg
-        assert tg is not None, "use the dispatcher while its agent is running"
-        return tg
 
     # ------------------------------------------------------------------ sessions
 
@@ -121,8 +115,6 @@ class Dispatcher:
     def _queue(self, session_id: str) -> _SessionQueue:
         queue = self._sessions.get(session_id)
         if queue is None:
-            from reference_agent.agent import UnknownSessionError
-
             raise UnknownSessionError(f"no session {session_id!r}")
         return queue
 
@@ -141,12 +133,11 @@ class Dispatcher:
         async with queue.lock:
             number = next(self._ids)
             run = _Run(session_id, f"turn-{number}", f"stream-{number}", prompt)
-            if queue.poisoned:  # DEFECT idle-cancel-poisons-next
-                run.cancel_pending, queue.poisoned = True, False
+            run.cancel_pending = self.policy.cancelled_on_arrival(session_id)
             self._runs[run.stream_id] = run
             queue.queued.append(run)
             self.agent.emit("dispatch.accepted", session_id, run.turn_id, run.stream_id)
-        self._tg.start_soon(self._dispatch, queue)
+        self.agent.start_soon(partial(self._dispatch, queue))
         return Accepted(session_id, run.turn_id, run.stream_id)
 
     async def _dispatch(self, queue: _SessionQueue) -> None:
@@ -169,7 +160,7 @@ class Dispatcher:
             run.handle = await self.agent.submit(
                 queue.id, run.prompt, on_text=relay, turn_id=run.turn_id
             )
-            self._tg.start_soon(self._settle, queue, run)
+            self.agent.start_soon(partial(self._settle, queue, run))
 
     def _persist_cancelled(self, run: _Run) -> None:
         """A run cancelled before it started: record the cancelled turn, never call the model.
@@ -199,18 +190,10 @@ class Dispatcher:
             self._end(run, outcome.stop_reason.value, _outcome_data(outcome))
             if queue.active is run:
                 queue.active = None
-            if self.defects.on(Defect.HANDOFF_WINDOW):
-                # DEFECT: the queue leaves the session while a worker takes it over.
-                in_transit = list(queue.queued)
-                queue.queued.clear()
-                self._tg.start_soon(self._take_over, queue, in_transit)
-                return
-            await self._start_next(queue)  # no window in which the session looks idle
-
-    async def _take_over(self, queue: _SessionQueue, runs: list[_Run]) -> None:
-        async with queue.lock:
-            queue.queued.extend(runs)
-            await self._start_next(queue)
+            # Correctly: the next run starts now, with no window where the session looks idle.
+            await self.policy.hand_off(
+                queue.queued, queue.lock, partial(self._start_next, queue), self.agent.start_soon
+            )
 
     # -------------------------------------------------------------------- cancel
 
@@ -218,27 +201,23 @@ class Dispatcher:
         """Esc for a session, optionally naming the stream it was pressed for."""
         queue = self._queue(session_id)
         async with queue.lock:
-            if stream_id is not None and not self.defects.on(Defect.CANCEL_NOT_OWNER_SCOPED):
-                named = self._runs.get(stream_id)
+            named_id = self.policy.cancel_names(stream_id)
+            if named_id is not None:
+                named = self._runs.get(named_id)
                 if named is None or named.session_id != session_id or named.state == "ended":
                     return CancelAnswer(False, stream_id, "that stream is not running")
                 targets = [named]
-            elif queue.active is not None and self.defects.on(
-                Defect.QUEUED_FOLLOWUP_SURVIVES_CANCEL
-            ):
-                targets = [queue.active]
             else:
-                targets = [r for r in (queue.active, *queue.queued) if r is not None]
+                targets = self.policy.runs_to_cancel(queue.active, queue.queued)
             if not targets:
-                if self.defects.on(Defect.IDLE_CANCEL_POISONS_NEXT):
-                    queue.poisoned = True
+                self.policy.idle_cancel(session_id)
                 # The agent still hears the Esc: it owns background work, which a correct
                 # agent leaves alone (and the background defect does not).
                 await self.agent.cancel(session_id)
                 return CancelAnswer(False, stream_id, "nothing to cancel")
             hit: list[str] = []
             for run in targets:
-                if run.state == "accepted" and not self.defects.on(Defect.LOSE_CANCEL_BEFORE_START):
+                if run.state == "accepted" and self.policy.cancel_reaches_unstarted():
                     run.cancel_pending = True
                     hit.append(run.stream_id)
                 elif run.state == "active" and run.handle is not None:
@@ -262,16 +241,8 @@ class Dispatcher:
 
     def _emit(self, run: _Run, event: StreamEvent) -> None:
         run.history.append(event)
-        sinks = list(run.subscribers)
-        if self.defects.on(Defect.NO_TERMINAL_CANCEL_EVENT):
-            # DEFECT: one event source per session; a stream left open hears later turns.
-            sinks = [
-                s
-                for r in self._runs.values()
-                if r.session_id == run.session_id
-                for s in r.subscribers
-            ]
-        for sink in sinks:
+        session = (r.subscribers for r in self._runs.values() if r.session_id == run.session_id)
+        for sink in self.policy.listeners(run.subscribers, session):
             try:
                 sink.send_nowait(event)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.WouldBlock):
@@ -281,8 +252,7 @@ class Dispatcher:
 
     def _end(self, run: _Run, kind: str, data: dict[str, object]) -> None:
         run.state = "ended"
-        suppress = kind == "cancelled" and self.defects.on(Defect.NO_TERMINAL_CANCEL_EVENT)
-        if not suppress:
+        if self.policy.ends_stream(kind):
             self._emit(run, StreamEvent(kind, run.stream_id, run.turn_id, data))
             for sink in run.subscribers:
                 sink.close()

@@ -22,8 +22,9 @@ import anyio
 import anyio.lowlevel
 from anyio.abc import Process
 
-from reference_agent.defects import Defect, Defects
+from reference_agent import process_table
 from reference_agent.model import ToolCall
+from reference_agent.policy import Policy
 from reference_agent.providers.base import ToolSpec
 
 OUTPUT_LIMIT = 64 * 1024
@@ -38,30 +39,12 @@ class ToolError(Exception):
 def alive(pid: int) -> bool:
     """True if the process `pid` or any member of process group `pid` still runs.
 
-    Zombies count as dead: a killed tool whose orphans are not reaped yet by init is gone
-    for every purpose the harness cares about. Reads /proc (Linux); without it, falls back
-    to signal 0, where zombies count as alive.
+    Reads the process table (zombies count as dead); without /proc, falls back to
+    signal 0, where zombies count as alive.
     """
-    try:
-        entries = os.listdir("/proc") if os.path.exists("/proc/self/stat") else None
-    except OSError:
-        entries = None
-    if entries is None:
+    if not process_table.available():
         return _alive_by_signal(pid)
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue  # exited while we looked
-        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        state, pgrp = fields[0], int(fields[2])
-        if (int(entry) == pid or pgrp == pid) and state not in (b"Z", b"X"):
-            return True
-    return False
+    return any(p.pid == pid or p.pgid == pid for p in process_table.live_processes())
 
 
 def _alive_by_signal(pid: int) -> bool:
@@ -131,13 +114,23 @@ class ToolRegistry:
         *,
         output_limit: int = OUTPUT_LIMIT,
         kill_grace: float = KILL_GRACE,
+        policy: Policy | None = None,
     ) -> None:
         self.tool_timeout = tool_timeout
         self.output_limit = output_limit
         self.kill_grace = kill_grace
-        # Only the tool-survives-cancel defect leaves processes here; shutdown reaps them so
-        # a run that caught the bug does not leave the machine littered with it.
+        self.policy = policy or Policy()  # what a cancelled call does to its tool
+        # Only a defective policy abandons processes here; shutdown reaps them so a run
+        # that caught the bug does not leave the machine littered with it.
         self.orphans: list[Process] = []
+
+    async def kill(self, process: Process) -> None:
+        """Kill the tool's whole process group and wait until it is gone."""
+        await _kill_group(process, self.kill_grace)
+
+    def abandon(self, process: Process) -> None:
+        """Stop waiting for the tool and leave its group running, until `reap_orphans`."""
+        self.orphans.append(process)
 
     async def reap_orphans(self) -> None:
         """Kill and reap every process group a defective cancel left behind."""
@@ -171,7 +164,6 @@ class ToolRegistry:
         self,
         call: ToolCall,
         *,
-        defects: Defects,
         on_started: Callable[[int], None] | None = None,
     ) -> str:
         """Run one tool call and return its result text; raises `ToolError` on failure."""
@@ -181,16 +173,14 @@ class ToolRegistry:
             command = _arg(call, "command", str, "a string")
             if not command.strip():
                 raise ToolError("tool 'shell': argument 'command' must not be empty")
-            code, output = await self._subprocess(
-                call, ["/bin/sh", "-c", command], defects, on_started
-            )
+            code, output = await self._subprocess(call, ["/bin/sh", "-c", command], on_started)
             return f"exit {code}\n{output}"
         if call.name == "sleep":
             seconds = float(_arg(call, "seconds", (int, float), "a number"))
             if not math.isfinite(seconds) or seconds < 0:
                 raise ToolError("tool 'sleep': argument 'seconds' must be finite and >= 0")
             argv = ["sleep", f"{seconds:.6f}"]
-            code, output = await self._subprocess(call, argv, defects, on_started)
+            code, output = await self._subprocess(call, argv, on_started)
             return f"slept {seconds:g} s" if code == 0 else f"exit {code}\n{output}"
         known = ", ".join(s.name for s in self.specs())
         raise ToolError(f"unknown tool {call.name!r}; available: {known}")
@@ -199,7 +189,6 @@ class ToolRegistry:
         self,
         call: ToolCall,
         argv: list[str],
-        defects: Defects,
         on_started: Callable[[int], None] | None,
     ) -> tuple[int, str]:
         """Run `argv` in a new process group; the group never outlives this call."""
@@ -224,11 +213,8 @@ class ToolRegistry:
                     # (they also hold the pipe open, so the drain would never see EOF).
                     _signal_group(process.pid, signal.SIGKILL)
         except anyio.get_cancelled_exc_class():
-            if defects.on(Defect.TOOL_SURVIVES_CANCEL):
-                # DEFECT tool-survives-cancel: stop waiting, leave the group running.
-                self.orphans.append(process)
-                raise
-            await _kill_group(process, self.kill_grace)
+            with anyio.CancelScope(shield=True):
+                await self.policy.tool_cancelled(self, process)
             raise
         except BaseException:
             await _kill_group(process, self.kill_grace)

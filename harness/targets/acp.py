@@ -43,6 +43,7 @@ from acp.schema import (
 )
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+from fake_providers.kinds import ProviderKind
 from harness.target import (
     TERMINAL_EVENT_KINDS,
     AgentSettings,
@@ -65,6 +66,7 @@ from harness.targets.process import (
     environment,
     template_values,
 )
+from reference_agent import process_table
 
 DEFAULT_CAPABILITIES = frozenset(
     map(
@@ -216,6 +218,9 @@ class _Client:
 class AcpTarget:
     """An ACP agent over stdio (see the module docstring). `defects` only label the name."""
 
+    # Optional facts for the runner (read with getattr): the wire formats the agent speaks and
+    # the bound on its provider close after a cancel (None: the scenario's own bound).
+    providers: tuple[ProviderKind, ...] | None = None
     close_within: float | None = PROCESS_CLOSE_WITHIN
 
     def __init__(
@@ -490,15 +495,15 @@ class AcpTarget:
         """Processes the agent started that still run: descendants, and their sessions."""
         if self._process is None or self._process.process is None:
             return []
-        table = _process_table()
+        table = process_table.live_processes()
         found, todo = set(), [self._process.process.pid]
         while todo:
             parent = todo.pop()
-            kids = [pid for pid, (ppid, _) in table.items() if ppid == parent]
+            kids = [p.pid for p in table if p.ppid == parent]
             found.update(kids)
             todo += kids
         self._pids_seen |= found  # tools lead their own session; orphans keep its id
-        return sorted(p for p, (_, sid) in table.items() if p in found or sid in self._pids_seen)
+        return sorted(p.pid for p in table if p.pid in found or p.sid in self._pids_seen)
 
     def notes(self) -> list[TimelineNote]:
         return list(self._notes)
@@ -587,20 +592,3 @@ def _allow(options: Sequence[PermissionOption]) -> str | None:
             if option.kind == kind:
                 return option.option_id
     return options[0].option_id if options else None
-
-
-def _process_table() -> dict[int, tuple[int, int]]:
-    """pid -> (ppid, session id) of every live, non-zombie process (Linux /proc)."""
-    table: dict[int, tuple[int, int]] = {}
-    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue  # not a process, or it exited while we looked
-        fields = stat[stat.rfind(b")") + 2 :].split()  # comm may hold spaces and parentheses
-        if fields[0] not in (b"Z", b"X"):
-            table[int(entry)] = (int(fields[1]), int(fields[3]))
-    return table

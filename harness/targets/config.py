@@ -1,58 +1,122 @@
-"""Named targets from TOML: `[targets.NAME]` in ./cancel-harness.toml, or
-`[tool.cancel-harness.targets.NAME]` in ./pyproject.toml (docs/targets.md).
+"""What a target is, checked: the one `TargetConfig` that `--target SPEC` and TOML both become.
 
-    [targets.my-agent]
-    kind = "acp"
+    [targets.my-agent]         # ./cancel-harness.toml ([tool.cancel-harness.targets.NAME]
+    kind = "acp"               # in ./pyproject.toml)
     command = ["npx", "my-acp-agent"]
     env = { OPENAI_BASE_URL = "{base_url}", OPENAI_API_KEY = "{api_key}" }
+    providers = ["openai-chat"]
     capabilities_add = ["tools"]
 
-Every mistake is one TargetSpecError line naming the file, the target and the field.
+A `TargetConfig` checks itself when made, whatever it came from: placeholders, key names,
+field combinations. Every mistake is one TargetSpecError line naming where it is (the
+file, the target and the field, or the `--target` spec) and how to mend it. See
+docs/targets.md; `harness.targets.build` turns a config into a target.
 """
 
 from __future__ import annotations
 
 import difflib
-import importlib
-import re
+import math
 import shlex
-import shutil
-import tomllib
+import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from enum import StrEnum
 
-from harness.target import Capability, Target
-from harness.targets import TargetSpecError
+from fake_providers.kinds import ProviderKind, UnknownProviderKind
+from harness.target import Capability
 
-KINDS = ("acp", "http", "pty", "python", "reference")
-CAPABILITY_FIELDS = ("capabilities", "capabilities_add", "capabilities_remove")
-PROCESS_FIELDS = ("command", "env", "startup_timeout")
-FIELDS: dict[str, tuple[str, ...]] = {  # what each kind takes besides `kind`
-    "acp": (*PROCESS_FIELDS, *CAPABILITY_FIELDS),
-    "http": (*PROCESS_FIELDS, "url", *CAPABILITY_FIELDS),
-    "pty": (*PROCESS_FIELDS, "cancel_keys", "prompt_marker", *CAPABILITY_FIELDS),
-    "python": ("factory", *CAPABILITY_FIELDS),
-    "reference": CAPABILITY_FIELDS,
+
+class TargetSpecError(ValueError):
+    """A target the harness cannot build; the message says what is wrong and how to mend it."""
+
+
+class TargetKind(StrEnum):
+    """How the harness drives the agent (docs/targets.md)."""
+
+    ACP = "acp"
+    HTTP = "http"
+    PTY = "pty"
+    PYTHON = "python"
+    REFERENCE = "reference"
+
+
+# What `{name}` in a command, an env value or a URL may be (harness.targets.process fills
+# them per case); `{{` and `}}` are literal braces.
+PLACEHOLDERS = ("base_url", "api_key", "ca_file", "provider")
+DEFAULT_STARTUP_TIMEOUT = 30.0
+MAX_STARTUP_TIMEOUT = 600.0
+MAX_CLOSE_WITHIN = 10.0
+# Keys a pty target can send by name; anything else is written as { text = "..." }.
+KEY_NAMES: Mapping[str, str] = {
+    "esc": "\x1b",
+    "escape": "\x1b",
+    "enter": "\r",
+    "return": "\r",
+    "tab": "\t",
+    "backspace": "\x7f",
+    "space": " ",
+    **{f"ctrl-{c}": chr(ord(c) - 96) for c in string.ascii_lowercase},
 }
-ALL_FIELDS = ("kind", *dict.fromkeys(f for fs in FIELDS.values() for f in fs))
-KEY_NAMES = {"esc": "\x1b", "escape": "\x1b", "ctrl-c": "\x03", "ctrl+c": "\x03", "enter": "\r"}
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-FILES = (
-    ("cancel-harness.toml", ("targets",)),
-    ("pyproject.toml", ("tool", "cancel-harness", "targets")),
-)
+KEYS_HELP = 'key names (esc, enter, tab, backspace, space, ctrl-a ... ctrl-z) or { text = "..." }'
+
+
+def key_bytes(name: str, where: str) -> str:
+    """What the terminal receives for a key name (`ctrl+c` works as `ctrl-c`)."""
+    key = name.strip().lower().replace("ctrl+", "ctrl-")
+    if key in KEY_NAMES:
+        return KEY_NAMES[key]
+    close = difflib.get_close_matches(key, list(KEY_NAMES), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    raise TargetSpecError(f"{where}: unknown key {name!r}{hint}; use {KEYS_HELP} for literal text")
+
+
+def check_template(text: str, where: str) -> None:
+    """`text` uses only the known placeholders, and writes literal braces as `{{` `}}`."""
+    try:
+        parts = list(string.Formatter().parse(text))
+    except ValueError:
+        raise TargetSpecError(
+            f"{where}: {text!r} has an unmatched brace; write {{{{ and }}}} for literal "
+            "braces, {base_url} and the like for placeholders"
+        ) from None
+    known = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
+    for _, name, spec, conversion in parts:
+        if name is None:
+            continue
+        if name not in PLACEHOLDERS:
+            close = difflib.get_close_matches(name, PLACEHOLDERS, n=1)
+            hint = f" (did you mean '{{{close[0]}}}'?)" if close else ""
+            raise TargetSpecError(
+                f"{where}: unknown placeholder {{{name}}}{hint} in {text!r}; known: {known}; "
+                "write {{ and }} for literal braces"
+            )
+        if spec or conversion:
+            raise TargetSpecError(
+                f"{where}: placeholder {{{name}}} takes no format in {text!r}; write {{{name}}}"
+            )
+
+
+def command_parts(command: str | Sequence[str], where: str) -> list[str]:
+    """The command's argv before placeholders are filled (a string is split like a shell)."""
+    try:
+        argv = shlex.split(command) if isinstance(command, str) else list(command)
+    except ValueError as exc:
+        raise TargetSpecError(f"{where}: cannot parse the command {command!r} ({exc})") from None
+    if not argv:
+        raise TargetSpecError(f"{where}: the command is empty; give the agent's command line")
+    return argv
 
 
 @dataclass(frozen=True, slots=True)
 class TargetConfig:
-    """One `[targets.NAME]` table, checked."""
+    """One target, checked. `name` is set for a configured target (TOML); a `--target` spec
+    leaves it None and the kind names the target."""
 
-    name: str
-    kind: str
-    where: str  # "cancel-harness.toml: target 'NAME'", for messages
-    command: str | tuple[str, ...] | None = None
+    kind: TargetKind
+    where: str  # "cancel-harness.toml: target 'x'" or "target 'acp:my-agent'", for messages
+    name: str | None = None
+    command: str | tuple[str, ...] | None = None  # None: the reference agent's front door
     env: Mapping[str, str] = field(default_factory=dict)
     url: str | None = None
     factory: str | None = None
@@ -60,324 +124,116 @@ class TargetConfig:
     capabilities: frozenset[Capability] | None = None
     capabilities_add: frozenset[Capability] = frozenset()
     capabilities_remove: frozenset[Capability] = frozenset()
-    cancel_keys: tuple[str, ...] | None = None
+    cancel_keys: tuple[str, ...] | None = None  # what the terminal receives, in order
     prompt_marker: str | None = None
+    providers: tuple[ProviderKind, ...] | None = None  # wire formats the agent speaks
+    close_within: float | None = None  # seconds: bound on the provider close after a cancel
 
-
-def load_targets(directory: Path | None = None) -> dict[str, TargetConfig]:
-    """Every configured target in `directory` (default: the current directory)."""
-    base = directory if directory is not None else Path.cwd()
-    found: dict[str, TargetConfig] = {}
-    for filename, section in FILES:
-        path = base / filename
-        if not path.is_file():
-            continue
-        shown = filename if directory is None else str(path)
-        table = _section(_read(path, shown), section, shown)
-        for name, entry in table.items():
-            where = f"{shown}: target '{name}'"
-            if name in found:
-                raise TargetSpecError(
-                    f"{where} is also defined in {found[name].where.split(':')[0]}; "
-                    "keep one of the two"
-                )
-            found[name] = parse_target(name, entry, where)
-    return found
-
-
-def _read(path: Path, shown: str) -> dict[str, Any]:
-    try:
-        with path.open("rb") as file:
-            return tomllib.load(file)
-    except tomllib.TOMLDecodeError as exc:
-        raise TargetSpecError(f"{shown}: not valid TOML ({exc}); fix the file") from None
-    except OSError as exc:
-        raise TargetSpecError(f"{shown}: cannot read it ({exc.strerror or exc})") from None
-
-
-def _section(data: dict[str, Any], keys: Sequence[str], shown: str) -> dict[str, Any]:
-    table: Any = data
-    for key in keys:
-        if not isinstance(table, dict):
-            break
-        table = table.get(key, {})
-    if not isinstance(table, dict):
-        header = ".".join(k if NAME.fullmatch(k) else f'"{k}"' for k in keys)
-        raise TargetSpecError(f"{shown}: [{header}] must be a table of [{header}.NAME] tables")
-    return table
-
-
-def parse_target(name: str, entry: object, where: str) -> TargetConfig:
-    """Check one target table; the first mistake is a one-line TargetSpecError."""
-    if not NAME.fullmatch(name):
-        raise TargetSpecError(
-            f"{where}: a target name takes letters, digits, '-', '_' and '.'; rename it"
-        )
-    if name == "reference":
-        raise TargetSpecError(f"{where}: the name 'reference' is built in; pick another name")
-    if not isinstance(entry, dict):
-        raise TargetSpecError(f"{where}: must be a table ([targets.{name}] with kind = ...)")
-    kind = entry.get("kind")
-    if kind is None:
-        raise TargetSpecError(
-            f"{where}: field 'kind' is missing; add kind = \"acp\" (one of {', '.join(KINDS)})"
-        )
-    if kind not in KINDS:
-        raise TargetSpecError(f"{where}: field 'kind' is {kind!r}; use one of {', '.join(KINDS)}")
-    for key in entry:
-        if key == "kind" or key in FIELDS[kind]:
-            continue
-        if key in ALL_FIELDS:
+    def __post_init__(self) -> None:
+        where = self.where
+        if self.capabilities is not None and (self.capabilities_add or self.capabilities_remove):
             raise TargetSpecError(
-                f"{where}: field '{key}' does not apply to kind '{kind}'; it takes "
-                f"{', '.join(FIELDS[kind])}"
+                f"{where}: give either 'capabilities' (the full set) or 'capabilities_add' / "
+                "'capabilities_remove' (changes to the kind's default), not both"
             )
-        close = difflib.get_close_matches(key, ALL_FIELDS, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise TargetSpecError(
-            f"{where}: unknown field '{key}'{hint}; kind '{kind}' takes {', '.join(FIELDS[kind])}"
-        )
-    fields = _Fields(entry, where)
-    config = TargetConfig(
-        name=name,
-        kind=kind,
-        where=where,
-        command=fields.command(),
-        env=fields.env(),
-        url=fields.url(),
-        factory=fields.text("factory"),
-        startup_timeout=fields.seconds("startup_timeout"),
-        capabilities=fields.capabilities("capabilities"),
-        capabilities_add=fields.capabilities("capabilities_add") or frozenset(),
-        capabilities_remove=fields.capabilities("capabilities_remove") or frozenset(),
-        cancel_keys=fields.keys(),
-        prompt_marker=fields.text("prompt_marker"),
-    )
-    if config.capabilities is not None and (config.capabilities_add or config.capabilities_remove):
-        raise TargetSpecError(
-            f"{where}: give either 'capabilities' (the full set) or 'capabilities_add' / "
-            "'capabilities_remove' (changes to the kind's default), not both"
-        )
-    if kind == "python" and config.factory is None:
-        raise TargetSpecError(
-            f"{where}: field 'factory' is missing; add factory = \"pkg.module:make_target\""
-        )
-    if kind == "http" and config.url is not None and config.command is not None:
-        raise TargetSpecError(
-            f"{where}: give 'url' (a server already running) or 'command' (one to start), not both"
-        )
-    return config
-
-
-class _Fields:
-    """Typed reads of one target table; a wrong type names the field and an example."""
-
-    def __init__(self, entry: dict[str, Any], where: str) -> None:
-        self.entry, self.where = entry, where
-
-    def bad(self, key: str, expected: str) -> TargetSpecError:
-        return TargetSpecError(
-            f"{self.where}: field '{key}' is {self.entry[key]!r}; expected {expected}"
-        )
-
-    def text(self, key: str) -> str | None:
-        value = self.entry.get(key)
-        if value is None:
-            return None
-        if not isinstance(value, str) or not value:
-            raise self.bad(key, "a non-empty string")
-        return value
-
-    def command(self) -> str | tuple[str, ...] | None:
-        value = self.entry.get("command")
-        if value is None:
-            return None
-        if isinstance(value, str) and value.strip():
-            return value
-        if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
-            return tuple(value)
-        raise self.bad("command", 'a command line, such as "my-agent --acp" or ["my-agent"]')
-
-    def env(self) -> dict[str, str]:
-        value = self.entry.get("env", {})
-        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-            raise self.bad("env", 'a table of strings, such as { OPENAI_BASE_URL = "{base_url}" }')
-        return dict(value)
-
-    def url(self) -> str | None:
-        value = self.text("url")
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise self.bad("url", 'an http(s) URL, such as "http://127.0.0.1:8000"')
-        return value
-
-    def seconds(self, key: str) -> float | None:
-        value = self.entry.get(key)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise self.bad(key, "seconds above 0, such as 30")
-        return float(value)
-
-    def capabilities(self, key: str) -> frozenset[Capability] | None:
-        value = self.entry.get(key)
-        if value is None:
-            return None
-        known = [c.value for c in Capability]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise self.bad(key, 'a list of capability names, such as ["cancel", "transcript"]')
-        for item in value:
-            if item not in known:
-                close = difflib.get_close_matches(item, known, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise TargetSpecError(
-                    f"{self.where}: field '{key}': unknown capability '{item}'{hint}; "
-                    f"known: {', '.join(known)}"
-                )
-        return frozenset(Capability(v) for v in value)
-
-    def keys(self) -> tuple[str, ...] | None:
-        value = self.entry.get("cancel_keys")
-        if value is None:
-            return None
-        items = [value] if isinstance(value, str) else value
-        if (
-            not isinstance(items, list)
-            or not items
-            or not all(isinstance(v, str) and v for v in items)
-        ):
-            raise self.bad("cancel_keys", 'key names or strings, such as ["esc"] or ["ctrl-c"]')
-        return tuple(_key(str(v)) for v in items)
-
-
-def _key(text: str) -> str:
-    """A key name (esc, ctrl-c, enter) as the bytes a terminal sends; anything else as is."""
-    return KEY_NAMES.get(text.lower(), text)
-
-
-# ------------------------------------------------------------------------- building
-
-
-def build_target(config: TargetConfig, defects: Sequence[str] = ()) -> Target:
-    """A fresh, unstarted target from its configuration."""
-    if config.capabilities_add or config.capabilities_remove:
-        default = _build(config, defects, None).capabilities
-        chosen = (frozenset(default) | config.capabilities_add) - config.capabilities_remove
-        return _build(config, defects, chosen)
-    return _build(config, defects, config.capabilities)
-
-
-def _build(
-    config: TargetConfig, defects: Sequence[str], capabilities: frozenset[Capability] | None
-) -> Target:
-    name = config.name + ("+" + ",".join(defects) if defects else "")
-    process: dict[str, Any] = {"defects": tuple(defects), "name": name}
-    if config.env:
-        process["env"] = dict(config.env)
-    if config.startup_timeout is not None:
-        process["startup_timeout"] = config.startup_timeout
-    if capabilities is not None:
-        process["capabilities"] = capabilities
-    target: Any
-    if config.kind == "reference":
-        from harness.targets.reference import ReferenceTarget
-
-        target = ReferenceTarget(defects=defects)
-        target.name = name
-    elif config.kind == "python":
-        from harness.targets.python import make_python_target
-
-        target = make_python_target(config.factory or "", defects)
-    elif config.kind == "acp":
-        acp = load_kind(
-            "acp",
-            "AcpTarget",
-            "reference_acp_command",
-            "REFERENCE_CAPABILITIES",
-            "THIRD_PARTY_CAPABILITIES",
-        )
-        if config.command is None:
-            from harness.targets.reference import reference_cli_args
-
-            command: Any = acp.reference_acp_command(tuple(defects))
-            process.setdefault("capabilities", acp.REFERENCE_CAPABILITIES)
-            process["settings_args"] = reference_cli_args
-        else:
-            command = check_command(config.command, config.env, config.where)
-            process.setdefault("capabilities", acp.THIRD_PARTY_CAPABILITIES)
-        target = acp.AcpTarget(command=command, **process)
-    elif config.kind == "http":
-        http = load_kind("http", "HttpTarget")
-        if config.command is not None:
-            process["command"] = check_command(config.command, config.env, config.where)
-        target = http.HttpTarget(url=config.url, **process)
-    else:
-        target = _build_pty(config, process)
-    if capabilities is not None and config.kind in ("reference", "python"):
-        try:
-            target.capabilities = capabilities
-        except AttributeError:
+        if self.kind is TargetKind.PYTHON and not self.factory:
             raise TargetSpecError(
-                f"{config.where}: its target object does not allow setting capabilities; "
-                "declare them in the adapter instead"
-            ) from None
-    made: Target = target
-    return made
+                f"{where}: field 'factory' is missing; add factory = \"pkg.module:make_target\""
+            )
+        if self.url is not None and self.command is not None:
+            raise TargetSpecError(
+                f"{where}: give 'url' (a server already running) or 'command' (one to start), "
+                "not both"
+            )
+        if self.command is not None:
+            for part in command_parts(self.command, where):
+                check_template(part, f"{where}: command")
+        for key, value in self.env.items():
+            check_template(value, f"{where}: env {key}")
+        if self.url is not None and ("{" in self.url or "}" in self.url):
+            raise TargetSpecError(
+                f"{where}: placeholders are not filled in a url (the agent's own server, "
+                f"already running and pointed at the provider); write its address: {self.url!r}"
+            )
+
+    def capabilities_over(self, default: frozenset[Capability]) -> frozenset[Capability]:
+        """The target's capabilities: the full set given, or the kind's default changed."""
+        if self.capabilities is not None:
+            return self.capabilities
+        return (default | self.capabilities_add) - self.capabilities_remove
+
+    def label(self, defects: Sequence[str]) -> str | None:
+        """A configured target's name, with the defects switched on."""
+        if self.name is None:
+            return None
+        return self.name + ("+" + ",".join(defects) if defects else "")
 
 
-def _build_pty(config: TargetConfig, process: dict[str, Any]) -> Target:
-    from harness.targets.pty import (
-        REFERENCE_CHAT_CAPABILITIES,
-        PtyTarget,
-        reference_chat_args,
-        reference_chat_command,
-    )
-
-    if config.prompt_marker is not None:
-        process["prompt_marker"] = config.prompt_marker
-    if config.cancel_keys is not None:
-        process["cancel_keys"] = config.cancel_keys
-    if config.command is not None:
-        command = check_command(config.command, config.env, config.where)
-        return PtyTarget(command=command, **process)
-    process.setdefault("capabilities", REFERENCE_CHAT_CAPABILITIES)
-    return PtyTarget(
-        command=reference_chat_command(process["defects"]),
-        settings_args=reference_chat_args,
-        **process,
-    )
+# ------------------------------------------------------------------------- field values
 
 
-def load_kind(kind: str, *names: str) -> Any:
-    """`harness.targets.KIND`, imported on first use; checks that it exports `names`."""
-    module_name = f"harness.targets.{kind}"
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
+def capability_set(value: object, where: str) -> frozenset[Capability]:
+    known = [c.value for c in Capability]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise TargetSpecError(
-            f"{kind} targets are not available ({exc}); reinstall the project (pip install -e .)"
-        ) from None
-    missing = [n for n in names if not hasattr(module, n)]
-    if missing:
-        raise TargetSpecError(
-            f"{kind} targets are not available: {module_name} lacks {', '.join(missing)}"
+            f"{where} is {value!r}; expected a list of capability names, such as "
+            '["cancel", "transcript"]'
         )
-    return module
+    for item in value:
+        if item not in known:
+            close = difflib.get_close_matches(item, known, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise TargetSpecError(
+                f"{where}: unknown capability '{item}'{hint}; known: {', '.join(known)}"
+            )
+    return frozenset(Capability(v) for v in value)
 
 
-def check_command(
-    command: str | Sequence[str], env: Mapping[str, str], where: str
-) -> str | list[str]:
-    """The command as given, once its program is known to exist (unless it is a template)."""
-    try:
-        argv = shlex.split(command) if isinstance(command, str) else list(command)
-    except ValueError as exc:
-        raise TargetSpecError(f"{where}: cannot parse the command {command!r} ({exc})") from None
-    if not argv:
-        raise TargetSpecError(f"{where}: the command is empty; give the agent's command line")
-    program = argv[0]
-    path = env.get("PATH") if "{" not in env.get("PATH", "") else None
-    if "{" not in program and shutil.which(program, path=path) is None:
+def provider_kinds(value: object, where: str) -> tuple[ProviderKind, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
         raise TargetSpecError(
-            f"{where}: program '{program}' not found; install it, or give its full path"
+            f'{where} is {value!r}; expected provider kinds, such as ["anthropic"] '
+            f"(known: {', '.join(ProviderKind)})"
         )
-    return command if isinstance(command, str) else list(command)
+    try:
+        return tuple(dict.fromkeys(ProviderKind.parse(v) for v in value))
+    except UnknownProviderKind as exc:
+        raise TargetSpecError(f"{where}: {exc}") from None
+
+
+def seconds(value: object, where: str, example: str, limit: float) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or not 0 < value <= limit
+    ):
+        raise TargetSpecError(
+            f"{where} is {value!r}; expected seconds above 0 and at most {limit:g}, "
+            f"such as {example}"
+        )
+    return float(value)
+
+
+def cancel_keys(value: object, where: str) -> tuple[str, ...]:
+    """Key names, or `{ text = "..." }` for literal text (a bare string is always a name)."""
+    items = [value] if isinstance(value, str | dict) else value
+    if not isinstance(items, list) or not items:
+        raise TargetSpecError(
+            f'{where} is {value!r}; expected a list of {KEYS_HELP}, such as ["esc"]'
+        )
+    keys: list[str] = []
+    for item in items:
+        if isinstance(item, str):
+            keys.append(key_bytes(item, where))
+        elif isinstance(item, dict) and set(item) == {"text"} and isinstance(item["text"], str):
+            if not item["text"]:
+                raise TargetSpecError(f'{where}: {{ text = "" }} sends nothing; drop it')
+            keys.append(item["text"])
+        else:
+            raise TargetSpecError(
+                f'{where}: {item!r} is neither a key name nor {{ text = "..." }}; use {KEYS_HELP}'
+            )
+    return tuple(keys)

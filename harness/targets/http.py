@@ -26,6 +26,7 @@ import anyio.abc
 import httpx
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+from fake_providers.kinds import ProviderKind
 from harness.target import (
     TERMINAL_EVENT_KINDS,
     AgentSettings,
@@ -107,6 +108,9 @@ class _Stream:
 class HttpTarget:
     """Drives an agent over the reference HTTP+SSE API (docs/http-api.md)."""
 
+    # Optional facts for the runner (read with getattr): the wire formats the agent speaks and
+    # the bound on its provider close after a cancel (None: the scenario's own bound).
+    providers: tuple[ProviderKind, ...] | None = None
     close_within: float | None = PROCESS_CLOSE_WITHIN
 
     def __init__(

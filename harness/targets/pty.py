@@ -37,6 +37,7 @@ import anyio.to_thread
 import pexpect  # type: ignore[import-untyped]
 import pexpect.fdpexpect  # type: ignore[import-untyped]
 
+from fake_providers.kinds import ProviderKind
 from harness.target import (
     AgentSettings,
     CancelAck,
@@ -236,6 +237,9 @@ class _End:
 class PtyTarget:
     """A terminal agent: one conversation, prompts typed, cancels as keystrokes."""
 
+    # Optional facts for the runner (read with getattr): the wire formats the agent speaks and
+    # the bound on its provider close after a cancel (None: the scenario's own bound).
+    providers: tuple[ProviderKind, ...] | None = None
     close_within: float | None = PROCESS_CLOSE_WITHIN
 
     def __init__(

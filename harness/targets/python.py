@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from harness.target import Capability, Target
-from harness.targets import TargetSpecError
+from harness.targets.config import TargetSpecError
 
 SPEC_SHAPE = "python:pkg.module:factory"
 DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")

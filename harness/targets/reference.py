@@ -7,6 +7,7 @@ from contextlib import AsyncExitStack
 
 import anyio
 
+from fake_providers.kinds import ProviderKind
 from harness.target import (
     AgentSettings,
     CancelAck,
@@ -79,6 +80,11 @@ class ReferenceTarget:
 
     name = "reference"
     capabilities = frozenset(Capability) - {Capability.ACP, Capability.PERMISSIONS}
+
+    # Optional facts for the runner (read with getattr): the wire formats the agent speaks and
+    # the bound on its provider close after a cancel; None: the harness's defaults.
+    providers: tuple[ProviderKind, ...] | None = None
+    close_within: float | None = None
 
     def __init__(self, defects: Sequence[str] = ()) -> None:
         self.defects = Defects.of(defects)

@@ -1,4 +1,4 @@
-"""Provider clients: one streamed model call per `attempt`, in four wire formats.
+"""Provider clients: one streamed model call per `attempt`, in five wire formats.
 
 http = make_http_client(config)
 client = make_client(config, http)
@@ -33,6 +33,7 @@ from reference_agent.providers.base import (
     ToolSpec,
     TransientProviderError,
 )
+from reference_agent.providers.gemini import GeminiClient
 from reference_agent.providers.http import make_http_client
 from reference_agent.providers.openai_chat import OpenAIChatClient
 from reference_agent.providers.openai_responses import OpenAIResponsesClient
@@ -44,6 +45,7 @@ __all__ = [
     "CallHandle",
     "FatalProviderError",
     "Finished",
+    "GeminiClient",
     "ModelEvent",
     "ModelReply",
     "ModelRequest",
@@ -66,6 +68,7 @@ _CLIENTS = {
     ProviderKind.OPENAI_RESPONSES: OpenAIResponsesClient,
     ProviderKind.ANTHROPIC: AnthropicClient,
     ProviderKind.AZURE: AzureChatClient,
+    ProviderKind.GEMINI: GeminiClient,
 }
 
 

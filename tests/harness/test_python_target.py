@@ -31,6 +31,11 @@ class Adapter:
     def create():
         return ReferenceTarget()
 
+def anthropic_only():
+    target = ReferenceTarget()
+    target.providers, target.close_within = ("anthropic",), 0.3
+    return target
+
 NOT_CALLABLE = 42
 
 def broken():
@@ -96,6 +101,15 @@ async def test_a_factory_in_a_user_module_makes_a_working_target(
 def test_factories_without_arguments_and_dotted_ones(module: str) -> None:
     assert make_target(f"python:{module}:plain").name == "plain"
     assert Capability.CANCEL in make_target(f"python:{module}:Adapter.create").capabilities
+
+
+def test_an_adapter_may_declare_its_providers_and_close_bound(module: str) -> None:
+    """Optional: the factory's own `providers` / `close_within` are kept; none is required."""
+    declared = make_target(f"python:{module}:anthropic_only")
+    assert (getattr(declared, "providers", None), getattr(declared, "close_within", None)) == (
+        ("anthropic",),
+        0.3,
+    )
 
 
 @pytest.mark.parametrize(

@@ -123,7 +123,7 @@ def test_cases_pair_scenarios_with_their_provider_kinds() -> None:
         "timeout.no-ghost[openai-chat]",
     ]
     assert [c.name for c in plan_cases(specs, ["anthropic"])] == ["esc.closes-stream[anthropic]"]
-    assert set(ALL_KINDS) == {"openai-chat", "openai-responses", "anthropic", "azure"}
+    assert set(ALL_KINDS) == {"openai-chat", "openai-responses", "anthropic", "azure", "gemini"}
 
 
 # --------------------------------------------------------------------------------- runner

@@ -1,52 +1,27 @@
-"""Target configuration in TOML, `make_target` resolution, and `run --target NAME`."""
+"""Target configuration: TOML and `--target SPEC` become one checked `TargetConfig`, and
+every mistake is one line, found before any case runs."""
 
 from __future__ import annotations
 
 import sys
 import textwrap
-import types
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from fake_providers.kinds import ProviderKind
 from harness import cli
-from harness.target import Capability
-from harness.targets import TargetSpecError, make_target
-from harness.targets.config import load_targets
-from harness.targets.pty import REFERENCE_CHAT_CAPABILITIES, PtyTarget
-from harness.targets.reference import ReferenceTarget
-
-
-class Recorder:
-    """Stands in for AcpTarget / HttpTarget: records how it was built."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        self.kwargs = kwargs
-        self.name = kwargs.get("name") or "recorded"
-        self.capabilities = kwargs.get("capabilities") or frozenset({Capability.CANCEL})
+from harness.target import Capability, Endpoint
+from harness.targets import TargetConfig, TargetKind, TargetSpecError, make_target, resolve_target
+from harness.targets.config import PLACEHOLDERS
+from harness.targets.config_files import load_targets
+from harness.targets.process import command_line, template_values
 
 
 @pytest.fixture(autouse=True)
 def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-@pytest.fixture
-def fake_kinds(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Stand-ins for harness.targets.acp / .http, so only our wiring is under test."""
-    acp = types.ModuleType("harness.targets.acp")
-    acp.AcpTarget = Recorder  # type: ignore[attr-defined]
-    acp.reference_acp_command = lambda defects: ["ref-acp", *defects]  # type: ignore[attr-defined]
-    acp.REFERENCE_CAPABILITIES = frozenset({Capability.ACP, Capability.TIMEOUT})  # type: ignore[attr-defined]
-    acp.THIRD_PARTY_CAPABILITIES = frozenset({Capability.ACP})  # type: ignore[attr-defined]
-    http = types.ModuleType("harness.targets.http")
-    http.HttpTarget = Recorder  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "harness.targets.acp", acp)
-    monkeypatch.setitem(sys.modules, "harness.targets.http", http)
-    yield
 
 
 def write(path: Path, text: str) -> None:
@@ -74,11 +49,13 @@ def test_both_files_are_read(in_tmp: Path) -> None:
         env = {{ ANTHROPIC_BASE_URL = "{{base_url}}", ANTHROPIC_API_KEY = "{{api_key}}" }}
         startup_timeout = 60
         capabilities_add = ["tools"]
+        providers = ["anthropic"]
+        close_within = 0.5
 
         [targets.tui]
         kind = "pty"
         command = "{sys.executable} -m tui_agent"
-        cancel_keys = ["ctrl-c", "esc"]
+        cancel_keys = ["ctrl-c", "Esc", {{ text = "/stop" }}, "enter"]
         prompt_marker = "> "
         """,
     )
@@ -91,24 +68,39 @@ def test_both_files_are_read(in_tmp: Path) -> None:
         kind = "python"
         factory = "my_pkg.harness:make"
         capabilities = ["cancel", "transcript"]
+        providers = ["openai", "gemini", "openai-chat"]
         """,
     )
     targets = load_targets()
     assert sorted(targets) == ["adapter", "claude", "tui"]
     claude, tui, adapter = targets["claude"], targets["tui"], targets["adapter"]
+    assert claude.kind is TargetKind.ACP and claude.name == "claude"
     assert claude.command == (sys.executable, "-m", "some_agent")
     assert claude.env["ANTHROPIC_BASE_URL"] == "{base_url}"
-    assert (claude.startup_timeout, claude.capabilities_add) == (
-        60.0,
-        frozenset({Capability.TOOLS}),
-    )
-    assert tui.cancel_keys == ("\x03", "\x1b") and tui.prompt_marker == "> "
+    assert (claude.startup_timeout, claude.capabilities_add) == (60.0, {Capability.TOOLS})
+    assert (claude.providers, claude.close_within) == ((ProviderKind.ANTHROPIC,), 0.5)
+    assert tui.cancel_keys == ("\x03", "\x1b", "/stop", "\r") and tui.prompt_marker == "> "
     assert adapter.capabilities == frozenset({Capability.CANCEL, Capability.TRANSCRIPT})
+    assert adapter.providers == (ProviderKind.OPENAI_CHAT, ProviderKind.GEMINI)  # alias, once
     assert claude.where == "cancel-harness.toml: target 'claude'"
 
 
 def test_no_files_no_targets() -> None:
     assert load_targets() == {}
+
+
+def test_a_spec_and_a_toml_table_become_the_same_config(in_tmp: Path) -> None:
+    command = f"{sys.executable} -m agent --acp"
+    write(in_tmp / "cancel-harness.toml", f"[targets.mine]\nkind = 'acp'\ncommand = '{command}'\n")
+    from_spec, from_toml = resolve_target(f"acp:{command}"), resolve_target("mine")
+    assert from_spec == TargetConfig(TargetKind.ACP, f"target 'acp:{command}'", command=command)
+    assert (from_toml.kind, from_toml.command, from_toml.name) == (TargetKind.ACP, command, "mine")
+    assert resolve_target("reference").kind is TargetKind.REFERENCE
+    assert (
+        resolve_target("https://h:1").url == resolve_target("http:https://h:1").url == "https://h:1"
+    )
+    assert resolve_target("python:pkg.mod:make").factory == "pkg.mod:make"
+    assert resolve_target("pty").command is None  # plain: the reference agent's door
 
 
 @pytest.mark.parametrize(
@@ -131,6 +123,11 @@ def test_no_files_no_targets() -> None:
         ("[targets.x]\nkind = 'http'\nurl = 'ftp://h'", "field 'url' is 'ftp://h'; expected an"),
         ("[targets.x]\nkind = 'acp'\nstartup_timeout = 0", "field 'startup_timeout' is 0"),
         (
+            "[targets.x]\nkind = 'acp'\nstartup_timeout = 3600",
+            "field 'startup_timeout' is 3600; expected seconds above 0 and at most 600, such as 30",
+        ),
+        ("[targets.x]\nkind = 'acp'\nstartup_timeout = nan", "field 'startup_timeout' is nan"),
+        (
             "[targets.x]\nkind = 'reference'\ncapabilities = ['cancl']",
             "field 'capabilities': unknown capability 'cancl' (did you mean 'cancel'?)",
         ),
@@ -146,6 +143,15 @@ def test_no_files_no_targets() -> None:
         ),
         ("[targets.reference]\nkind = 'acp'", "the name 'reference' is built in"),
         ("[targets.x]\nkind = 'pty'\ncancel_keys = []", "field 'cancel_keys' is []; expected"),
+        (
+            "[targets.x]\nkind = 'reference'\nproviders = ['antropic']",
+            "field 'providers': unknown provider 'antropic' (did you mean 'anthropic'?)",
+        ),
+        ("[targets.x]\nkind = 'reference'\nproviders = []", "field 'providers' is []; expected"),
+        (
+            "[targets.x]\nkind = 'reference'\nclose_within = 30",
+            "field 'close_within' is 30; expected seconds above 0 and at most 10, such as 0.5",
+        ),
     ],
 )
 def test_configuration_mistakes_name_file_target_and_field(
@@ -155,6 +161,105 @@ def test_configuration_mistakes_name_file_target_and_field(
     message = error_of("x")
     assert message.startswith("cancel-harness.toml: ")
     assert expected in message
+
+
+@pytest.mark.parametrize(
+    ("file", "toml", "expected"),
+    [
+        (
+            "cancel-harness.toml",
+            "[target.x]\nkind = 'reference'\n",
+            "cancel-harness.toml: [target.x] is never read; write [targets.x] "
+            "(targets live in [targets.NAME])",
+        ),
+        (
+            "cancel-harness.toml",
+            "[targets.y]\nkind = 'reference'\n[target.x]\nkind = 'reference'\n",
+            "[target.x] is never read; write [targets.x]",
+        ),
+        (
+            "pyproject.toml",
+            "[tool.cancel_harness.targets.x]\nkind = 'reference'\n",
+            "pyproject.toml: [tool.cancel_harness.targets] is never read; "
+            "write [tool.cancel-harness.targets]",
+        ),
+        (
+            "pyproject.toml",
+            "[tool.cancel-harness.target.x]\nkind = 'reference'\n",
+            "[tool.cancel-harness.target.x] is never read; write [tool.cancel-harness.targets.x]",
+        ),
+    ],
+)
+def test_a_misspelt_section_is_an_error_not_silence(
+    in_tmp: Path, file: str, toml: str, expected: str
+) -> None:
+    (in_tmp / file).write_text(toml)
+    assert expected in error_of("x")
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        (
+            "command = ['agent', '--url', '{base_urll}']",
+            "command: unknown placeholder {base_urll} (did you mean '{base_url}'?) in "
+            "'{base_urll}'; known: {base_url}, {api_key}, {ca_file}, {provider}; write {{ and }}",
+        ),
+        ("command = 'agent --key {apikey}'", "unknown placeholder {apikey} (did you mean"),
+        ("env = { KEY = '{api_key' }", "env KEY: '{api_key' has an unmatched brace; write {{"),
+        ("env = { CA = '{ca_file!r}' }", "placeholder {ca_file} takes no format"),
+        ("command = 'agent {}'", "unknown placeholder {} in '{}'"),
+    ],
+)
+def test_placeholders_are_checked_at_load_time(in_tmp: Path, fields: str, expected: str) -> None:
+    write(in_tmp / "cancel-harness.toml", f"[targets.x]\nkind = 'acp'\n{fields}\n")
+    with pytest.raises(TargetSpecError) as caught:
+        load_targets()
+    assert "cancel-harness.toml: target 'x': " in str(caught.value)
+    assert expected in str(caught.value)
+
+
+def test_a_spec_command_is_checked_like_a_configured_one() -> None:
+    assert "target 'acp:agent {bse_url}': command: unknown placeholder {bse_url}" in error_of(
+        "acp:agent {bse_url}"
+    )
+
+
+def test_placeholders_are_not_filled_in_a_url(in_tmp: Path) -> None:
+    write(in_tmp / "cancel-harness.toml", "[targets.x]\nkind = 'http'\nurl = 'http://{host}:1'\n")
+    assert "placeholders are not filled in a url" in error_of("x")
+
+
+def test_double_braces_are_literal_braces_in_the_agent_command(in_tmp: Path) -> None:
+    write(
+        in_tmp / "cancel-harness.toml",
+        """
+        [targets.x]
+        kind = "acp"
+        command = ["node", "-e", "run({{ url: '{base_url}' }})"]
+        env = { SETTINGS = '{{"key": "{api_key}"}}' }
+        """,
+    )
+    config = load_targets()["x"]
+    values = template_values(Endpoint("anthropic", "http://127.0.0.1:9", api_key="k"))
+    assert set(values) == set(PLACEHOLDERS)
+    assert config.command is not None
+    assert command_line(config.command, values)[-1] == "run({ url: 'http://127.0.0.1:9' })"
+    assert config.env["SETTINGS"].format_map(values) == '{"key": "k"}'
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        ("['escc']", "field 'cancel_keys': unknown key 'escc' (did you mean 'esc'?); use key"),
+        ("['ctrl-cc']", "unknown key 'ctrl-cc' (did you mean 'ctrl-c'?)"),
+        ("[{ txt = 'x' }]", "{'txt': 'x'} is neither a key name nor { text = \"...\" }"),
+        ("[{ text = '' }]", '{ text = "" } sends nothing'),
+    ],
+)
+def test_cancel_keys_are_names_or_explicit_text(in_tmp: Path, keys: str, expected: str) -> None:
+    write(in_tmp / "cancel-harness.toml", f"[targets.x]\nkind = 'pty'\ncancel_keys = {keys}\n")
+    assert expected in error_of("x")
 
 
 def test_a_target_defined_twice_is_an_error(in_tmp: Path) -> None:
@@ -169,83 +274,6 @@ def test_a_missing_program_is_caught_before_running(in_tmp: Path) -> None:
     assert "target 'pty:nope-xyz': program 'nope-xyz' not found" in error_of("pty:nope-xyz")
 
 
-# ------------------------------------------------------------------------- resolution
-
-
-def test_reference_wins_and_a_configured_name_comes_next(in_tmp: Path) -> None:
-    write(
-        in_tmp / "cancel-harness.toml",
-        """
-        [targets.pty]
-        kind = "reference"
-        capabilities_remove = ["tools", "compaction"]
-        """,
-    )
-    assert make_target("reference").name == "reference"
-    shadow = make_target("pty", ("provider-ignores-cancel",))
-    assert isinstance(shadow, ReferenceTarget)
-    assert shadow.name == "pty+provider-ignores-cancel"
-    assert Capability.TOOLS not in shadow.capabilities and Capability.CANCEL in shadow.capabilities
-
-
-def test_plain_pty_and_pty_command() -> None:
-    chat = make_target("pty", ("provider-ignores-cancel",))
-    assert isinstance(chat, PtyTarget) and chat.capabilities == REFERENCE_CHAT_CAPABILITIES
-    assert chat.command[-2:] == ["--defect", "provider-ignores-cancel"]
-    custom = make_target(f"pty:{sys.executable} -m my_tui")
-    assert isinstance(custom, PtyTarget)
-    assert custom.command == f"{sys.executable} -m my_tui"
-    assert custom.capabilities == {Capability.CANCEL}
-
-
-def test_acp_and_http_kinds_are_built_lazily(fake_kinds: None, in_tmp: Path) -> None:
-    plain = make_target("acp", ("provider-ignores-cancel",))
-    assert isinstance(plain, Recorder)
-    settings_args = plain.kwargs.pop("settings_args")
-    assert callable(settings_args)  # the reference agent's door takes scenario settings
-    assert plain.kwargs == {
-        "command": ["ref-acp", "provider-ignores-cancel"],
-        "defects": ("provider-ignores-cancel",),
-        "name": "acp",
-        "capabilities": frozenset({Capability.ACP, Capability.TIMEOUT}),
-    }
-    mine = make_target(f"acp:{sys.executable} -m agent")
-    assert isinstance(mine, Recorder)
-    assert mine.kwargs == {
-        "command": f"{sys.executable} -m agent",
-        "defects": (),
-        "capabilities": frozenset({Capability.ACP}),  # a stranger: the conservative default
-    }
-    for spec, url in [
-        ("http", None),
-        ("http:http://h:1", "http://h:1"),
-        ("https://h", "https://h"),
-    ]:
-        made = make_target(spec)
-        assert isinstance(made, Recorder) and made.kwargs == {"url": url, "defects": ()}
-    write(
-        in_tmp / "cancel-harness.toml",
-        f"""
-        [targets.agent]
-        kind = "acp"
-        command = ["{sys.executable}", "-m", "agent"]
-        env = {{ OPENAI_BASE_URL = "{{base_url}}" }}
-        startup_timeout = 90
-        capabilities = ["cancel", "acp"]
-        """,
-    )
-    configured = make_target("agent")
-    assert isinstance(configured, Recorder)
-    assert configured.kwargs == {
-        "command": [sys.executable, "-m", "agent"],
-        "env": {"OPENAI_BASE_URL": "{base_url}"},
-        "startup_timeout": 90.0,
-        "capabilities": frozenset({Capability.CANCEL, Capability.ACP}),
-        "defects": (),
-        "name": "agent",
-    }
-
-
 @pytest.mark.parametrize(
     ("spec", "expected"),
     [
@@ -255,6 +283,7 @@ def test_acp_and_http_kinds_are_built_lazily(fake_kinds: None, in_tmp: Path) -> 
         ("acp:", "target 'acp:' names no COMMAND; write acp:COMMAND, or plain acp"),
         ("http:", "target 'http:' names no URL"),
         ("http:localhost", "expected an http(s) URL, such as http:http://127.0.0.1:8000"),
+        ("acp:'unclosed", 'cannot parse the command "\'unclosed"'),
     ],
 )
 def test_unknown_and_incomplete_specs(spec: str, expected: str) -> None:
@@ -264,6 +293,12 @@ def test_unknown_and_incomplete_specs(spec: str, expected: str) -> None:
 def test_unknown_target_lists_the_configured_names(in_tmp: Path) -> None:
     write(in_tmp / "cancel-harness.toml", "[targets.alpha]\nkind = 'reference'\n")
     assert "(configured: alpha)" in error_of("beta")
+
+
+def test_a_broken_file_does_not_matter_to_a_spec_that_needs_no_name(in_tmp: Path) -> None:
+    write(in_tmp / "cancel-harness.toml", "[targets.x]\nkind = 'nope'\n")
+    assert make_target("reference").name == "reference"
+    assert "unknown target 'ftp:x'" in error_of("ftp:x")
 
 
 # --------------------------------------------------------------------------------- CLI
@@ -277,6 +312,26 @@ def test_run_target_name_from_cancel_harness_toml(
     assert cli.main([*argv, "--seed", "1"]) == 0
     out = capsys.readouterr().out
     assert "against mine" in out and "1 passed" in out.lower()
+
+
+@pytest.mark.parametrize(
+    "toml",
+    [
+        "[target.mine]\nkind = 'reference'\n",
+        "[targets.mine]\nkind = 'pty'\ncancel_keys = ['escc']\n",
+        "[targets.mine]\nkind = 'acp'\ncommand = 'agent {base_urll}'\n",
+    ],
+    ids=["singular-section", "key-typo", "placeholder-typo"],
+)
+def test_config_mistakes_exit_2_with_one_line_before_any_case_runs(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str], toml: str
+) -> None:
+    (in_tmp / "cancel-harness.toml").write_text(toml)
+    assert cli.main(["run", "--target", "mine", "--provider", "openai-chat"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""  # nothing ran
+    assert err.startswith("cancel-harness: error: cancel-harness.toml: ")
+    assert err.count("\n") == 1
 
 
 def test_run_unknown_target_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,6 +8,7 @@ Events are ordered with provider gates, ledger waits and the agent's own event s
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -23,7 +24,7 @@ from reference_agent.model import StopReason, ToolCall, Usage
 
 pytestmark = pytest.mark.anyio
 
-URL_KIND = {"openai-chat": "openai", "anthropic": "anthropic"}
+URL_KIND = {"openai-chat": "openai", "anthropic": "anthropic", "gemini": "gemini"}
 KINDS = pytest.mark.parametrize("kind", list(URL_KIND))
 WAIT = 5.0  # bound on every wait for a turn
 
@@ -227,6 +228,27 @@ async def test_tool_loop_persists_the_whole_exchange(provider: FakeProvider) -> 
         assert answer.content == outcome.text and not answer.tool_calls
         assert agent.usage(session) == call.usage + answer.usage == outcome.usage
     assert purposes(provider) == ["turn", "turn"]
+
+
+async def test_tool_loop_on_gemini_answers_each_call_by_name(provider: FakeProvider) -> None:
+    """Gemini's function calls may come without ids: the result goes back by name."""
+    echo_first(provider)
+    async with running(provider, "gemini") as (agent, _):
+        session = await agent.new_session()
+        outcome = await agent.ask(session, "echo hi", timeout=WAIT)
+        assert outcome.stop_reason is StopReason.COMPLETED
+        _, call, result, answer = agent.transcript(session)
+        assert [(c.name, c.arguments) for c in call.tool_calls] == [("echo", {"text": "hi"})]
+        assert (result.content, result.tool_call_id) == ("hi", call.tool_calls[0].id)
+        assert answer.content == outcome.text
+    first, second = provider.ledger.requests()
+    assert first.path == second.path == "/v1beta/models/gpt-4o:streamGenerateContent"
+    sent = json.loads(second.body)["contents"]
+    assert [c["role"] for c in sent] == ["user", "model", "user"]
+    assert sent[1]["parts"] == [{"functionCall": {"name": "echo", "args": {"text": "hi"}}}]
+    assert sent[2]["parts"] == [
+        {"functionResponse": {"name": "echo", "response": {"result": "hi"}}}
+    ]
 
 
 async def test_max_steps_ends_the_tool_loop_with_nothing_persisted(

@@ -24,7 +24,9 @@ from fake_providers.ledger import Outcome, now_ns
 from reference_agent.agent import Agent
 from reference_agent.config import AgentConfig
 from reference_agent.defects import ENV_VAR, Defect, Defects, UnknownDefectError
+from reference_agent.engine import TurnState
 from reference_agent.model import StopReason
+from reference_agent.policy import Policy
 from reference_agent.providers import CallHandle, ModelEvent, ModelRequest, ProviderClient
 
 WAIT = 5.0
@@ -328,3 +330,18 @@ async def test_cancel_all_sessions(provider: FakeProvider) -> None:
         await agent.cancel(one)
         assert (await other.wait(WAIT)).stop_reason is StopReason.CANCELLED
         await closed_by_client(provider, request_with(provider, body="quokka"), t, 0.1)
+
+
+async def test_several_defects_at_once_each_bring_their_bug_back() -> None:
+    """REFERENCE_AGENT_DEFECTS=a,b: both detours are in the one policy the agent is built with."""
+    config = AgentConfig.from_env(
+        environ={ENV_VAR: "backoff-ignores-cancel,drop-treated-as-cancel,stale-timeout-ignored"}
+    )
+    policy = Agent(config).policy
+    hooks = policy.retry_hooks(Agent(config), TurnState("t1", "s1", "hi"))
+    assert hooks.detached_backoff  # backoff-ignores-cancel
+    assert hooks.our_close(CallHandle())  # drop-treated-as-cancel
+    assert policy.client_config(config).stale_timeout == float("inf")  # stale-timeout-ignored
+    clean = Agent(AgentConfig()).policy
+    assert type(clean) is Policy
+    assert not clean.retry_hooks(Agent(config), TurnState("t1", "s1", "hi")).our_close(CallHandle())

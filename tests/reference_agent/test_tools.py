@@ -7,33 +7,22 @@ import re
 import signal
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import anyio
 import pytest
 
+from reference_agent.defective import policy_for
 from reference_agent.defects import Defect, Defects
 from reference_agent.model import ToolCall
+from reference_agent.process_table import live_processes
 from reference_agent.tools import ToolError, ToolRegistry, alive
 
 pytestmark = pytest.mark.anyio
 
-NO_DEFECTS = Defects()
-
 
 def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes in group `pgid`, from /proc."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            stat = (entry / "stat").read_bytes() if entry.name.isdigit() else b""
-        except OSError:
-            continue
-        if stat:
-            fields = stat[stat.rfind(b")") + 2 :].split()
-            if int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
-                found.append(int(entry.name))
-    return found
+    """Live (non-zombie) processes in group `pgid`."""
+    return [p.pid for p in live_processes() if p.pgid == pgid]
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -44,7 +33,7 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> Non
 
 
 async def cancel_once_running(
-    registry: ToolRegistry, call: ToolCall, defects: Defects, members: int
+    registry: ToolRegistry, call: ToolCall, members: int
 ) -> tuple[int, float, list[str]]:
     """Run `call`, cancel it once its group has `members` live processes.
 
@@ -61,7 +50,7 @@ async def cancel_once_running(
 
     async def run_tool() -> None:
         try:
-            await registry.run(call, defects=defects, on_started=on_started)
+            await registry.run(call, on_started=on_started)
             ended.append("returned")
         except anyio.get_cancelled_exc_class():
             ended.append("cancelled")
@@ -79,24 +68,24 @@ async def cancel_once_running(
 async def test_shell_returns_exit_code_and_combined_output() -> None:
     registry = ToolRegistry(tool_timeout=10)
     call = ToolCall("c1", "shell", {"command": "echo out; echo err >&2; exit 3"})
-    assert await registry.run(call, defects=NO_DEFECTS) == "exit 3\nout\nerr\n"
+    assert await registry.run(call) == "exit 3\nout\nerr\n"
     ok = ToolCall("c2", "shell", {"command": "printf 'a b'"})
-    assert await registry.run(ok, defects=NO_DEFECTS) == "exit 0\na b"
+    assert await registry.run(ok) == "exit 0\na b"
 
 
 async def test_echo_and_sleep() -> None:
     registry = ToolRegistry(tool_timeout=10)
     echo = ToolCall("c1", "echo", {"text": "hello"})
-    assert await registry.run(echo, defects=NO_DEFECTS) == "hello"
+    assert await registry.run(echo) == "hello"
     sleep = ToolCall("c2", "sleep", {"seconds": 0.01})
-    assert await registry.run(sleep, defects=NO_DEFECTS) == "slept 0.01 s"
+    assert await registry.run(sleep) == "slept 0.01 s"
     assert [s.name for s in registry.specs()] == ["echo", "shell", "sleep"]
 
 
 async def test_output_is_bounded() -> None:
     registry = ToolRegistry(tool_timeout=10, output_limit=1000)
     call = ToolCall("c1", "shell", {"command": "head -c 200000 /dev/zero | tr '\\0' x"})
-    result = await registry.run(call, defects=NO_DEFECTS)
+    result = await registry.run(call)
     assert result == "exit 0\n" + "x" * 1000 + "\n[output truncated]"
 
 
@@ -105,7 +94,7 @@ async def test_background_jobs_do_not_outlive_a_finished_command() -> None:
     registry = ToolRegistry(tool_timeout=10)
     call = ToolCall("c1", "shell", {"command": "sleep 30 & echo done"})
     with anyio.fail_after(5):
-        result = await registry.run(call, defects=NO_DEFECTS, on_started=pids.append)
+        result = await registry.run(call, on_started=pids.append)
     assert result == "exit 0\ndone\n"
     assert not alive(pids[0])
 
@@ -113,7 +102,7 @@ async def test_background_jobs_do_not_outlive_a_finished_command() -> None:
 async def test_cancel_kills_the_whole_process_group() -> None:
     registry = ToolRegistry(tool_timeout=60)
     call = ToolCall("c1", "shell", {"command": "sleep 30 & sleep 30"})
-    pgid, elapsed, ended = await cancel_once_running(registry, call, NO_DEFECTS, members=3)
+    pgid, elapsed, ended = await cancel_once_running(registry, call, members=3)
     assert ended == ["cancelled"]
     assert elapsed < 1.0
     assert not alive(pgid)
@@ -123,17 +112,17 @@ async def test_cancel_kills_the_whole_process_group() -> None:
 async def test_cancel_sigkills_a_group_that_ignores_sigterm() -> None:
     registry = ToolRegistry(tool_timeout=60, kill_grace=0.2)
     call = ToolCall("c1", "shell", {"command": "trap '' TERM; sleep 30 & sleep 30"})
-    pgid, elapsed, ended = await cancel_once_running(registry, call, NO_DEFECTS, members=3)
+    pgid, elapsed, ended = await cancel_once_running(registry, call, members=3)
     assert ended == ["cancelled"]
     assert 0.2 <= elapsed < 1.0
     assert not alive(pgid)
 
 
 async def test_defect_tool_survives_cancel_leaves_the_process_running() -> None:
-    registry = ToolRegistry(tool_timeout=60)
+    policy = policy_for(Defects.of([Defect.TOOL_SURVIVES_CANCEL]))
+    registry = ToolRegistry(tool_timeout=60, policy=policy)
     call = ToolCall("c1", "sleep", {"seconds": 30})
-    defects = Defects.of([Defect.TOOL_SURVIVES_CANCEL])
-    pgid, elapsed, ended = await cancel_once_running(registry, call, defects, members=1)
+    pgid, elapsed, ended = await cancel_once_running(registry, call, members=1)
     try:
         assert ended == ["cancelled"]
         assert elapsed < 0.5  # it stopped waiting at once...
@@ -148,9 +137,7 @@ async def test_cancel_before_start_spawns_nothing() -> None:
     registry = ToolRegistry(tool_timeout=60)
     with anyio.CancelScope() as scope:
         scope.cancel()
-        await registry.run(
-            ToolCall("c1", "sleep", {"seconds": 30}), defects=NO_DEFECTS, on_started=pids.append
-        )
+        await registry.run(ToolCall("c1", "sleep", {"seconds": 30}), on_started=pids.append)
     assert pids == []
 
 
@@ -159,7 +146,7 @@ async def test_timeout_raises_tool_error_and_kills_the_group() -> None:
     registry = ToolRegistry(tool_timeout=0.2)
     call = ToolCall("c1", "shell", {"command": "sleep 30 & sleep 30"})
     with anyio.fail_after(5), pytest.raises(ToolError, match=r"timed out after 0\.2 s"):
-        await registry.run(call, defects=NO_DEFECTS, on_started=pids.append)
+        await registry.run(call, on_started=pids.append)
     assert not alive(pids[0])
 
 
@@ -177,4 +164,4 @@ async def test_timeout_raises_tool_error_and_kills_the_group() -> None:
 )
 async def test_bad_calls_raise_tool_error(call: ToolCall, message: str) -> None:
     with pytest.raises(ToolError, match=re.escape(message)):
-        await ToolRegistry().run(call, defects=NO_DEFECTS)
+        await ToolRegistry().run(call)
