@@ -308,11 +308,13 @@ def _options(args: argparse.Namespace, registry: Registry, make: TargetMaker) ->
         raise UsageError(f"--tempo {args.tempo:g}: expected seconds above 0, such as 0.02")
     defects = tuple(parse_defect(d).value for d in getattr(args, "defect", []))
     target = getattr(args, "target", "reference")
-    make(target, defects)  # a bad --target fails here, before any case runs
+    made = make(target, defects)  # a bad --target fails here, before any case runs
     specs = registry.select(args.selectors)
     if not specs:
         raise UsageError("the catalogue is empty: no scenario modules in the scenarios package")
-    providers = list(dict.fromkeys(kinds))
+    # A target that declares the wire formats it speaks runs on those unless told otherwise.
+    spoken = getattr(made, "providers", None)
+    providers = list(dict.fromkeys(kinds or spoken or ()))
     cases = plan_cases(specs, providers)
     if not cases:
         raise UsageError(

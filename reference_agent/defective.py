@@ -222,6 +222,13 @@ class ToolSurvivesCancel(Policy):
 # -------------------------------------------------------------- I3 / I4: the dispatcher
 
 
+class DrainOnLeave(Policy):
+    """I1, the SDK form: a caller that stops reading leaves the stream draining to its end."""
+
+    def stops_when_left(self) -> bool:
+        return False  # the run reads its provider stream to the end, for nobody
+
+
 class LoseCancelBeforeStart(Policy):
     """I3: cancel only looks at active runs; an accepted run that has not started is missed."""
 
@@ -306,8 +313,11 @@ class AcpUpdateAfterResponse(Policy):
         if reason is StopReason.CANCELLED:
 
             async def straggle() -> None:
-                await anyio.sleep(0.005)  # the answer is queued by now; this lands behind it
-                await door.send_text(session_id, LATE_DELTA)
+                # A worker still draining the stream: chunks trickle out for a while after
+                # the answer, so (however loaded the machine) some land behind it.
+                for pause in (0.005, 0.02, 0.1):
+                    await anyio.sleep(pause)
+                    await door.send_text(session_id, LATE_DELTA)
 
             door.start_soon(straggle)
 
@@ -333,6 +343,7 @@ DETOURS: dict[Defect, type[Policy]] = {
     Defect.STALE_TIMEOUT_IGNORED: StaleTimeoutIgnored,
     Defect.DROP_TREATED_AS_CANCEL: DropTreatedAsCancel,
     Defect.CANCEL_ALL_SESSIONS: CancelAllSessions,
+    Defect.DRAIN_ON_LEAVE: DrainOnLeave,
     Defect.LOSE_CANCEL_BEFORE_START: LoseCancelBeforeStart,
     Defect.IDLE_CANCEL_POISONS_NEXT: IdleCancelPoisonsNext,
     Defect.QUEUED_FOLLOWUP_SURVIVES_CANCEL: QueuedFollowupSurvivesCancel,

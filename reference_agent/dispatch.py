@@ -233,9 +233,8 @@ class Dispatcher:
         """The stream's only consumer stopped reading: nobody wants the answer any more, so
         its run stops as if cancelled, and its provider connection closes at once (I1)."""
         run = self._runs[stream_id]
-        if self.defects.on(Defect.DRAIN_ON_LEAVE):
-            return  # DEFECT: the run reads its provider stream to the end, for nobody
-        await self.cancel(run.session_id, stream_id)
+        if self.policy.stops_when_left():
+            await self.cancel(run.session_id, stream_id)
 
     # ------------------------------------------------------------------- streams
 

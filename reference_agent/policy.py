@@ -158,6 +158,10 @@ class Policy:
         """An unnamed cancel stops the active run and drops every queued one (I3)."""
         return [run for run in (active, *queued) if run is not None]
 
+    def stops_when_left(self) -> bool:
+        """A run whose only consumer stopped reading stops, closing its stream at once (I1)."""
+        return True
+
     def cancel_reaches_unstarted(self) -> bool:
         """A run accepted but not started yet takes a pending cancel (I3)."""
         return True

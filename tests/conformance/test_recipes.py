@@ -9,7 +9,7 @@ import pytest
 
 from conformance.recipes import CachePaths, render, target_tables
 from harness.target import Capability, Endpoint
-from harness.targets.config import parse_target
+from harness.targets.config_files import parse_target
 from harness.targets.process import command_line, environment, template_values
 
 ENDPOINT = Endpoint("openai-chat", "http://127.0.0.1:4321/v1", "sk-test")

@@ -21,6 +21,7 @@ from harness.targets.acp import (
 )
 from harness.targets.http import DEFAULT_CAPABILITIES as HTTP_CAPABILITIES
 from harness.targets.http import HttpTarget
+from harness.targets.process import PROCESS_CLOSE_WITHIN
 from harness.targets.pty import REFERENCE_CHAT_CAPABILITIES, PtyTarget
 from harness.targets.reference import ReferenceTarget, reference_cli_args
 
@@ -166,7 +167,11 @@ def test_providers_and_close_within_are_on_every_target(in_tmp: Path) -> None:
     for spec in ("reference", "acp", "http", "pty", "python:my_adapter:make"):
         unset = make_target(spec)
         assert getattr(unset, "providers", None) is None
-        assert getattr(unset, "close_within", None) is None
+    # Unset, the bound is the kind's: the scenario's own in process, wider across a pipe.
+    assert getattr(make_target("reference"), "close_within", None) is None
+    assert getattr(make_target("python:my_adapter:make"), "close_within", None) is None
+    for spec in ("acp", "http", "pty"):
+        assert getattr(make_target(spec), "close_within", None) == PROCESS_CLOSE_WITHIN
 
 
 def test_a_python_target_is_made_once_even_when_its_capabilities_change(in_tmp: Path) -> None:
@@ -199,3 +204,16 @@ def test_listing_the_catalogue_imports_no_target_kind() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.splitlines()[-1] == "[]"
+
+
+def test_run_uses_the_wire_formats_a_target_declares(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from harness import cli
+
+    configure(in_tmp, "[targets.mine]\nkind = 'reference'\nproviders = ['anthropic']\n")
+    argv = ["run", "esc.before-first-byte", "--target", "mine", "--seed", "1"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "esc.before-first-byte[anthropic]" in out or "1 passed" in out
+    assert "1 case(s) against mine" in out
