@@ -342,12 +342,25 @@ class AcpTarget:
             await self.conn.prompt(session_id=turn.session_id, prompt=[acp.text_block(prompt)])
         except Exception as exc:  # the answer itself is read by the pipe; this is the rest
             if turn.answer_ns is None:
-                turn.error = f"{type(exc).__name__}: {exc}"
+                turn.error = f"{type(exc).__name__}: {exc}" + await self._exit_story()
                 if turn in self._unsent.get(turn.session_id, ()):
                     self._unsent[turn.session_id].remove(turn)
         finally:
             turn.sent.set()
             turn.done.set()
+
+    async def _exit_story(self) -> str:
+        """`; the agent exited with status N; stderr: ...` when the agent process is gone."""
+        process = self._process.process if self._process is not None else None
+        if process is None:
+            return ""
+        with anyio.move_on_after(0.5):  # a closed pipe means it is exiting; let it finish
+            await process.wait()
+        if process.returncode is None:
+            return ""
+        assert self._process is not None
+        tail = " | ".join(self._process.stderr_tail().splitlines()[-3:])
+        return f"; the agent exited with status {process.returncode}; stderr: {tail}"
 
     async def cancel(self, session_id: str, stream_id: str | None = None) -> CancelAck:
         """session/cancel (a notification: the prompt's answer tells how the turn ended)."""
@@ -412,6 +425,12 @@ class AcpTarget:
         try:
             with anyio.fail_after(self.startup_timeout):
                 await self.conn.load_session(cwd=os.getcwd(), session_id=session_id, mcp_servers=[])
+        except Exception:
+            # Some agents refuse to load a session that has no turn yet (they persist it on
+            # the first prompt): its state is empty, which is what the caller sees too.
+            if not any(t.session_id == session_id for t in self._turns.values()):
+                return Transcript()
+            raise
         finally:
             self._replay.pop(session_id, None)
         chunks = [(REPLAY_ROLES[u.kind], u.text) for u in replay if u.kind in REPLAY_ROLES]

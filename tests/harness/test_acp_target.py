@@ -7,6 +7,7 @@ Every ACP scenario passes on the clean reference agent and fails on each defect 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +16,7 @@ from harness.cases import Case, RunConfig, Status
 from harness.runner import Runner
 from harness.scenario import load_catalogue
 from harness.target import AgentSettings, Capability, Endpoint, TargetStartError
-from harness.targets.acp import AcpTarget, reference_acp_command
+from harness.targets.acp import THIRD_PARTY_CAPABILITIES, AcpTarget, reference_acp_command
 
 pytestmark = pytest.mark.anyio
 
@@ -108,3 +109,44 @@ async def test_a_command_that_never_answers_initialize_times_out(provider: FakeP
         await AcpTarget(command=silent, startup_timeout=0.5).start(
             endpoint(provider), AgentSettings()
         )
+
+
+# An ACP agent that starts fine, then dies when asked for a turn, before calling any model.
+DIES_ON_PROMPT = r"""
+import json, sys
+for line in sys.stdin:
+    msg = json.loads(line)
+    method, rid = msg.get("method"), msg.get("id")
+    if method == "initialize":
+        result = {"protocolVersion": 1, "agentCapabilities": {}}
+    elif method == "session/new":
+        result = {"sessionId": "s1"}
+    elif method == "session/prompt":
+        sys.stderr.write("pydantic ValidationError: model settings invalid\n")
+        sys.exit(3)
+    else:
+        continue
+    print(json.dumps({"jsonrpc": "2.0", "id": rid, "result": result}), flush=True)
+"""
+
+
+async def test_an_agent_that_dies_before_calling_the_model_is_reported_as_such(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "dies.py"
+    script.write_text(DIES_ON_PROMPT)
+
+    def target() -> AcpTarget:
+        return AcpTarget(
+            command=[sys.executable, str(script)],
+            startup_timeout=WAIT,
+            capabilities=THIRD_PARTY_CAPABILITIES,
+        )
+
+    runner = Runner(RunConfig(seed=1), target)
+    result = await runner.run_case(Case(CATALOGUE.get("esc.mid-stream"), "openai-chat"))
+    assert result.status is Status.ERROR
+    assert result.message.startswith("the agent failed before the cancel was staged: turn ")
+    assert "before its model call was held at gate 'main': no request reached" in result.message
+    assert "the agent exited with status 3" in result.message
+    assert "pydantic ValidationError: model settings invalid" in result.message
