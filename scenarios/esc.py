@@ -113,11 +113,9 @@ async def esc_during_compaction(ctx: ScenarioContext) -> None:
     # The compaction call summarises the history: side traffic that carries the first prompt.
     ctx.fault(hold(before=3, gate="compaction"), on=side_of(first), times=1)
     turn = await stream_held(ctx, session, "And now?", "compaction")
+    (held,) = [r for r in ctx.provider.ledger.requests() if r.outcome is None]
     await ctx.cancel(session)
-    held = [r for r in ctx.provider.ledger.requests() if r.outcome is None]
-    await ctx.checks.connection_closed_within(
-        ctx.tempo(2), connection_id=held[0].connection_id if held else None
-    )
+    await ctx.checks.connection_closed_within(ctx.tempo(2), connection_id=held.connection_id)
     out = await ctx.outcome(turn)
     ctx.checks.stop_reason(out, "cancelled")
     await ctx.checks.no_request_after(ctx.tempo(10))
