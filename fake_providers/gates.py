@@ -48,11 +48,6 @@ class Gate:
             lambda: self._arrivals >= count, timeout, f"{count} stream(s) at gate {self.name!r}"
         )
 
-    def wait_reached_blocking(self, count: int = 1, timeout: float | None = 10.0) -> None:
-        self._changed.wait_until_blocking(
-            lambda: self._arrivals >= count, timeout, f"{count} stream(s) at gate {self.name!r}"
-        )
-
     async def pass_through(self) -> None:
         """Called by the server when a stream reaches the gate; returns once it is open."""
         with self._lock:

@@ -13,7 +13,7 @@ import hashlib
 import threading
 import time
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -335,7 +335,7 @@ class Ledger:
         self._changed.notify()
         self._emit(LedgerEvent("response", self.connection(req.connection_id), req))
 
-    def events_written(self, req: RequestRecord, sizes: list[int]) -> None:
+    def events_written(self, req: RequestRecord, sizes: Sequence[int]) -> None:
         """Record events that just went into the socket, all stamped with the same instant."""
         t = now_ns()
         with self._lock:
@@ -477,13 +477,6 @@ class Ledger:
 
         where = f"request #{request_ordinal}" if request_ordinal else "any request"
         return await self.wait_for(ready, timeout, f"{count} events written on {where}")
-
-    async def wait_for_close(self, connection_id: int, timeout: float = 5.0) -> ConnectionRecord:
-        def closed(ledger: Ledger) -> ConnectionRecord | None:
-            conn = ledger.connection(connection_id)
-            return None if conn.open else conn
-
-        return await self.wait_for(closed, timeout, f"connection #{connection_id} to close")
 
     def to_json(self, *, events: bool = True, bodies: bool = False) -> dict[str, Any]:
         with self._lock:

@@ -2,9 +2,9 @@
 
 Per connection, one task reads the socket for the whole life of the connection, so a
 client close is noticed at once even while the response is idle (hanging, held at a gate,
-between paced events); a second task writes the response by following the request's
-`Schedule`. Unpaced events are coalesced into one write per pause point, so a fast
-stream does not pay a syscall per event.
+between paced events); a second task carries out the commands of the request's response
+player (`fake_providers.player`). Every decision about what goes on the wire is the
+player's; this module only does the IO, records it in the ledger, and survives any input.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ import json
 import socket
 import ssl
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, assert_never
 
 import anyio
 import anyio.abc
@@ -24,7 +23,6 @@ import h11
 from anyio.abc import SocketAttribute
 from anyio.streams.tls import TLSStream
 
-from fake_providers.faults import TERMINAL_ACTIONS, Action, Schedule
 from fake_providers.gates import GateRegistry
 from fake_providers.ledger import (
     CloseKind,
@@ -35,14 +33,27 @@ from fake_providers.ledger import (
     RequestRecord,
     now_ns,
 )
+from fake_providers.player import (
+    SERVER_HEADER,
+    AwaitGate,
+    Close,
+    Finish,
+    Paced,
+    PacedRun,
+    Park,
+    Player,
+    Reply,
+    Respond,
+    SleepUntil,
+    Write,
+    play,
+)
 from fake_providers.rules import PlanResolver, PlanSelection, RequestView
 from fake_providers.wire import RequestError, RequestFacts, WireFormat, route
 from fake_providers.wire.routes import models_list_body
-from fake_providers.writer import Cursor, PacedRun, Pacer, Sink
+from fake_providers.writer import Pacer, Sink
 
 MAX_BODY = 8 * 1024 * 1024
-BATCH_BYTES = 64 * 1024
-SERVER_HEADER = (b"server", b"cancel-harness-fake-provider")
 
 
 @dataclass(slots=True, eq=False)
@@ -285,21 +296,82 @@ class ProviderServer:
             status, payload = prepared
             await self._send_simple(conn, status, payload, [], req=req)
             return Outcome.COMPLETE
-        plan = prepared.selection.plan
-        schedule = plan.compile(request_ordinal=req.ordinal)
-        for action in schedule.before_headers:
-            await self._pause(conn, req, action, position=0)
-        if schedule.error is not None:
-            err = schedule.error
-            headers = []
-            if err.retry_after is not None:
-                headers.append((b"retry-after", f"{err.retry_after:g}".encode()))
-            if err.retry_after_ms is not None:
-                headers.append((b"retry-after-ms", str(err.retry_after_ms).encode()))
-            payload = prepared.wire.error_body(err.status, _status_message(err.status))
-            await self._send_simple(conn, err.status, payload, headers, req=req)
-            return Outcome.COMPLETE
-        return await self._stream(conn, req, prepared, schedule)
+        wire, facts, selection = prepared.wire, prepared.facts, prepared.selection
+        completion = selection.plan.content.build(
+            model=facts.model,
+            response_id=f"{wire.kind.id_prefix}fake{req.ordinal:06d}",
+            created=1_700_000_000 + req.ordinal,
+            max_tokens=facts.max_tokens,
+            input_tokens=max(1, req.body_size // 4),
+        )
+        player = play(
+            selection.plan.compile(request_ordinal=req.ordinal),
+            wire,
+            completion,
+            facts,
+            media_type=prepared.media_type,
+            chunked=conn.h11.their_http_version == b"1.1",
+            now=anyio.current_time(),
+        )
+        return await self._carry_out(conn, req, player, selection.describe())
+
+    async def _carry_out(
+        self, conn: _Conn, req: RequestRecord, player: Player, plan: str
+    ) -> Outcome:
+        """Do what the player says, one command at a time; it decides, we only do IO."""
+        sink = Sink(conn.stream, conn.raw)
+        head = b""  # the response head goes out with the first write
+        command = next(player)
+        while True:
+            match command:
+                case Respond(status=status, headers=headers):
+                    response = h11.Response(status_code=status, headers=list(headers))
+                    head = conn.h11.send(response) or b""
+                    self.ledger.response_started(req, status, plan)
+                case Write(data=data, events=events, rate=rate):
+                    await sink.send(head + data, rate)
+                    head = b""
+                    if events:
+                        self.ledger.events_written(req, events)
+                case Paced(run=run):
+                    await self._paced(sink, req, run)
+                case SleepUntil(t=t, note=note):
+                    if note:
+                        self.ledger.held(req, note)
+                    await anyio.sleep_until(t)
+                case AwaitGate(gate=gate, note=note):
+                    self.ledger.held(req, note)
+                    await self.gates.get(gate).pass_through()
+                case Park(note=note):
+                    self.ledger.held(req, note)
+                    raise _Parked
+                case Finish(data=data, events=events, outcome=outcome, rate=rate):
+                    end = conn.h11.send(h11.EndOfMessage()) or b""
+                    await sink.send(head + data + end, rate)
+                    if events:
+                        self.ledger.events_written(req, events)
+                    await self._finish_cycle(conn)
+                    return outcome
+                case Close(kind=kind):
+                    await self._close(conn, kind)
+                    return Outcome.SERVER_RESET if kind is CloseKind.RST else Outcome.SERVER_CLOSED
+                case Reply(status=status, headers=headers, body=payload):
+                    await self._send_simple(conn, status, payload, list(headers), req=req)
+                    return Outcome.COMPLETE
+                case _:
+                    assert_never(command)
+            command = player.send(anyio.current_time())
+
+    async def _paced(self, sink: Sink, req: RequestRecord, run: PacedRun) -> None:
+        # The shared timer writes straight into the transport; TLS goes the slow way.
+        if sink.transport is not None:
+            await self.pacer.play(run, sink, self.ledger, req)
+            return
+        while run.more:
+            await anyio.sleep_until(run.next_due)
+            data, size = run.step()
+            await sink.send(data)
+            self.ledger.event_written(req, size)
 
     def _prepare(
         self, req: RequestRecord, method: str, path: str, query: str, body: bytes
@@ -353,102 +425,6 @@ class ProviderServer:
             )
         return _Prepared(wire, facts, selection, found.stream_media_type, decoded)
 
-    async def _stream(
-        self, conn: _Conn, req: RequestRecord, prepared: _Prepared, schedule: Schedule
-    ) -> Outcome:
-        wire, facts = prepared.wire, prepared.facts
-        completion = prepared.selection.plan.content.build(
-            model=facts.model,
-            response_id=f"{wire.kind.id_prefix}fake{req.ordinal:06d}",
-            created=1_700_000_000 + req.ordinal,
-            max_tokens=facts.max_tokens,
-            input_tokens=max(1, req.body_size // 4),
-        )
-        if facts.stream:
-            events: Iterator[bytes] = iter(wire.stream_events(completion, facts))
-            content_type = prepared.media_type.encode()
-            headers = [(b"content-type", content_type), (b"cache-control", b"no-cache")]
-        else:
-            events = iter([wire.json_body(completion, facts)])
-            headers = [(b"content-type", b"application/json")]
-        headers.append(SERVER_HEADER)
-        self.ledger.response_started(req, 200, prepared.selection.describe())
-        head = conn.h11.send(h11.Response(status_code=200, headers=headers)) or b""
-        sink = Sink(conn.stream, conn.raw, chunked=conn.h11.their_http_version == b"1.1")
-        out = _Out(self, req, sink, schedule.drip)
-        out.framed += head
-        due = schedule.due()
-        start = anyio.current_time()
-        # The pacer writes straight into the transport; TLS and drip go the slow way.
-        pacer = self.pacer if schedule.pace and not schedule.drip and sink.transport else None
-        cursor = Cursor(events)
-        while cursor.current is not None:
-            for action in schedule.at(cursor.position, last=cursor.last):
-                if action.kind in ("hold", "hang") or schedule.drip:
-                    await out.flush()
-                if action.kind == "malformed":
-                    out.event(wire.malformed_event())
-                    continue
-                if action.kind in TERMINAL_ACTIONS:
-                    return await self._terminate(conn, out, action, wire, completion)
-                await self._pause(conn, req, action, cursor.position)
-            if schedule.pace is not None:
-                deadline = start + next(due)
-                if pacer is not None and not cursor.last:
-                    await out.flush()
-                    run = PacedRun(
-                        cursor=cursor,
-                        stop=schedule.next_position(cursor.position),
-                        offsets=due,
-                        start=start,
-                        sink=sink,
-                        ledger=self.ledger,
-                        request=req,
-                        next_due=deadline,
-                    )
-                    await pacer.play(run)
-                    continue
-                if deadline > anyio.current_time():
-                    await out.flush()
-                    await anyio.sleep_until(deadline)
-            out.event(cursor.current)
-            if out.size >= BATCH_BYTES or schedule.pace is not None:
-                await out.flush()
-            cursor.advance()
-        out.end(conn.h11.send(h11.EndOfMessage()) or b"")
-        await out.flush()
-        await self._finish_cycle(conn)
-        return Outcome.COMPLETE
-
-    async def _terminate(
-        self, conn: _Conn, out: _Out, action: Action, wire: WireFormat, completion: Any
-    ) -> Outcome:
-        if action.kind == "error":
-            out.event(wire.stream_error_event(action.message, completion))
-            out.end(conn.h11.send(h11.EndOfMessage()) or b"")
-            await out.flush()
-            await self._finish_cycle(conn)
-            return Outcome.STREAM_ERROR
-        await out.flush()
-        kind = CloseKind.RST if action.kind == "reset" else CloseKind.FIN
-        await self._close(conn, kind)
-        return Outcome.SERVER_RESET if kind is CloseKind.RST else Outcome.SERVER_CLOSED
-
-    async def _pause(self, conn: _Conn, req: RequestRecord, action: Action, position: int) -> None:
-        if action.kind == "hold" and action.hold is not None:
-            gate = action.hold.gate or self.gates.get(action.hold.gate_name)
-            where = (
-                "headers" if position == 0 and action.hold.before == 0 else f"event {position + 1}"
-            )
-            self.ledger.held(req, f"held before {where} at gate {gate.name!r}")
-            await gate.pass_through()
-        elif action.kind == "hang" and action.duration is None:
-            self.ledger.held(req, f"hanging after {position} events until the client leaves")
-            raise _Parked
-        elif action.kind == "hang" and action.duration is not None:
-            self.ledger.held(req, f"hanging {action.duration:g}s after {position} events")
-            await anyio.sleep(action.duration)
-
     async def _send_simple(
         self,
         conn: _Conn,
@@ -496,64 +472,6 @@ class _Parked(Exception):
     """The response hangs until the client leaves: nothing more will be written."""
 
 
-class _Out:
-    """A response's pending bytes: framed bytes (headers, end) and raw events to frame."""
-
-    __slots__ = ("body", "drip", "framed", "request", "server", "sink", "sizes")
-
-    def __init__(
-        self, server: ProviderServer, request: RequestRecord, sink: Sink, drip: float | None
-    ):
-        self.server = server
-        self.request = request
-        self.sink = sink
-        self.drip = drip
-        self.framed = bytearray()
-        self.body = bytearray()
-        self.sizes: list[int] = []
-
-    @property
-    def size(self) -> int:
-        return len(self.body)
-
-    def event(self, data: bytes) -> None:
-        self.body += data
-        self.sizes.append(len(data))
-
-    def end(self, trailer: bytes) -> None:
-        self._fold()
-        self.framed += trailer
-
-    def _fold(self) -> None:
-        if self.body:
-            self.framed += self.sink.frame(self.body)
-            self.body.clear()
-
-    async def flush(self) -> None:
-        """Send everything pending as one write (one HTTP chunk for all pending events)."""
-        self._fold()
-        if not self.framed:
-            return
-        data = bytes(self.framed)
-        self.framed.clear()
-        if self.drip:
-            await _drip(self.sink, data, self.drip)
-        else:
-            await self.sink.send(data)
-        if self.sizes:
-            self.server.ledger.events_written(self.request, self.sizes)
-            self.sizes = []
-
-
-async def _drip(sink: Sink, data: bytes, rate: float) -> None:
-    # Trickle against absolute deadlines in ticks of at most 10 ms, so the rate holds.
-    tick = max(1, int(rate / 100))
-    start = anyio.current_time()
-    for sent in range(0, len(data), tick):
-        await anyio.sleep_until(start + sent / rate)
-        await sink.stream.send(data[sent : sent + tick])
-
-
 def _close_kind(exc: BaseException) -> CloseKind:
     cause = exc.__cause__
     if isinstance(cause, BrokenPipeError | ConnectionResetError | ConnectionAbortedError):
@@ -580,19 +498,3 @@ def _json_headers(payload: bytes, *, close: bool = False) -> list[tuple[bytes, b
 
 def _error_json(message: str, kind: str) -> bytes:
     return json.dumps({"error": {"message": message, "type": kind}}).encode()
-
-
-_STATUS_MESSAGES = {
-    408: "Request timed out (injected fault).",
-    409: "Conflict (injected fault).",
-    429: "Rate limit reached (injected fault).",
-    500: "The server had an error (injected fault).",
-    502: "Bad gateway (injected fault).",
-    503: "Service unavailable (injected fault).",
-    504: "Gateway timeout (injected fault).",
-    529: "Overloaded (injected fault).",
-}
-
-
-def _status_message(status: int) -> str:
-    return _STATUS_MESSAGES.get(status, f"HTTP {status} (injected fault).")

@@ -7,18 +7,20 @@ import itertools
 import pytest
 
 from fake_providers.faults import (
+    FAULTS,
     CloseAfter,
     FaultPlan,
     FaultSpecError,
     HangAfter,
     HangBeforeHeaders,
     Hold,
-    HttpError,
     Match,
     Pace,
     ResetAfter,
     parse_rule,
 )
+from fake_providers.faults.schedule import Cut, Silence, WaitAtGate
+from fake_providers.ledger import CloseKind
 from fake_providers.rules import PlanResolver, RequestView
 
 
@@ -64,6 +66,16 @@ def test_spec_builds_the_named_steps_in_order() -> None:
 )
 def test_spec_round_trips(spec: str) -> None:
     plan = FaultPlan.parse(spec)
+    assert FaultPlan.parse(plan.spec()) == plan
+
+
+@pytest.mark.parametrize(
+    "example",
+    sorted({e.split(" (")[0] for fault in FAULTS for e in fault.examples.values()}),
+)
+def test_every_registered_faults_examples_round_trip(example: str) -> None:
+    plan = FaultPlan.parse(example)
+    assert plan.steps
     assert FaultPlan.parse(plan.spec()) == plan
 
 
@@ -113,22 +125,22 @@ def test_semicolons_separate_tokens_too() -> None:
 
 def test_schedule_places_actions_between_events() -> None:
     schedule = FaultPlan.parse("hold-before=3,hang-after=5,reset-after=5").compile()
-    assert [a.kind for a in schedule.at(2)] == ["hold"]  # before event 3 = after 2 events
-    assert [a.kind for a in schedule.at(5)] == ["hang", "reset"]
+    assert schedule.at(2) == (WaitAtGate("default"),)  # before event 3 = after 2 events
+    assert schedule.at(5) == (Silence(None), Cut(CloseKind.RST))
     assert schedule.at(4) == ()
 
 
 def test_faults_past_the_end_happen_before_the_last_event() -> None:
     schedule = FaultPlan.parse("close-after=500").compile()
     assert schedule.at(10) == ()
-    assert [a.kind for a in schedule.at(10, last=True)] == ["close"]
+    assert schedule.at(10, last=True) == (Cut(CloseKind.FIN),)
 
 
 def test_before_headers_actions_and_error_status() -> None:
     schedule = FaultPlan.parse("hang-before-headers=1s,status=429,retry-after=2").compile()
-    assert [a.kind for a in schedule.before_headers] == ["hang"]
-    assert schedule.before_headers[0].duration == 1.0
-    assert schedule.error == HttpError(429, retry_after=2.0)
+    assert schedule.before_headers == (Silence(1.0),)
+    assert schedule.refusal is not None
+    assert (schedule.refusal.status, schedule.refusal.headers) == (429, ((b"retry-after", b"2"),))
 
 
 def test_pace_deadlines_are_absolute_so_they_never_drift() -> None:
