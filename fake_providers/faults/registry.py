@@ -13,6 +13,7 @@ from fake_providers.faults.malformed import Malformed
 from fake_providers.faults.pace import Pace
 from fake_providers.faults.reset_after import ResetAfter
 from fake_providers.faults.stream_error import StreamError
+from fake_providers.faults.truncate_after import TruncateAfter
 
 FAULTS: tuple[type[Fault], ...] = (
     Pace,
@@ -25,6 +26,7 @@ FAULTS: tuple[type[Fault], ...] = (
     StreamError,
     Malformed,
     Hold,
+    TruncateAfter,
 )
 
 OWNER: dict[str, type[Fault]] = {key: fault for fault in FAULTS for key in fault.keys}
