@@ -48,7 +48,9 @@ class HttpError(Fault):
         text = spec["status"] or ""
         if not text.isdigit() or len(text) != 3 or int(text) not in ERROR_STATUSES:
             valid = ", ".join(str(s) for s in sorted(ERROR_STATUSES))
-            raise FaultSpecError(f"status={text}: expected an error status, one of {valid}")
+            raise FaultSpecError(
+                f"status={values.shown(text)}: expected an error status, one of {valid}"
+            )
         after = spec.get("retry-after")
         after_ms = spec.get("retry-after-ms")
         return cls(

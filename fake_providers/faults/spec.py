@@ -63,7 +63,8 @@ def _tokens(spec: str) -> list[tuple[str, str | None]]:
             raise FaultSpecError(_unknown(key, spec))
         if key in seen and key not in REPEATABLE:
             raise FaultSpecError(
-                f"'{key}' is given twice ({key}={seen[key]} and {key}={value}); keep one"
+                f"'{key}' is given twice ({key}={values.shown(seen[key] or '')} and "
+                f"{key}={values.shown(value or '')}); keep one"
             )
         flag = key in OWNER and key in OWNER[key].flags
         if (value is None or value == "") and not flag:
@@ -116,12 +117,18 @@ def _match(given: dict[str, str]) -> Match:
         try:
             fields["kind"] = ProviderKind.parse(given["kind"]).value
         except UnknownProviderKind as exc:
+            valid = ", ".join(k.value for k in ProviderKind)
+            if len(given["kind"]) > 40:
+                raise FaultSpecError(
+                    f"kind={values.shown(given['kind'])}: use one of {valid}"
+                ) from None
             raise FaultSpecError(f"kind={given['kind']}: {exc}") from None
     if "header" in given:
         name, colon, pattern = given["header"].partition(":")
         if not colon or not name.strip():
             raise FaultSpecError(
-                f"header={given['header']}: expected NAME:VALUE, such as header=x-title:*"
+                f"header={values.shown(given['header'])}: expected NAME:VALUE, "
+                "such as header=x-title:*"
             )
         fields["header"] = (name.strip().lower(), pattern.strip())
     if "nth" in given:

@@ -19,8 +19,22 @@ _NUMBER = re.compile(r"^-?\d{1,19}(?:\.\d{1,9})?$")
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
 
 
+_ONE_LINE = {**{i: f"\\x{i:02x}" for i in range(32)}, 0x7F: "\\x7f"}
+
+
 class FaultSpecError(ValueError):
-    """A fault spec that cannot be understood; the message names the bad token and the fix."""
+    """A fault spec that cannot be understood; the message names the bad token and the fix.
+
+    Always one line: control characters from the spec are shown escaped.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message.translate(_ONE_LINE))
+
+
+def shown(text: str) -> str:
+    """A value as an error message quotes it: long ones are cut, so the message stays short."""
+    return text if len(text) <= 40 else f"{text[:20]}...({len(text)} characters)"
 
 
 def duration(text: str, *, key: str, positive: bool = False) -> float:
@@ -28,15 +42,17 @@ def duration(text: str, *, key: str, positive: bool = False) -> float:
     m = _DURATION.match(text.strip())
     if not m:
         raise FaultSpecError(
-            f"{key}={text}: expected a duration with a unit, such as 50ms, 1.5s or 2m"
+            f"{key}={shown(text)}: expected a duration with a unit, such as 50ms, 1.5s or 2m"
         )
     if m.group(1):
-        raise FaultSpecError(f"{key}={text}: a duration cannot be negative; use 0 or more")
+        raise FaultSpecError(f"{key}={shown(text)}: a duration cannot be negative; use 0 or more")
     seconds = float(m.group(2)) * _UNITS[m.group(3)]
     if positive and seconds <= 0:
-        raise FaultSpecError(f"{key}={text}: expected a duration above 0, such as {key}=50ms")
+        raise FaultSpecError(
+            f"{key}={shown(text)}: expected a duration above 0, such as {key}=50ms"
+        )
     if seconds > MAX_DURATION:
-        raise FaultSpecError(f"{key}={text}: at most 24h (86400s) is allowed")
+        raise FaultSpecError(f"{key}={shown(text)}: at most 24h (86400s) is allowed")
     return seconds
 
 
@@ -46,9 +62,9 @@ def whole(
     """A whole number in [low, high]; `noun` says what it counts in the message."""
     what = f"a whole number of {noun}" if noun else "a whole number"
     if not text.isascii() or not text.isdigit():
-        raise FaultSpecError(f"{key}={text}: expected {what}, such as {key}={example}")
+        raise FaultSpecError(f"{key}={shown(text)}: expected {what}, such as {key}={example}")
     if len(text.lstrip("0")) > len(str(high)) or not low <= int(text) <= high:
-        raise FaultSpecError(f"{key}={text}: expected {what} from {low} to {high:,}")
+        raise FaultSpecError(f"{key}={shown(text)}: expected {what} from {low} to {high:,}")
     return int(text)
 
 
@@ -62,7 +78,7 @@ def rate(text: str, *, key: str) -> float:
     m = re.match(r"^(\d{1,10}(?:\.\d{1,9})?)(?:b/s|bps)?$", text.lower())
     if not m or not 0 < float(m.group(1)) <= MAX_RATE:
         raise FaultSpecError(
-            f"{key}={text}: expected bytes per second above 0 (at most {MAX_RATE:,.0f}), "
+            f"{key}={shown(text)}: expected bytes per second above 0 (at most {MAX_RATE:,.0f}), "
             f"such as {key}=200"
         )
     return float(m.group(1))
@@ -71,10 +87,10 @@ def rate(text: str, *, key: str) -> float:
 def seconds(text: str, *, key: str) -> float:
     """Plain seconds, as in a `retry-after` header: 0 to one day."""
     if not _NUMBER.match(text):
-        raise FaultSpecError(f"{key}={text}: expected seconds, such as {key}=1")
+        raise FaultSpecError(f"{key}={shown(text)}: expected seconds, such as {key}=1")
     value = float(text)
     if not 0 <= value <= MAX_DURATION:
-        raise FaultSpecError(f"{key}={text}: expected seconds from 0 to {MAX_DURATION:.0f}")
+        raise FaultSpecError(f"{key}={shown(text)}: expected seconds from 0 to {MAX_DURATION:.0f}")
     return value
 
 
@@ -83,7 +99,7 @@ def boolean(text: str, *, key: str) -> bool:
         return True
     if text.lower() in {"false", "no", "0"}:
         return False
-    raise FaultSpecError(f"{key}={text}: expected true or false")
+    raise FaultSpecError(f"{key}={shown(text)}: expected true or false")
 
 
 def format_seconds(value: float) -> str:

@@ -5,9 +5,13 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fake_providers.faults import (
+    FAULT_KEYS,
     FAULTS,
+    SELECTOR_KEYS,
     CloseAfter,
     FaultPlan,
     FaultSpecError,
@@ -99,6 +103,19 @@ def test_rule_spec_round_trips_selectors() -> None:
         ("hang-for=1s", "hang-for needs hang-after"),
         ("header=x-title", "expected NAME:VALUE"),
         ("pace", "needs a value"),
+        ("pace=-5ms", "pace=-5ms: a duration cannot be negative"),
+        ("pace=0ms", "expected a duration above 0"),
+        ("seed=x", "seed=x: expected a whole number, such as seed=7"),
+        ("kind=antropic", "unknown provider 'antropic' (did you mean 'anthropic'?)"),
+        ("pace=10ms;pace=20ms", "'pace' is given twice (pace=10ms and pace=20ms); keep one"),
+        ("hang-after=" + "9" * 5000, "expected a whole number of events from 0 to 1,000,000"),
+        ("tokens=100001", "from 0 to 100,000"),
+        ("times=0", "from 1 to"),
+        ("nth=0", "from 1 to"),
+        ("hang-after=1,hang-for=100000s", "at most 24h"),
+        ("drip=1e9999", "bytes per second above 0"),
+        ("retry-after=1e400,status=429", "expected seconds"),
+        ("status=" + "4" * 5000, "expected an error status"),
     ],
 )
 def test_bad_specs_name_the_token_and_the_fix(spec: str, fragment: str) -> None:
@@ -107,6 +124,33 @@ def test_bad_specs_name_the_token_and_the_fix(spec: str, fragment: str) -> None:
     message = str(caught.value)
     assert fragment in message
     assert "\n" not in message
+
+
+def test_kind_accepts_the_alias_and_stores_the_kind() -> None:
+    assert parse_rule("kind=openai").match.kind == "openai-chat"
+    assert parse_rule("kind=Anthropic").match.kind == "anthropic"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([*FAULT_KEYS, *SELECTOR_KEYS, "bogus"]),
+            st.one_of(st.text(max_size=30), st.integers().map(str), st.just("9" * 5000)),
+        ),
+        max_size=6,
+    )
+)
+def test_no_spec_raises_anything_but_one_line_of_fault_spec_error(
+    tokens: list[tuple[str, str]],
+) -> None:
+    spec = ",".join(f"{key}={value}" for key, value in tokens)
+    try:
+        rule = parse_rule(spec)
+    except FaultSpecError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert parse_rule(rule.spec()) == rule
 
 
 def test_unknown_token_lists_the_valid_ones() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from playback import completion_events, playback
 
+from fake_providers.content import MAX_TOKENS, ContentSpec
 from fake_providers.wire import ANTHROPIC, OPENAI_CHAT, WireFormat
 
 EVENTS = completion_events(3)
@@ -93,3 +94,15 @@ def test_jittered_pace_replays_from_its_seed() -> None:
     first = playback("pace=10ms,jitter=30ms,seed=3").times
     assert first == playback("pace=10ms,jitter=30ms,seed=3").times
     assert first != playback("pace=10ms,jitter=30ms,seed=4").times
+
+
+def test_no_request_makes_the_answer_longer_than_the_content_ceiling() -> None:
+    spec = ContentSpec(tokens=10**9)
+    completion = spec.build(
+        model="m", response_id="r", created=1, max_tokens=10**20, input_tokens=1
+    )
+    assert len(completion.text_chunks) == MAX_TOKENS
+    text = ContentSpec(text="word " * (2 * MAX_TOKENS)).build(
+        model="m", response_id="r", created=1, max_tokens=None, input_tokens=1
+    )
+    assert len(text.text_chunks) == MAX_TOKENS
