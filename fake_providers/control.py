@@ -16,6 +16,7 @@ from fake_providers.faults import FaultSpecError
 from fake_providers.faults.hold import MAX_GATE_NAME
 from fake_providers.gates import GateRegistry
 from fake_providers.ledger import Ledger
+from fake_providers.rules import MAX_RULES as MAX_TABLE
 from fake_providers.rules import PlanResolver
 
 MAX_RULES = 1_000
@@ -124,6 +125,8 @@ class ControlAPI:
             rules = [parse_rule(s) for s in specs]  # all-or-nothing: validate before adding
         except FaultSpecError as exc:
             return _error(400, str(exc))
+        if len(self.resolver.rules()) + len(rules) > MAX_TABLE:
+            return _error(400, f"the rule table holds at most {MAX_TABLE:,} rules; DELETE first")
         ids = [self.resolver.add(rule) for rule in rules]
         added = [{"id": i, "spec": r.spec()} for i, r in zip(ids, rules, strict=True)]
         return _json(201, {"rules": added})

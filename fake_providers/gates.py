@@ -12,6 +12,8 @@ import threading
 
 from fake_providers.signals import ChangeSignal
 
+MAX_GATES = 10_000
+
 
 class Gate:
     """A one-way barrier: closed until released, then open for every stream that arrives."""
@@ -67,6 +69,8 @@ class GateRegistry:
         with self._lock:
             gate = self._gates.get(name)
             if gate is None:
+                if len(self._gates) >= MAX_GATES:  # forget released gates: nobody waits there
+                    self._gates = {n: g for n, g in self._gates.items() if not g.released}
                 gate = self._gates[name] = Gate(name)
             return gate
 
