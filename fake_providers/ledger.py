@@ -58,6 +58,7 @@ __all__ = [
 
 now_ns = time.monotonic_ns
 EVENT_RECORD_BYTES = 16  # one int64 time and one int64 size per event written
+REQUEST_RECORD_BYTES = 1024  # a request record's objects, besides its body and headers
 TOTALS = ("connections", "requests", "events", "bytes")
 
 
@@ -152,7 +153,7 @@ class Ledger:
             req.call_id, req.attempt = self._group(req)
             self._live_attempts[req.call_id] = self._live_attempts.get(req.call_id, 0) + 1
             self._requests.append(req)
-            self._retained_bytes += len(body)
+            self._retained_bytes += _cost(req)
             conn.requests.append(req)
         self._changed.notify()
         return req
@@ -246,6 +247,8 @@ class Ledger:
             conn = self._connections.get(req.connection_id)
             if conn is not None and conn.closed_ns is not None:
                 self._settled(conn)
+            elif self._retained_bytes > self.retain_bytes:  # a busy keep-alive connection
+                self._drop_oldest()
         self._changed.notify()
         if conn is not None:
             self._emit(LedgerEvent("finished", conn, req))
@@ -282,7 +285,9 @@ class Ledger:
             self._drop_oldest()
 
     def _drop_oldest(self) -> None:
-        """Summarise and forget the oldest closed connections, down to 90% of the caps."""
+        """Summarise and forget the oldest closed connections, down to 90% of the caps;
+        then, if bodies and events still take too much, the oldest ended requests of
+        connections still open (keep-alive). Nothing in flight is ever dropped."""
         keep_connections = self.retain_connections * 9 // 10
         keep_bytes = self.retain_bytes * 9 // 10
         dropped: set[int] = set()
@@ -292,19 +297,30 @@ class Ledger:
             if conn.closed_ns is None or any(r.outcome is None for r in conn.requests):
                 continue  # in flight: never dropped
             del self._connections[conn.id]
-            dropped.add(conn.id)
             self._closed -= 1
             self._dropped["connections"] += conn.model_traffic
             for req in conn.requests:
+                dropped.add(req.ordinal)
                 self._forget_request(req)
+        thinned: set[int] = set()
+        for req in self._requests:
+            if self._retained_bytes <= keep_bytes:
+                break
+            if req.outcome is not None and req.ordinal not in dropped:
+                dropped.add(req.ordinal)
+                thinned.add(req.connection_id)
+                self._forget_request(req)
+        for conn_id in thinned:
+            if (kept := self._connections.get(conn_id)) is not None:
+                kept.requests = [r for r in kept.requests if r.ordinal not in dropped]
         if dropped:
-            self._requests = [r for r in self._requests if r.connection_id not in dropped]
+            self._requests = [r for r in self._requests if r.ordinal not in dropped]
 
     def _forget_request(self, req: RequestRecord) -> None:
         self._dropped["requests"] += 1
         self._dropped["events"] += req.events_sent
         self._dropped["bytes"] += req.bytes_sent
-        self._retained_bytes -= req.body_size + EVENT_RECORD_BYTES * req.events_sent
+        self._retained_bytes -= _cost(req) + EVENT_RECORD_BYTES * req.events_sent
         left = self._live_attempts.pop(req.call_id, 1) - 1
         if left:
             self._live_attempts[req.call_id] = left
@@ -453,3 +469,9 @@ class Ledger:
                 "totals": self.totals(),
                 "summarised": dict(self._dropped),
             }
+
+
+def _cost(req: RequestRecord) -> int:
+    """What a request record takes in memory, roughly, before its events."""
+    headers = sum(len(name) + len(value) for name, value in req.headers)
+    return REQUEST_RECORD_BYTES + req.body_size + headers

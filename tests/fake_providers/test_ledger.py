@@ -233,3 +233,20 @@ def test_reset_forgets_totals_too_and_says_how_many_it_dropped() -> None:
     assert ledger.reset() == 3
     assert ledger.totals() == {"connections": 0, "requests": 0, "events": 0, "bytes": 0}
     assert serve_one(ledger).id == 4  # ids keep counting: old stamps never collide
+
+
+def test_a_busy_keep_alive_connection_is_thinned_but_never_its_request_in_flight() -> None:
+    ledger = Ledger(retain_bytes=50_000)
+    conn = ledger.open_connection("127.0.0.1:1", tls=False)
+    for _ in range(100):
+        req = request_on(ledger, conn)
+        ledger.events_written(req, [100] * 50)
+        ledger.request_finished(req, Outcome.COMPLETE)
+    in_flight = request_on(ledger, conn)
+    ledger.events_written(in_flight, [100] * 5000)  # 80 kB of records on its own
+    last = request_on(ledger, conn)
+    ledger.request_finished(last, Outcome.COMPLETE)
+    assert conn.open
+    assert in_flight in conn.requests
+    assert len(conn.requests) < 10
+    assert ledger.totals()["requests"] == 102
