@@ -25,7 +25,7 @@ class Drip(Fault):
         return cls(values.rate(cls.main(spec) or "", key="drip"))
 
     def tokens(self) -> tuple[str, ...]:
-        return (f"drip={self.bytes_per_second:g}",)
+        return (f"drip={values.format_number(self.bytes_per_second)}",)
 
     def compile(self, layout: Layout) -> None:
         layout.drip = self.bytes_per_second

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import ClassVar, Self
 
+from fake_providers.faults import values
 from fake_providers.faults.schedule import Layout
 from fake_providers.faults.values import FaultSpecError
 
@@ -50,3 +52,17 @@ class Fault(ABC):
         raise FaultSpecError(
             f"{other} needs {cls.keys[0]}: write {cls.examples.get(other, cls.keys[0])}"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class AfterEvents(Fault):
+    """The common shape: one key, `KEY=N`, placing the fault after N events."""
+
+    events: int
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, str | None]) -> Self:
+        return cls(values.events(cls.main(spec) or "", key=cls.keys[0]))
+
+    def tokens(self) -> tuple[str, ...]:
+        return (f"{self.keys[0]}={self.events}",)

@@ -64,7 +64,7 @@ class HttpError(Fault):
     def tokens(self) -> tuple[str, ...]:
         tokens = [f"status={self.status}"]
         if self.retry_after is not None:
-            tokens.append(f"retry-after={values.format_seconds(self.retry_after)}")
+            tokens.append(f"retry-after={values.format_number(self.retry_after)}")
         if self.retry_after_ms is not None:
             tokens.append(f"retry-after-ms={self.retry_after_ms}")
         return tuple(tokens)

@@ -2,31 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar, Self
+from typing import ClassVar
 
-from fake_providers.faults import values
-from fake_providers.faults.fault import Fault
+from fake_providers.faults.fault import AfterEvents
 from fake_providers.faults.schedule import Cut, Layout
 from fake_providers.ledger import CloseKind
 
 
 @dataclass(frozen=True, slots=True)
-class ResetAfter(Fault):
+class ResetAfter(AfterEvents):
     """Abort the connection (RST, via SO_LINGER 0) after `events` events."""
-
-    events: int
 
     keys: ClassVar = ("reset-after",)
     examples: ClassVar = {"reset-after": "reset-after=3"}
-
-    @classmethod
-    def from_spec(cls, spec: Mapping[str, str | None]) -> Self:
-        return cls(values.events(cls.main(spec) or "", key="reset-after"))
-
-    def tokens(self) -> tuple[str, ...]:
-        return (f"reset-after={self.events}",)
 
     def compile(self, layout: Layout) -> None:
         layout.after(self.events, Cut(CloseKind.RST))

@@ -2,35 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar, Self
+from typing import ClassVar
 
-from fake_providers.faults import values
-from fake_providers.faults.fault import Fault
+from fake_providers.faults.fault import AfterEvents
 from fake_providers.faults.schedule import Cut, Layout
 from fake_providers.ledger import CloseKind
 
 
 @dataclass(frozen=True, slots=True)
-class TruncateAfter(Fault):
+class TruncateAfter(AfterEvents):
     """After `events` events, write half of the next event's bytes, then close with FIN.
 
     The connection drops mid-event, as when a proxy or the network cuts a stream: the
     client's parser holds half an event, and its HTTP layer sees the body end early.
     """
 
-    events: int
-
     keys: ClassVar = ("truncate-after",)
     examples: ClassVar = {"truncate-after": "truncate-after=3"}
-
-    @classmethod
-    def from_spec(cls, spec: Mapping[str, str | None]) -> Self:
-        return cls(values.events(cls.main(spec) or "", key="truncate-after"))
-
-    def tokens(self) -> tuple[str, ...]:
-        return (f"truncate-after={self.events}",)
 
     def compile(self, layout: Layout) -> None:
         layout.after(self.events, Cut(CloseKind.FIN, keep=0.5))

@@ -102,8 +102,8 @@ def boolean(text: str, *, key: str) -> bool:
     raise FaultSpecError(f"{key}={shown(text)}: expected true or false")
 
 
-def format_seconds(value: float) -> str:
-    """Plain seconds as a spec writes them (`1`, `0.25`), exactly as `seconds()` reads them."""
+def format_number(value: float) -> str:
+    """A plain number as a spec writes it (`1`, `0.25`, never `1e+06`), so it parses back."""
     return f"{value:.9f}".rstrip("0").rstrip(".")
 
 
@@ -114,4 +114,6 @@ def format_duration(seconds: float) -> str:
     ms = seconds * 1000
     if ms >= 1 and abs(ms - round(ms)) < 1e-9:
         return f"{round(ms)}ms"
-    return f"{seconds * 1e6:g}us" if seconds < 1e-3 else f"{ms:g}ms"
+    if seconds < 1e-3:
+        return f"{format_number(seconds * 1e6)}us"
+    return f"{format_number(ms)}ms"

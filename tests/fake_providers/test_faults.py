@@ -253,3 +253,11 @@ def test_model_name_carries_a_spec_and_is_cleaned() -> None:
 def test_bad_spec_in_model_name_says_where_it_came_from() -> None:
     with pytest.raises(ValueError, match="fault spec in model name 'gpt~pase=1ms'"):
         PlanResolver().select(view(model="gpt~pase=1ms"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(min_value=1e-6, max_value=86_400, allow_nan=False))
+def test_every_duration_in_range_is_written_back_so_it_parses(seconds: float) -> None:
+    plan = FaultPlan.parse(f"hang-after=1,hang-for={seconds:.6f}s")
+    again = FaultPlan.parse(plan.spec())
+    assert again.steps[0].duration == pytest.approx(plan.steps[0].duration, rel=1e-6)  # type: ignore[attr-defined]
