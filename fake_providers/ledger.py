@@ -58,7 +58,7 @@ __all__ = [
 
 now_ns = time.monotonic_ns
 EVENT_RECORD_BYTES = 16  # one int64 time and one int64 size per event written
-REQUEST_RECORD_BYTES = 1024  # a request record's objects, besides its body and headers
+REQUEST_RECORD_BYTES = 1280  # a request record's objects, besides its body and headers
 TOTALS = ("connections", "requests", "events", "bytes")
 
 
@@ -70,7 +70,7 @@ class Ledger:
         *,
         clock: Callable[[], int] = time.monotonic_ns,
         retain_connections: int = 10_000,
-        retain_bytes: int = 64 * 1024 * 1024,
+        retain_bytes: int = 32 * 1024 * 1024,
     ) -> None:
         self._clock = clock
         self.retain_connections = retain_connections
@@ -335,11 +335,11 @@ class Ledger:
     def reset(self) -> int:
         """Forget everything recorded so far (open connections keep being served).
 
-        Returns how many connections were forgotten.
+        Returns roughly how many bytes of records were forgotten.
         """
         with self._lock:
             live = [c for c in self._connections.values() if c.open]
-            forgotten = len(self._connections) - len(live)
+            forgotten = self._retained_bytes
             next_connection, next_request = self._next_connection, self._next_request
             self._forget_all()
             self._next_connection, self._next_request = next_connection, next_request
@@ -347,8 +347,10 @@ class Ledger:
                 conn.requests = [r for r in conn.requests if r.outcome is None]
                 self._connections[conn.id] = conn
                 self._requests.extend(conn.requests)
+                for req in conn.requests:
+                    self._retained_bytes += _cost(req) + EVENT_RECORD_BYTES * req.events_sent
         self._changed.notify()
-        return forgotten
+        return forgotten - self._retained_bytes
 
     # ---------------------------------------------------------------------- query side
 

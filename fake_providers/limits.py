@@ -28,7 +28,7 @@ class Limits:
     ledger_connections: int = 10_000
     """Closed connections the ledger keeps in memory; older ones are summarised into
     totals (and written to the ledger log, if one is set)."""
-    ledger_bytes: int = 64 * 1024 * 1024
+    ledger_bytes: int = 32 * 1024 * 1024
     """Request bodies and event records the ledger keeps in memory, in bytes (each event
     record costs 16); past it the oldest closed connections are summarised."""
 

@@ -35,8 +35,8 @@ from fake_providers.rules import PlanResolver
 from fake_providers.server import ProviderServer
 from fake_providers.tls import TLSMaterial, make_tls
 
-# A reset that forgets at least this many connections gives the memory back to the OS.
-RELEASE_AFTER = 1_000
+# A reset that forgets at least this many bytes of records gives the memory back to the OS.
+RELEASE_AFTER = 8 * 1024 * 1024
 
 
 class ProviderStartError(RuntimeError):
