@@ -41,12 +41,12 @@ class Connection:
     parked: RequestRecord | None = None
 
     def response_ended(self) -> None:
-        """Called by the responder: the reader's timeout changes (to idle), so wake it."""
+        """Called by the responder: wake the reader so it waits again as the state now says."""
         done, self.response_done = self.response_done, None
         if done is not None:
             done.set()
-        if self.reading is not None and not self.busy:
-            self.reading.cancel()
+        if self.reading is not None and (not self.busy or self.parked is not None):
+            self.reading.cancel()  # idle now (its timeout changes), or parked (no scope needed)
 
     @property
     def busy(self) -> bool:

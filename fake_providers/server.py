@@ -209,6 +209,10 @@ class ProviderServer:
     async def _receive(self, conn: Connection, timeout: float | None) -> bytes | object | None:
         """Read from the socket; on a client close, record it and stop the responder."""
         try:
+            if timeout is None and conn.parked is not None:
+                # Parked until the client leaves: nothing will wake us, and thousands of
+                # idle hanging streams should not each hold a cancel scope.
+                return await conn.stream.receive()
             with anyio.move_on_after(timeout) as waited:
                 conn.reading = waited
                 try:
