@@ -65,7 +65,7 @@ class Server:
         return [line for line in text.splitlines() if "Traceback" in line or "Error" in line]
 
 
-def start_server() -> Server:
+def start_server(pythonmalloc: str | None = None) -> Server:
     # Its live log goes to a file: a pipe nobody drains would block the server at 64 KiB.
     log = tempfile.NamedTemporaryFile("w+", prefix="fuzz-serve-", suffix=".log")  # noqa: SIM115
     proc = subprocess.Popen(
@@ -73,7 +73,7 @@ def start_server() -> Server:
         stdout=log,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **allocator(pythonmalloc)},
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and proc.poll() is None:
@@ -83,6 +83,10 @@ def start_server() -> Server:
         time.sleep(0.05)
     proc.kill()
     raise SystemExit(f"fuzz_provider: the server did not start: {Path(log.name).read_text()}")
+
+
+def allocator(pythonmalloc: str | None) -> dict[str, str]:
+    return {"PYTHONMALLOC": pythonmalloc} if pythonmalloc else {}
 
 
 # --------------------------------------------------------------------------- requests
@@ -260,8 +264,12 @@ def settle() -> None:
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
     limits = Limits()
-    results: dict[str, object] = {"requests": args.requests, "streams": args.streams}
-    server = start_server()
+    results: dict[str, object] = {
+        "requests": args.requests,
+        "streams": args.streams,
+        "pythonmalloc": args.pythonmalloc or "(default: pymalloc)",
+    }
+    server = start_server(args.pythonmalloc)
     try:
         await warm_up(server.port)
         settle()
@@ -311,7 +319,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         results["serves_after_reset"] = await one_stream(server.port)
     finally:
         server.stop()
-    fresh = start_server()
+    fresh = start_server(args.pythonmalloc)
     try:
         await warm_up(fresh.port)
         settle()
@@ -328,12 +336,19 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="2,000 of each (a smoke run)")
+    parser.add_argument(
+        "--pythonmalloc",
+        default=None,
+        metavar="NAME",
+        help="PYTHONMALLOC for the served process (malloc: a reset gives back all memory)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.requests = args.streams = 2_000
     results = asyncio.run(run(args))
     REPORT.parent.mkdir(parents=True, exist_ok=True)
-    path = REPORT.with_suffix(".quick.json") if args.quick else REPORT
+    name = REPORT.stem + (f".{args.pythonmalloc}" if args.pythonmalloc else "")
+    path = REPORT.with_name(name + (".quick.json" if args.quick else ".json"))
     path.write_text(json.dumps(results, indent=2))
     print(render(results))
     print(f"wrote {path}")
@@ -359,7 +374,8 @@ def render(r: dict[str, object]) -> str:
         f"{s['ledger_cap_kib'] / mib:.0f} MiB / {s['ledger_cap_connections']:,} connections; "
         f"requests kept {s['ledger_requests_kept']:,} of {s['ledger_totals']['requests']:,}",
         f"after reset: RSS {reset / mib:.1f} MiB vs a fresh server {fresh / mib:.1f} MiB "
-        f"({reset / fresh:.2f}x); serves after reset: {r['serves_after_reset']}",
+        f"({reset / fresh:.2f}x); serves after reset: {r['serves_after_reset']}; "
+        f"allocator {r['pythonmalloc']}",
     ]
     return "\n".join(lines)
 

@@ -320,7 +320,8 @@ class Ledger:
         self._dropped["requests"] += 1
         self._dropped["events"] += req.events_sent
         self._dropped["bytes"] += req.bytes_sent
-        self._retained_bytes -= _cost(req) + EVENT_RECORD_BYTES * req.events_sent
+        cost = _cost(req) + EVENT_RECORD_BYTES * req.events_sent
+        self._retained_bytes = max(0, self._retained_bytes - cost)  # in flight at a reset
         left = self._live_attempts.pop(req.call_id, 1) - 1
         if left:
             self._live_attempts[req.call_id] = left
@@ -343,14 +344,11 @@ class Ledger:
             next_connection, next_request = self._next_connection, self._next_request
             self._forget_all()
             self._next_connection, self._next_request = next_connection, next_request
-            for conn in live:
+            for conn in live:  # a response still in flight goes on, but is not counted
                 conn.requests = [r for r in conn.requests if r.outcome is None]
                 self._connections[conn.id] = conn
-                self._requests.extend(conn.requests)
-                for req in conn.requests:
-                    self._retained_bytes += _cost(req) + EVENT_RECORD_BYTES * req.events_sent
         self._changed.notify()
-        return forgotten - self._retained_bytes
+        return forgotten
 
     # ---------------------------------------------------------------------- query side
 
