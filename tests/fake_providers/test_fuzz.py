@@ -256,26 +256,26 @@ def test_raw_bytes_never_end_the_server(shared_provider: FakeProvider, payload: 
 
 
 @pytest.fixture(scope="module")
-def tls_provider() -> Iterator[FakeProvider]:
+def tls_provider() -> Iterator[tuple[FakeProvider, httpx.Client]]:
     with ThreadedFakeProvider(tls=True) as started:
-        yield started
+        assert started.tls is not None
+        fresh = httpx.Limits(max_keepalive_connections=0)  # every check is a new handshake
+        with httpx.Client(verify=started.tls.client_context(), timeout=5, limits=fresh) as client:
+            yield started, client
 
 
 @settings(
-    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
     payload=st.one_of(junk, st.just(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40))
 )
-def test_the_tls_handshake_survives_garbage(tls_provider: FakeProvider, payload: bytes) -> None:
+def test_the_tls_handshake_survives_garbage(
+    tls_provider: tuple[FakeProvider, httpx.Client], payload: bytes
+) -> None:
+    provider, client = tls_provider
     with contextlib.suppress(OSError):
-        exchange(tls_provider.port, payload)
-    assert tls_provider.tls is not None
-    r = httpx.post(
-        tls_provider.url() + "/chat/completions",
-        json=json.loads(STREAM),
-        verify=tls_provider.tls.client_context(),
-        timeout=5,
-    )
+        exchange(provider.port, payload)
+    r = client.post(provider.url() + "/chat/completions", json=json.loads(STREAM))
     assert r.status_code == 200
     assert r.text.endswith("data: [DONE]\n\n")
