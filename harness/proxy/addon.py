@@ -176,7 +176,9 @@ class ProxyAddon:
         if not self._admit(flow, record, check_token=not tunnelled):
             return
         flow.request.headers.pop("proxy-authorization", None)
-        request = ProxiedRequest(flow.request.method, flow.request.host, flow.request.path, now_ns())
+        request = ProxiedRequest(
+            flow.request.method, flow.request.host, flow.request.path, now_ns()
+        )
         if route.upstream is not None:
             scheme, _, rest = route.upstream.partition("://")
             host, _, port = rest.rpartition(":")
@@ -221,17 +223,18 @@ class ProxyAddon:
     def _admit(self, flow: http.HTTPFlow, record: AgentConnection, *, check_token: bool) -> bool:
         """Check the credential and the host; refuse the flow with one line otherwise."""
         route = self._route_of(flow.client_conn)
-        if check_token and route is not None and route.token is not None:
-            if not _token_ok(flow.request.headers.get("proxy-authorization"), route.token):
-                _refuse(
-                    flow,
-                    407,
-                    "cancel-harness proxy: this proxy needs its token; use the proxy URL it "
-                    f"printed (http://{PROXY_USER}:TOKEN@host:port)",
-                )
-                record.refused = "no valid proxy token"
-                self._emit(record.describe())
-                return False
+        token = route.token if check_token and route is not None else None
+        given = flow.request.headers.get("proxy-authorization")
+        if token is not None and not _token_ok(given, token):
+            _refuse(
+                flow,
+                407,
+                "cancel-harness proxy: this proxy needs its token; use the proxy URL it "
+                f"printed (http://{PROXY_USER}:TOKEN@host:port)",
+            )
+            record.refused = "no valid proxy token"
+            self._emit(record.describe())
+            return False
         host = flow.request.host
         if not self.hosts.intercepts(host):
             message = (

@@ -266,19 +266,16 @@ class ProxyService:
         """Close the agents' connections (on one port, or all) so each handler ends cleanly."""
         assert self._addon is not None
         connections = self._addon.proxyserver.connections
-        dropped = []
+        tasks: list[asyncio.Task[Any]] = []
         for handler in list(connections.values()):
             sockname = handler.client.sockname
             if port is not None and not (isinstance(sockname, tuple) and sockname[1] == port):
                 continue
-            dropped.append(handler)
-            for io in list(handler.transports.values()):
-                if io.handler is not None:
-                    io.handler.cancel("the route was closed")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 2.0
-        while any(h.client.id in connections for h in dropped) and loop.time() < deadline:
-            await asyncio.sleep(0.005)  # handlers finish within a loop turn or two
+            tasks += [io.handler for io in handler.transports.values() if io.handler is not None]
+        for task in tasks:
+            task.cancel("the route was closed")
+        if tasks:
+            await asyncio.wait(tasks, timeout=2.0)
 
 
 _shared: ProxyService | None = None
@@ -294,4 +291,3 @@ def shared_proxy() -> ProxyService:
             atexit.register(service.close)
             _shared = service
         return _shared
-
