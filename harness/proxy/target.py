@@ -52,6 +52,23 @@ class ProxiedTarget:
         self._route_name = ""
         self._notes: list[TimelineNote] = []
 
+    @classmethod
+    def around(cls, inner: Target) -> ProxiedTarget:
+        """A proxied target with the whole surface of `inner`'s class.
+
+        Scenarios recognise observers such as ACP's by `isinstance` on a runtime-checkable
+        Protocol, which looks at class attributes only (`inspect.getattr_static`), never at
+        `__getattr__`; so the wrapper's class forwards every public method `inner`'s has.
+        """
+        forwarded: dict[str, Any] = {}
+        for name, member in vars(type(inner)).items():
+            if name.startswith("_") or hasattr(cls, name) or not callable(member):
+                continue
+            forwarded[name] = _forward(name)
+        kind = type(f"Proxied{type(inner).__name__}", (cls,), forwarded)
+        made: ProxiedTarget = kind(inner)
+        return made
+
     def __getattr__(self, name: str) -> Any:
         # providers, close_within, startup_timeout, the ACP observer's methods, leave, ...
         if name == "inner":
@@ -154,6 +171,14 @@ class ProxiedTarget:
             "likely it uses its own HTTP stack (Node's fetch before 22.21 needs "
             "NODE_USE_ENV_PROXY=1 or a proxy agent) or a proxy setting of its own"
         )
+
+
+def _forward(name: str) -> Callable[..., Any]:
+    def forward(self: ProxiedTarget, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self.inner, name)(*args, **kwargs)
+
+    forward.__name__ = name
+    return forward
 
 
 def connection_notes(conn: AgentConnection) -> list[TimelineNote]:

@@ -72,7 +72,7 @@ def route_via(target: Target, via: Via, where: str) -> Target:
             f"{where}: --via proxy needs mitmproxy ({exc}); install the proxy extra: "
             "pip install -e '.[proxy]'"
         ) from None
-    return ProxiedTarget(target)
+    return ProxiedTarget.around(target)
 
 
 def _reference(config: TargetConfig, defects: tuple[str, ...]) -> ReferenceTarget:
