@@ -103,9 +103,21 @@ class ProxyService:
     # --------------------------------------------------------------------- lifecycle
 
     def start(self) -> ProxyService:
-        """Start mitmproxy on its own thread; returns once it can open routes."""
+        """Start mitmproxy on its own thread; returns once it can open routes.
+
+        One per process: a second mitmproxy master would take over the first one's
+        connections (both read `mitmproxy.ctx`), so starting another is refused.
+        """
+        global _running
         if self._thread is not None:
             return self
+        with _shared_lock:
+            if _running is not None and _running is not self:
+                raise ProxySetupError(
+                    "a proxy already runs in this process (mitmproxy allows one); "
+                    "open a route on it (shared_proxy()) instead of starting another"
+                )
+            _running = self
         if self._confdir is None:
             self._own_confdir = Path(tempfile.mkdtemp(prefix="cancel-harness-proxy-"))
         # mitmproxy logs every connection at INFO; what matters reaches us through hooks.
@@ -140,6 +152,10 @@ class ProxyService:
         if thread is not None:
             thread.join(timeout=10)
         self._thread = None
+        global _running
+        with _shared_lock:
+            if _running is self:
+                _running = None
         if self._own_confdir is not None:
             shutil.rmtree(self._own_confdir, ignore_errors=True)
             self._own_confdir = None
@@ -279,7 +295,8 @@ class ProxyService:
 
 
 _shared: ProxyService | None = None
-_shared_lock = threading.Lock()
+_running: ProxyService | None = None
+_shared_lock = threading.RLock()
 
 
 def shared_proxy() -> ProxyService:

@@ -81,6 +81,7 @@ async def run_proxy(
             "--pass-through sends the provider hosts to the real services; --fault and "
             "--upstream apply to a fake provider: drop one or the other"
         )
+    origin = check_upstream(upstream) if upstream is not None else None
     start = now_ns()
 
     def show(line: str) -> None:
@@ -90,7 +91,6 @@ async def run_proxy(
     await anyio.to_thread.run_sync(service.start)
     try:
         if upstream is not None or pass_through:
-            origin = check_upstream(upstream) if upstream is not None else None
             where = origin or "the real provider hosts (pass-through)"
             await _serve(service, host, port, origin, hosts, where, env_file, out, ready)
             return

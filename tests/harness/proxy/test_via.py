@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import io
+import os
+import signal
+import ssl
+import subprocess
 import sys
 from contextlib import redirect_stderr
 from pathlib import Path
 
-import anyio
+import httpx
 import pytest
 
 from fake_providers.provider import FakeProvider
 from harness.cli import main
-from harness.proxy.standalone import run_proxy
+from harness.proxy.hosts import ProxySetupError
+from harness.proxy.service import ProxyService
 from harness.proxy.target import ProxiedTarget
 from harness.target import AgentBroke, AgentSettings, Endpoint
 from harness.targets import TargetSpecError, load_targets
@@ -99,41 +104,35 @@ async def test_an_agent_that_ignores_the_proxy_is_named_as_such(provider: FakePr
     assert provider.ledger.requests() == []
 
 
-@pytest.mark.anyio
-async def test_proxy_command_prints_what_an_agent_needs_and_routes_it() -> None:
-    import httpx
-
-    out = io.StringIO()
-    ready = anyio.Event()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(
-            lambda: run_proxy(
-                host="127.0.0.1",
-                port=0,
-                faults=["text=hello from the proxy"],
-                intercept=["api.example-llm.dev"],
-                pass_through=False,
-                upstream=None,
-                confdir=None,
-                env_file=None,
-                out=out,
-                ready=ready,
-            )
-        )
-        await ready.wait()
-        lines = out.getvalue().splitlines()
-        env = dict(
-            pair.split("=", 1) for pair in lines[4].split("agent environment ")[1].split(" ")
-        )
-        import ssl
-
+def test_proxy_command_prints_what_an_agent_needs_and_routes_it() -> None:
+    command = [sys.executable, "-m", "harness.cli", "proxy", "--fault", "text=hello via proxy"]
+    command += ["--intercept", "api.example-llm.dev"]
+    proc = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdout is not None
+    try:
+        lines = [proc.stdout.readline() for _ in range(5)]
+        env = dict(pair.split("=", 1) for pair in lines[4].split("agent environment ")[1].split())
         context = ssl.create_default_context(cafile=env["SSL_CERT_FILE"])
-        async with httpx.AsyncClient(proxy=env["HTTPS_PROXY"], verify=context) as http:
-            answer = await http.post(
+        with httpx.Client(proxy=env["HTTPS_PROXY"], verify=context, trust_env=False) as http:
+            answer = http.post(
                 "https://api.example-llm.dev/v1/chat/completions",
                 json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
             )
-        tg.cancel_scope.cancel()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
     assert lines[0].startswith("cancel-harness proxy listening on http://127.0.0.1:")
     assert "api.example-llm.dev" in lines[1]
-    assert answer.json()["choices"][0]["message"]["content"] == "hello from the proxy"
+    assert answer.json()["choices"][0]["message"]["content"] == "hello via proxy"
+    assert not Path(env["SSL_CERT_FILE"]).exists()  # a fresh CA per run, gone with it
+
+
+def test_one_proxy_per_process(proxy: ProxyService) -> None:
+    with pytest.raises(ProxySetupError, match="a proxy already runs in this process"):
+        ProxyService().start()
