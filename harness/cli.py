@@ -466,7 +466,8 @@ def _proxy_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
         action="append",
         default=[],
         metavar="SPEC",
-        help="fault rule for the embedded fake provider, as for serve (repeatable)",
+        help="fault rule, as for serve (repeatable): for the embedded fake provider, or with "
+        "--pass-through applied to the real provider's live stream",
     )
     proxy.add_argument(
         "--upstream",
@@ -478,6 +479,20 @@ def _proxy_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
         "--pass-through",
         action="store_true",
         help="send the provider hosts to the real services (needs network and real keys)",
+    )
+    proxy.add_argument(
+        "--upstream-ca",
+        type=Path,
+        default=None,
+        metavar="PEM",
+        help="with --pass-through: trust this CA for the upstream hosts (default: certifi's)",
+    )
+    proxy.add_argument(
+        "--upstream-for",
+        action="append",
+        default=[],
+        metavar="HOST=URL",
+        help="with --pass-through: send HOST's traffic to URL instead (a staging endpoint)",
     )
     proxy.add_argument(
         "--confdir",
@@ -499,11 +514,16 @@ def _proxy(args: argparse.Namespace) -> int:
             "pip install -e '.[proxy]'"
         ) from None
     from fake_providers.faults import parse_rule
+    from harness.proxy.standalone import parse_upstream_for
 
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port {args.port} is out of range; use 0-65535 (0 picks a free port)")
     for spec in args.fault:
         parse_rule(spec)  # fail before binding anything
+    try:
+        upstream_for = parse_upstream_for(args.upstream_for)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     try:
         anyio.run(
             lambda: run_proxy(
@@ -515,6 +535,8 @@ def _proxy(args: argparse.Namespace) -> int:
                 upstream=args.upstream,
                 confdir=args.confdir,
                 env_file=args.env_file,
+                upstream_ca=args.upstream_ca,
+                upstream_for=upstream_for,
             )
         )
     except KeyboardInterrupt:

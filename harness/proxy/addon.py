@@ -33,6 +33,7 @@ from harness.proxy.ledger import AgentConnection, AgentLedger, ProxiedRequest
 
 PROXY_USER = "harness"
 REFUSED_HEADER = "x-cancel-harness-proxy"
+UPSTREAM_HEADER = "x-cancel-harness-upstream"  # where a relayed request was going
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,7 @@ class Route:
     name: str
     upstream: str | None
     token: str | None = None
+    relay: bool = False  # upstream is a pass-through relay: tell it the real origin
 
 
 class _WatchedReader:
@@ -180,6 +182,9 @@ class ProxyAddon:
             flow.request.method, flow.request.host, flow.request.path, now_ns()
         )
         if route.upstream is not None:
+            if route.relay:
+                real = f"{flow.request.scheme}://{flow.request.host}:{flow.request.port}"
+                flow.request.headers[UPSTREAM_HEADER] = real
             scheme, _, rest = route.upstream.partition("://")
             host, _, port = rest.rpartition(":")
             flow.request.scheme = scheme

@@ -217,14 +217,16 @@ class ProxyService:
         host: str = "127.0.0.1",
         port: int = 0,
         token: str | None = None,
+        relay: bool = False,
     ) -> ProxyRoute:
-        """A new listening port whose traffic goes to `upstream` (None: the real hosts).
+        """A new listening port whose traffic goes to `upstream` (None: the real hosts;
+        `relay`: a `PassThroughRelay`'s origin, told where each request was going).
 
         Bound off loopback, the route needs a token (one is made if none is given).
         """
         if not is_loopback(host) and token is None:
             token = secrets.token_urlsafe(18)
-        future = self._submit(self._open(name, upstream, host, port, token))
+        future = self._submit(self._open(name, upstream, host, port, token, relay))
         return await asyncio.wrap_future(future)
 
     def open_route_blocking(
@@ -235,14 +237,22 @@ class ProxyService:
         host: str = "127.0.0.1",
         port: int = 0,
         token: str | None = None,
+        relay: bool = False,
     ) -> ProxyRoute:
         """`open_route` for synchronous callers (tests, the CLI)."""
         if not is_loopback(host) and token is None:
             token = secrets.token_urlsafe(18)
-        return self._submit(self._open(name, upstream, host, port, token)).result(START_LIMIT)
+        opened = self._open(name, upstream, host, port, token, relay)
+        return self._submit(opened).result(START_LIMIT)
 
     async def _open(
-        self, name: str, upstream: str | None, host: str, port: int, token: str | None
+        self,
+        name: str,
+        upstream: str | None,
+        host: str,
+        port: int,
+        token: str | None,
+        relay: bool,
     ) -> ProxyRoute:
         assert self._addon is not None
         listen = f"[{host}]" if ":" in host else host
@@ -258,7 +268,7 @@ class ProxyService:
             ) from None
         bound = instance.listen_addrs[0][1]
         self._servers[bound] = instance
-        self._addon.add_route(bound, Route(name, upstream, token))
+        self._addon.add_route(bound, Route(name, upstream, token, relay))
         return ProxyRoute(name, host, bound, upstream, str(self.ca_file), token)
 
     async def close_route(self, route: ProxyRoute) -> None:

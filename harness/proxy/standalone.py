@@ -10,6 +10,7 @@ line per event on both legs: the agent's side (from the proxy) and the provider'
 from __future__ import annotations
 
 import os
+import ssl
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -20,7 +21,8 @@ import anyio.to_thread
 
 from fake_providers import FakeProvider
 from fake_providers.ledger import now_ns
-from harness.proxy.hosts import REAL_BASE_URLS, HostSet, ProxySetupError
+from harness.proxy.hosts import REAL_BASE_URLS, HostSet, ProxySetupError, check_host_pattern
+from harness.proxy.relay import PassThroughRelay
 from harness.proxy.service import ProxyRoute, ProxyService, is_loopback
 from harness.serve import LiveLog
 
@@ -71,16 +73,20 @@ async def run_proxy(
     upstream: str | None,
     confdir: Path | None,
     env_file: Path | None,
+    upstream_ca: Path | None = None,
+    upstream_for: dict[str, str] | None = None,
     out: TextIO = sys.stdout,
     ready: anyio.Event | None = None,
 ) -> None:
     """Run until cancelled (Ctrl+C). Raises ProxySetupError (and FaultSpecError) on bad input."""
     hosts = HostSet.with_extra(intercept)
-    if pass_through and (faults or upstream):
+    if pass_through and upstream:
         raise ProxySetupError(
-            "--pass-through sends the provider hosts to the real services; --fault and "
-            "--upstream apply to a fake provider: drop one or the other"
+            "--pass-through sends the provider hosts to the real services, --upstream to a "
+            "fake provider: drop one or the other"
         )
+    if (upstream_ca or upstream_for) and not pass_through:
+        raise ProxySetupError("--upstream-ca and --upstream-for go with --pass-through")
     origin = check_upstream(upstream) if upstream is not None else None
     start = now_ns()
 
@@ -90,8 +96,22 @@ async def run_proxy(
     service = ProxyService(hosts=hosts, confdir=confdir, on_event=show)
     await anyio.to_thread.run_sync(service.start)
     try:
-        if upstream is not None or pass_through:
-            where = origin or "the real provider hosts (pass-through)"
+        if pass_through:
+            relay = _relay(faults, upstream_ca, upstream_for or {})
+            try:
+                relay.ledger.subscribe(LiveLog(out, start))
+                where = "the real provider hosts (pass-through" + (
+                    ", through the fault rules)" if faults else ")"
+                )
+                origin = relay.origin
+                await _serve(
+                    service, host, port, origin, hosts, where, env_file, out, ready, relay=True
+                )
+            finally:
+                await anyio.to_thread.run_sync(relay.close)
+            return
+        if upstream is not None:
+            where = origin or ""
             await _serve(service, host, port, origin, hosts, where, env_file, out, ready)
             return
         async with FakeProvider(faults=tuple(faults)) as provider:
@@ -100,6 +120,33 @@ async def run_proxy(
             await _serve(service, host, port, provider.origin, hosts, where, env_file, out, ready)
     finally:
         await anyio.to_thread.run_sync(service.close)
+
+
+def _relay(
+    faults: list[str], upstream_ca: Path | None, upstream_for: dict[str, str]
+) -> PassThroughRelay:
+    verify: ssl.SSLContext | bool = True
+    if upstream_ca is not None:
+        try:
+            verify = ssl.create_default_context(cafile=str(upstream_ca))
+        except (OSError, ssl.SSLError) as exc:
+            raise ProxySetupError(f"--upstream-ca {upstream_ca}: cannot load it ({exc})") from None
+    return PassThroughRelay(faults=tuple(faults), verify=verify, upstream_for=upstream_for).start()
+
+
+def parse_upstream_for(items: list[str]) -> dict[str, str]:
+    """`HOST=https://ADDR:PORT` pairs: where a host's pass-through traffic goes instead."""
+    found: dict[str, str] = {}
+    for item in items:
+        host, sep, url = item.partition("=")
+        parts = urlsplit(url)
+        if not sep or parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ProxySetupError(
+                f"--upstream-for {item!r}: write HOST=URL, such as "
+                "api.openai.com=https://127.0.0.1:8443"
+            )
+        found[check_host_pattern(host)] = f"{parts.scheme}://{parts.netloc}"
+    return found
 
 
 async def _serve(
@@ -112,8 +159,10 @@ async def _serve(
     env_file: Path | None,
     out: TextIO,
     ready: anyio.Event | None,
+    *,
+    relay: bool = False,
 ) -> None:
-    route = await service.open_route("proxy", upstream, host=host, port=port)
+    route = await service.open_route("proxy", upstream, host=host, port=port, relay=relay)
     for line in banner(route, hosts, where):
         print(line, file=out)
     if route.token is not None:

@@ -70,7 +70,9 @@ def test_run_via_proxy_mistakes_are_one_line(argv: list[str], says: str) -> None
     ("argv", "says"),
     [
         (["--intercept", "not a host"], "--intercept 'not a host' is not a host name"),
-        (["--pass-through", "--fault", "pace=5ms"], "drop one or the other"),
+        (["--pass-through", "--upstream", "http://127.0.0.1:9"], "drop one or the other"),
+        (["--upstream-ca", "/nonexistent.pem"], "go with --pass-through"),
+        (["--pass-through", "--upstream-for", "api.openai.com"], "write HOST=URL"),
         (["--upstream", "https://example.com"], "give a fake provider's origin"),
     ],
 )
