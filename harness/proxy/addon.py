@@ -25,6 +25,7 @@ from typing import Any, cast
 from mitmproxy import http
 from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.connection import Client
+from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 from mitmproxy.tls import TlsData
 
 from fake_providers.ledger import CloseKind, Closer, now_ns
@@ -62,6 +63,10 @@ class _WatchedReader:
     async def read(self, n: int = -1) -> bytes:
         try:
             data = await self._reader.read(n)
+        except asyncio.CancelledError:  # mitmproxy closes the connection itself
+            if self._record.read_stopped_ns is None:
+                self._record.read_stopped_ns = now_ns()
+            raise
         except ConnectionResetError:
             self._addon.agent_closed(self._record, CloseKind.RST)
             raise
@@ -139,12 +144,30 @@ class ProxyAddon:
 
     def client_disconnected(self, client: Client) -> None:
         record = self._conns.pop(client.id, None)
-        if record is None:
+        if record is None or not record.open:
             return
-        if record.open:
-            self.ledger.closed(record, Closer.SERVER, None, now_ns())
-            if not (record.refused or record.tls_error):
-                self._emit(record.describe())
+        t = record.read_stopped_ns or now_ns()
+        upstream_first = record.upstream_closed_ns is not None and record.upstream_closed_ns <= t
+        if record.refused or record.tls_error or record.dropped or upstream_first:
+            detail = "after the provider closed" if upstream_first else ""
+            self.ledger.closed(record, Closer.SERVER, None, t, detail)
+        else:
+            # Nothing of ours closed it and the agent sent no FIN or RST: it ended TLS with a
+            # close_notify alert, which mitmproxy's TLS layer answers by closing at once.
+            self.ledger.closed(record, Closer.CLIENT, None, t, "tls close_notify")
+        if not (record.refused or record.tls_error):
+            self._emit(record.describe())
+
+    def server_disconnected(self, data: ServerConnectionHookData) -> None:
+        record = self._conns.get(data.client.id)
+        if record is not None and record.upstream_closed_ns is None:
+            record.upstream_closed_ns = now_ns()
+
+    def dropped(self, client_id: str) -> None:
+        """The harness is closing this connection (its route ended)."""
+        record = self._conns.get(client_id)
+        if record is not None:
+            record.dropped = True
 
     def tls_failed_client(self, data: TlsData) -> None:
         record = self._conns.get(data.context.client.id)

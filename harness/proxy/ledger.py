@@ -65,6 +65,11 @@ class AgentConnection:
     closed_ns: int | None = None
     closed_by: Closer | None = None  # CLIENT: the agent; SERVER: the proxy
     close_kind: CloseKind | None = None  # None: the proxy closed it, or could not tell
+    close_detail: str = ""  # e.g. "tls close_notify", "after the provider closed"
+    # What the proxy saw around the close (to tell who closed when mitmproxy did it):
+    upstream_closed_ns: int | None = None  # the first upstream connection of this one closed
+    read_stopped_ns: int | None = None  # mitmproxy stopped reading the agent's socket
+    dropped: bool = False  # the harness closed it (its route ended)
 
     @property
     def open(self) -> bool:
@@ -90,6 +95,7 @@ class AgentConnection:
             if self.closed_by is Closer.CLIENT
             else ("proxy" if self.closed_by else None),
             "close_kind": self.close_kind.value if self.close_kind else None,
+            "close_detail": self.close_detail,
             "requests": [r.to_json() for r in self.requests],
         }
 
@@ -104,10 +110,11 @@ class AgentConnection:
             return f"{what}: TLS handshake failed ({self.tls_error})"
         reqs = ", ".join(f"{r.method} {r.path} -> {r.status or '-'}" for r in self.requests)
         state = "open"
+        how = self.close_kind.value if self.close_kind else self.close_detail
         if self.closed_by is Closer.CLIENT:
-            state = f"closed by the agent ({self.close_kind or 'fin'})"
+            state = f"closed by the agent ({how})"
         elif self.closed_by is Closer.SERVER:
-            state = "closed by the proxy"
+            state = "closed by the proxy" + (f" ({how})" if how else "")
         relayed = f"{self.bytes_to_agent} B relayed" if self.requests else "no request"
         return f"{what}: {reqs or 'no request'}; {relayed}; {state}"
 
@@ -131,12 +138,20 @@ class AgentLedger:
         """Tell waiters that a record changed (records are written in place)."""
         self._changed.notify()
 
-    def closed(self, conn: AgentConnection, by: Closer, kind: CloseKind | None, t_ns: int) -> None:
+    def closed(
+        self,
+        conn: AgentConnection,
+        by: Closer,
+        kind: CloseKind | None,
+        t_ns: int,
+        detail: str = "",
+    ) -> None:
         """Record the first close seen; later ones change nothing."""
         with self._lock:
             if conn.closed_ns is not None:
                 return
             conn.closed_ns, conn.closed_by, conn.close_kind = t_ns, by, kind
+            conn.close_detail = detail
         self._changed.notify()
 
     def connections(self, route: str | None = None) -> list[AgentConnection]:

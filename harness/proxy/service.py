@@ -297,6 +297,7 @@ class ProxyService:
             sockname = handler.client.sockname
             if port is not None and not (isinstance(sockname, tuple) and sockname[1] == port):
                 continue
+            self._addon.dropped(handler.client.id)
             tasks += [io.handler for io in handler.transports.values() if io.handler is not None]
         for task in tasks:
             task.cancel("the route was closed")

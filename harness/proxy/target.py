@@ -196,7 +196,8 @@ def connection_notes(conn: AgentConnection) -> list[TimelineNote]:
         notes.append(TimelineNote(conn.opened_ns, conn.describe()))
     if conn.closed_ns is not None:
         who = "the agent" if conn.closed_by and conn.closed_by.value == "client" else "the proxy"
-        how = f" ({conn.close_kind})" if conn.close_kind else ""
+        kind = conn.close_kind.value if conn.close_kind else conn.close_detail
+        how = f" ({kind})" if kind else ""
         notes.append(
             TimelineNote(
                 conn.closed_ns,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import socket
 import ssl
 import struct
@@ -10,7 +11,7 @@ import struct
 import httpx
 import pytest
 
-from fake_providers.ledger import CloseKind, Closer
+from fake_providers.ledger import Closer
 from fake_providers.provider import FakeProvider, ThreadedFakeProvider
 from harness.proxy.service import ProxyRoute, ProxyService
 
@@ -83,9 +84,9 @@ def _tunnel(route: ProxyRoute) -> ssl.SSLSocket:
     return context.wrap_socket(raw, server_hostname="api.openai.com")
 
 
-@pytest.mark.parametrize("reset", [False, True], ids=["fin", "rst"])
-def test_the_agents_fin_or_rst_is_recorded_and_relayed(
-    routed: tuple[FakeProvider, ProxyRoute], proxy: ProxyService, reset: bool
+@pytest.mark.parametrize("how", ["fin", "rst", "tls close_notify"])
+def test_the_agents_close_is_recorded_and_relayed(
+    routed: tuple[FakeProvider, ProxyRoute], proxy: ProxyService, how: str
 ) -> None:
     provider, route = routed
     provider.add_fault("stream=true,hold-before=2,gate=main")
@@ -96,10 +97,14 @@ def test_the_agents_fin_or_rst_is_recorded_and_relayed(
         b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
     )
     provider.gate("main").wait_reached_blocking(timeout=5)
-    if reset:
+    if how == "rst":
         tls.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    else:  # a FIN: closing with the held event still unread would make the kernel send RST
+    elif how == "fin":  # closing with the held event still unread would make the kernel RST
         tls.shutdown(socket.SHUT_WR)
+    else:  # end TLS first, as Node's sockets do
+        tls.settimeout(0.5)
+        with contextlib.suppress(OSError, ssl.SSLError):
+            tls.unwrap()
     tls.close()
     agent = proxy.ledger.wait_for_blocking(
         lambda led: next((c for c in led.connections(route.name) if not c.open), None)
@@ -108,7 +113,7 @@ def test_the_agents_fin_or_rst_is_recorded_and_relayed(
         lambda led: next((c for c in led.connections() if not c.open), None)
     )
     assert agent.closed_by is Closer.CLIENT
-    assert agent.close_kind is (CloseKind.RST if reset else CloseKind.FIN)
+    assert (agent.close_kind.value if agent.close_kind else agent.close_detail) == how
     assert upstream.closed_by is Closer.CLIENT and upstream.events_sent == 1
 
 
