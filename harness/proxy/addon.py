@@ -18,7 +18,7 @@ import base64
 import binascii
 import hmac
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -110,10 +110,6 @@ class ProxyAddon:
     def remove_route(self, port: int) -> None:
         with self._routes_lock:
             self._routes.pop(port, None)
-
-    def routes(self) -> Mapping[int, Route]:
-        with self._routes_lock:
-            return dict(self._routes)
 
     def _route_of(self, client: Client) -> Route | None:
         sockname = client.sockname
