@@ -79,6 +79,9 @@ async def once(
         assert seen.closed_ns is not None
         sample["agent_to_proxy_ms"] = (seen.closed_ns - t0) / 1e6
         sample["proxy_to_provider_ms"] = (conn.closed_ns - seen.closed_ns) / 1e6
+        # The request's way in: the proxy read its headers -> the provider read them.
+        sent = seen.requests[-1].started_ns
+        sample["request_proxy_to_provider_ms"] = (request.started_ns - sent) / 1e6
         proxy.ledger.forget(route)
     return sample
 
@@ -125,6 +128,7 @@ def main() -> None:
     print(f"{'column':<28}{'p50':>9}{'p99':>9}{'max':>9}")
     rows = [("direct", "latency_ms"), ("proxy", "latency_ms")]
     rows += [("proxy", "agent_to_proxy_ms"), ("proxy", "proxy_to_provider_ms")]
+    rows += [("proxy", "request_proxy_to_provider_ms")]
     for column, key in rows:
         values = [s[key] for s in samples[column]]
         name = column if key == "latency_ms" else f"  {key.removesuffix('_ms')}"

@@ -210,6 +210,7 @@ class ProxyAddon:
             flow.request.host = host.strip("[]")
             flow.request.port = int(port)
         request.upstream = f"{flow.request.scheme}://{flow.request.host}:{flow.request.port}"
+        flow.request.stream = True  # forward at once: the provider stamps the request's arrival
         record.requests.append(request)
         self._flows[flow.id] = request
         self.ledger.update()
