@@ -40,8 +40,8 @@ def test_anthropic_default_base_url_reaches_the_fake_provider(
     provider, _ = routed
     provider.add_fault("text=via mitmproxy")
     client = anthropic.Anthropic(api_key="sk-ant-proxy-test")
-    message = client.messages.create(model="claude-sonnet-4-5", max_tokens=50, messages=HI)
-    with client.messages.stream(model="claude-sonnet-4-5", max_tokens=50, messages=HI) as stream:
+    message = client.messages.create(model="harness-claude", max_tokens=50, messages=HI)
+    with client.messages.stream(model="harness-claude", max_tokens=50, messages=HI) as stream:
         text = "".join(stream.text_stream)
     assert message.content[0].text == "via mitmproxy"
     assert text == "via mitmproxy"
