@@ -310,6 +310,15 @@ _running: ProxyService | None = None
 _shared_lock = threading.RLock()
 
 
+def close_shared_proxy() -> None:
+    """Stop the process's proxy now (the next `shared_proxy()` starts a fresh one)."""
+    global _shared
+    with _shared_lock:
+        service, _shared = _shared, None
+    if service is not None:
+        service.close()
+
+
 def shared_proxy() -> ProxyService:
     """The process's proxy for `--via proxy` targets: started on first use, closed at exit."""
     global _shared

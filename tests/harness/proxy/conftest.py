@@ -8,13 +8,15 @@ from collections.abc import Iterator
 import pytest
 
 from fake_providers.provider import FakeProvider, ThreadedFakeProvider
-from harness.proxy.service import ProxyRoute, ProxyService, shared_proxy
+from harness.proxy.service import ProxyRoute, ProxyService, close_shared_proxy, shared_proxy
 
 
-@pytest.fixture(scope="session")
-def proxy() -> ProxyService:
-    """The process's proxy (the one `--via proxy` targets use too)."""
-    return shared_proxy()
+@pytest.fixture(scope="package", autouse=True)
+def proxy() -> Iterator[ProxyService]:
+    """The process's proxy (the one `--via proxy` targets use too), stopped after this
+    package so its thread is gone before timing-sensitive tests elsewhere run."""
+    yield shared_proxy()
+    close_shared_proxy()
 
 
 @pytest.fixture
