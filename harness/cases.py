@@ -37,6 +37,7 @@ class RunConfig:
     tls: bool = False  # the fake provider serves https; agents get its CA as {ca_file}
     strict_side_traffic: bool = False  # side traffic that outlives a cancel fails the case
     calibrate: bool = True  # learn the agent's turn calls from one plain turn per kind first
+    via: str | None = None  # run --via: "proxy" or "direct" over the target's own setting
 
     @property
     def case_timeout(self) -> float:
@@ -57,6 +58,8 @@ class RunConfig:
             args += ["--target", self.target]
         if self.tls:
             args.append("--tls")
+        if self.via is not None:
+            args += ["--via", self.via]
         if self.strict_side_traffic:
             args.append("--strict-side-traffic")
         return shlex.join(args)

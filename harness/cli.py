@@ -134,6 +134,7 @@ def _parser() -> argparse.ArgumentParser:
         "--json", type=Path, default=None, metavar="PATH", help="mutants.json path"
     )
     _serve_parser(commands)
+    _proxy_parser(commands)
     return parser
 
 
@@ -157,6 +158,13 @@ def _common(sub: argparse.ArgumentParser) -> None:
         "--tls",
         action="store_true",
         help="the fake provider serves https; the agent is given its CA ({ca_file})",
+    )
+    sub.add_argument(
+        "--via",
+        choices=("direct", "proxy"),
+        default=None,
+        help="how the agent reaches the fake provider: its base URL (direct), or its real base "
+        "URL through `cancel-harness proxy` (proxy; docs/proxy.md); default: the target's",
     )
     sub.add_argument(
         "--jobs",
@@ -238,6 +246,8 @@ def main(
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "proxy":
+            return _proxy(args)
         if args.command not in ("list", "run", "mutants"):
             parser.print_help()
             return EXIT_USAGE
@@ -334,6 +344,13 @@ def _options(args: argparse.Namespace, registry: Registry, make: TargetMaker) ->
         raise UsageError(f"--tempo {args.tempo:g}: expected seconds above 0, such as 0.02")
     defects = tuple(parse_defect(d).value for d in getattr(args, "defect", []))
     target = getattr(args, "target", "reference")
+    via = getattr(args, "via", None)
+    if via is not None:
+        make = _via(make, via)
+        if via == "proxy" and args.tls:
+            raise UsageError(
+                "--tls with --via proxy: the agent already speaks TLS to the proxy; drop --tls"
+            )
     made = make(target, defects)  # a bad --target fails here, before any case runs
     specs = registry.select(args.selectors)
     if not specs:
@@ -359,6 +376,7 @@ def _options(args: argparse.Namespace, registry: Registry, make: TargetMaker) ->
         tls=args.tls,
         strict_side_traffic=getattr(args, "strict_side_traffic", False),
         calibrate=not getattr(args, "no_calibration", False),
+        via=via,
     )
     return _Options(
         cases,
@@ -434,6 +452,128 @@ def _mutants(options: _Options) -> int:
         print(f"\n{failure_details(clean)}")
     print(f"\n{render_matrix(matrix)}\nreport: {path}")
     return EXIT_OK if matrix["ok"] else EXIT_FAILED
+
+
+def _via(make: TargetMaker, via: str) -> TargetMaker:
+    """`make`, with --via overriding how the target reaches the provider."""
+    from harness.targets import Via
+    from harness.targets.build import route_via
+
+    if make is make_target:
+        return lambda spec, defects: make_target(spec, defects, via=via)
+    return lambda spec, defects: route_via(make(spec, defects), Via(via), f"target '{spec}'")
+
+
+def _proxy_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
+    proxy = commands.add_parser(
+        "proxy",
+        help="mitmproxy in front of the real provider hosts, for agents with a fixed base URL",
+        description="Intercept api.openai.com, api.anthropic.com, "
+        "generativelanguage.googleapis.com and *.openai.azure.com for an agent that honours "
+        "HTTPS_PROXY; route them to a fake provider (default) or, when asked, the real "
+        "hosts. Prints the proxy URL, its CA and the agent's environment (docs/proxy.md).",
+    )
+    proxy.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1; "
+        "anywhere else the proxy requires a token in its URL)",
+    )
+    proxy.add_argument("--port", type=int, default=0, help="port (default 0: any free port)")
+    proxy.add_argument(
+        "--intercept",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="another host to intercept, or *.domain (repeatable)",
+    )
+    proxy.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="fault rule, as for serve (repeatable): for the embedded fake provider, or with "
+        "--pass-through applied to the real provider's live stream",
+    )
+    proxy.add_argument(
+        "--upstream",
+        default=None,
+        metavar="URL",
+        help="route to a fake provider already running (e.g. cancel-harness serve's origin)",
+    )
+    proxy.add_argument(
+        "--pass-through",
+        action="store_true",
+        help="send the provider hosts to the real services (needs network and real keys)",
+    )
+    proxy.add_argument(
+        "--upstream-ca",
+        type=Path,
+        default=None,
+        metavar="PEM",
+        help="with --pass-through: trust this CA for the upstream hosts (default: certifi's)",
+    )
+    proxy.add_argument(
+        "--upstream-for",
+        action="append",
+        default=[],
+        metavar="HOST=URL",
+        help="with --pass-through: send HOST's traffic to URL instead (a staging endpoint)",
+    )
+    proxy.add_argument(
+        "--confdir",
+        type=Path,
+        default=None,
+        help="keep the proxy's CA here, to trust it once (default: a fresh CA per run)",
+    )
+    proxy.add_argument(
+        "--env-file", type=Path, default=None, help="write the agent's `export` lines here"
+    )
+
+
+def _proxy(args: argparse.Namespace) -> int:
+    try:
+        from harness.proxy.standalone import run_proxy
+    except ImportError as exc:
+        raise UsageError(
+            f"cancel-harness proxy needs mitmproxy ({exc}); install the proxy extra: "
+            "pip install -e '.[proxy]'"
+        ) from None
+    from fake_providers.faults import parse_rule
+    from harness.proxy.standalone import parse_upstream_for
+
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port} is out of range; use 0-65535 (0 picks a free port)")
+    for spec in args.fault:
+        parse_rule(spec)  # fail before binding anything
+    try:
+        upstream_for = parse_upstream_for(args.upstream_for)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        anyio.run(
+            lambda: run_proxy(
+                host=args.host,
+                port=args.port,
+                faults=args.fault,
+                intercept=args.intercept,
+                pass_through=args.pass_through,
+                upstream=args.upstream,
+                confdir=args.confdir,
+                env_file=args.env_file,
+                upstream_ca=args.upstream_ca,
+                upstream_for=upstream_for,
+            )
+        )
+    except KeyboardInterrupt:
+        print("stopped.", file=sys.stderr)
+    except (ValueError, BaseExceptionGroup) as exc:  # ProxySetupError, FaultSpecError
+        while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+            exc = exc.exceptions[0]
+        if not isinstance(exc, ValueError):
+            raise
+        raise UsageError(str(exc)) from None
+    return EXIT_OK
 
 
 def _serve(args: argparse.Namespace) -> int:
