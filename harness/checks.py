@@ -21,6 +21,7 @@ from fake_providers.signals import WaitTimeout
 from harness.target import Outcome as TurnOutcome
 from harness.target import Transcript
 from harness.timeline import describe_change, describe_request, quote
+from harness.timing import clock_start  # runner branch: stall-aware timed checks
 
 if TYPE_CHECKING:
     from harness.scenario import ScenarioContext
@@ -100,7 +101,10 @@ class Checks:
                 "first, e.g. `await ctx.gate(NAME).wait_reached()`)"
             )
         bound = within + (self.ctx.tempo(10) if slack is None else slack)
-        await wait_quietly(self.ledger, lambda _: all(not c.open for c in conns), bound)
+        # runner branch (harness/timing.py): the watch window grows by the harness's own stalls.
+        await self.ctx.stalls.watch(
+            lambda s: wait_quietly(self.ledger, lambda _: all(not c.open for c in conns), s), bound
+        )
         seen = time.monotonic_ns()
         limit = t + int(within * 1e9)
         bad = [
@@ -109,9 +113,17 @@ class Checks:
             if c.closed_by is not Closer.CLIENT or c.closed_ns is None or c.closed_ns > limit
         ]
         if bad:
-            raise CheckFailed(
-                f"{head}; " + "; ".join(self._close_story(c, t, label, seen) for c in bad)
+            failure = f"{head}; " + "; ".join(self._close_story(c, t, label, seen) for c in bad)
+            # runner branch: closed by the client, late only by a stall the harness measured ->
+            # Indeterminate (re-run); still open, or closed by the server -> failed.
+            self.ctx.stalls.judge_late(
+                t,
+                within,
+                [c.closed_ns if c.closed_by is Closer.CLIENT else None for c in bad],
+                failure,
+                since_ns=clock_start(t, [*self.ctx.submits, *self.ctx.cancels]),
             )
+            raise CheckFailed(failure)
         return conns
 
     @_check
@@ -165,7 +177,7 @@ class Checks:
         if wrote:
             reqs = [r for r in self.ledger.requests() if r.events_after(cutoff)]
             first = min(ns for r in reqs for ns in r.event_ns if ns > cutoff)
-            raise CheckFailed(
+            failure = (
                 f"expected no bytes written to the agent later than {ms(grace)} after {label} "
                 f"at {self._rel(t)}; the provider was still writing at {self._rel(first)} "
                 f"({self.ledger.bytes_after(cutoff)} bytes so far, "
@@ -173,6 +185,22 @@ class Checks:
                 + ", ".join(f"request #{r.ordinal} conn#{r.connection_id}" for r in reqs)
                 + ")"
             )
+            # runner branch (harness/timing.py): only streams in flight at T can be excused,
+            # and only once the agent closed them; their last write must fit grace + stall.
+            if all(r.started_ns <= t for r in reqs):
+                await self.ctx.stalls.watch(
+                    lambda s: wait_quietly(
+                        self.ledger, lambda _: all(r.outcome is not None for r in reqs), s
+                    ),
+                    self._remaining(t, grace + window),
+                )
+                self.ctx.stalls.judge_late(
+                    t,
+                    grace,
+                    [r.event_ns[-1] if r.outcome is Outcome.CLIENT_CLOSED else None for r in reqs],
+                    failure,
+                )
+            raise CheckFailed(failure)
 
     @_check
     async def retries(

@@ -34,6 +34,7 @@ from harness.target import (
     Transcript,
 )
 from harness.timeline import Timeline
+from harness.timing import NO_STALLS, StallMonitor  # runner branch: ctx.stalls
 
 DEFAULT_TEMPO = 0.02
 # The kinds a scenario runs on unless it says otherwise.
@@ -274,6 +275,7 @@ class ScenarioContext:
         rng: random.Random,
         timeline: Timeline,
         settings: AgentSettings,
+        stalls: StallMonitor = NO_STALLS,
     ) -> None:
         self.spec = spec
         self.provider = provider
@@ -284,6 +286,7 @@ class ScenarioContext:
         self.rng = rng
         self.timeline = timeline
         self.settings = settings
+        self.stalls = stalls  # the harness's own stalls this case (harness/timing.py)
         self.submits: list[int] = []  # monotonic ns right before each submit
         self.cancels: list[int] = []  # monotonic ns right before each cancel
         self.ended_at: dict[str, int] = {}  # turn id -> when its outcome reached the harness

@@ -157,9 +157,10 @@ def test_mutants_matrix_proves_each_defect_is_caught(
     monkeypatch.setattr(cli, "all_defects", lambda: list(SWITCHES))
     assert main("mutants", "--provider", "openai-chat", "--seed", "3") == 0
     out = capsys.readouterr().out
-    assert "clean agent: every case passed" in out
-    assert "provider-ignores-cancel  1: esc.closes-stream[openai-chat]" in out
-    assert "commit-after-timeout     1: timeout.no-ghost[openai-chat]" in out
+    assert "clean agent: every applicable case passed (2)" in out
+    # A catch is a case that failed in every one of its runs (1 + 2 re-runs by default).
+    assert "provider-ignores-cancel  1: esc.closes-stream[openai-chat] 3/3" in out
+    assert "commit-after-timeout     1: timeout.no-ghost[openai-chat] 3/3" in out
     assert out.rstrip().endswith("report: reports/latest/mutants.json")
     matrix = json.loads((in_tmp / "reports/latest/mutants.json").read_text())
     assert matrix["ok"] is True and matrix["seed"] == 3

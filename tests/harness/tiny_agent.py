@@ -84,6 +84,7 @@ class TinyAgent:
         leak_connection: bool = False,
         request_after_cancel: bool = False,
         stubborn: bool = False,
+        close_delay: float = 0.0,
         capabilities: frozenset[Capability] = CAPS,
     ) -> None:
         self.ignore_cancel = ignore_cancel
@@ -93,6 +94,7 @@ class TinyAgent:
         self.leak_connection = leak_connection
         self.request_after_cancel = request_after_cancel
         self.stubborn = stubborn
+        self.close_delay = close_delay  # a slow agent: it acts on a cancel only this much later
         self.capabilities = capabilities
         self.sessions: dict[str, Session] = {}
         self.turns: dict[str, Turn] = {}
@@ -129,7 +131,9 @@ class TinyAgent:
             return CancelAck(False)
         self.note(f"cancel {turn.id}")
         turn.settle("cancelled")
-        if not self.ignore_cancel:
+        if self.close_delay:
+            self.tg.start_soon(self._cancel_later, turn)
+        elif not self.ignore_cancel:
             turn.scope.cancel()
         if self.background_tied:
             for scope in session.background:
@@ -185,6 +189,10 @@ class TinyAgent:
                 turn.settle("timeout")
         except Exception as exc:
             turn.settle("error", error=str(exc))
+
+    async def _cancel_later(self, turn: Turn) -> None:
+        await anyio.sleep(self.close_delay)
+        turn.scope.cancel()
 
     async def _ignore_cancellation(self) -> None:
         with anyio.CancelScope(shield=True):

@@ -1,0 +1,179 @@
+"""Verdicts that hold under load: the harness measures its own stalls and never blames the agent.
+
+A blocking call on the runner's loop stands in for a loaded machine here: it is exactly what
+starvation looks like from inside (the loop cannot run for a while), and it is deterministic.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import anyio
+import pytest
+from tiny_agent import TinyAgent
+
+from harness.cases import Case, CaseResult, RunConfig, Status
+from harness.runner import Runner
+from harness.scenario import Registry, ScenarioContext
+from harness.target import Capability
+from harness.timing import (
+    Indeterminate,
+    StallLog,
+    StallMonitor,
+    _children,
+    heartbeat,
+    union_ns,
+)
+
+pytestmark = pytest.mark.anyio
+MS = 1_000_000
+
+
+def stall_the_loop(seconds: float) -> None:
+    """Block the calling event loop: what starvation looks like from inside it."""
+    time.sleep(seconds)
+
+
+def test_union_counts_overlapping_stalls_once() -> None:
+    assert union_ns([(0, 10), (5, 20), (30, 40), (35, 36)]) == 30
+    assert union_ns([]) == 0
+
+
+def test_a_late_close_is_excused_only_by_a_stall_that_explains_it() -> None:
+    loop, provider = StallLog("the harness loop"), StallLog("the provider thread")
+    loop.add(100 * MS, 150 * MS)  # the loop could not run for 50 ms after the cancel at 100
+    provider.add(140 * MS, 160 * MS)  # overlapping stalls count once
+    stalls = StallMonitor((loop, provider))
+    assert stalls.stalled_ns(100 * MS, 200 * MS) == 60 * MS
+    described = stalls.describe(100 * MS, 200 * MS)
+    assert described == "the harness loop 50 ms, the provider thread 20 ms"
+    # closed 90 ms after the cancel with a 40 ms bound: 60 ms of it the agent could not run
+    assert stalls.excuses(100 * MS, 0.040, 190 * MS)
+    with pytest.raises(Indeterminate, match="measured 60 ms of stall in that span"):
+        stalls.judge_late(100 * MS, 0.040, [190 * MS], "expected a close within 40 ms")
+    # 150 ms late is more than the stall explains: the caller's failure stands
+    assert not stalls.excuses(100 * MS, 0.040, 300 * MS)
+    stalls.judge_late(100 * MS, 0.040, [300 * MS], "expected a close within 40 ms")
+    # still open (None) is never excused, whatever the load
+    stalls.judge_late(100 * MS, 0.040, [190 * MS, None], "expected a close within 40 ms")
+    # no stall at all: late is late
+    assert not StallMonitor((StallLog("x"),)).excuses(100 * MS, 0.040, 150 * MS)
+
+
+def test_a_deadline_the_agent_counts_itself_counts_stalls_since_it_started() -> None:
+    loop = StallLog("the harness loop")
+    loop.add(10 * MS, 100 * MS)  # stalled between the submit (10) and the agent starting its clock
+    stalls = StallMonitor((loop,))
+    deadline = 170 * MS  # submit + 160 ms, as the scenario computes it
+    assert not stalls.excuses(deadline, 0.080, 265 * MS)
+    assert stalls.excuses(deadline, 0.080, 265 * MS, since_ns=10 * MS)
+
+
+async def test_the_heartbeat_sees_a_blocked_loop_and_a_watch_window_grows_by_it() -> None:
+    log = StallLog("the harness loop")
+    stalls = StallMonitor((log,))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(heartbeat, log)
+        await anyio.sleep(0.01)
+        before = time.monotonic_ns()
+        stall_the_loop(0.05)
+        await anyio.sleep(0.01)
+        stalled = stalls.stalled_ns(before, time.monotonic_ns())
+        assert 40 * MS <= stalled <= 70 * MS
+
+        calls: list[float] = []
+
+        async def wait(seconds: float) -> bool | None:
+            calls.append(seconds)
+            if len(calls) == 1:
+                stall_the_loop(0.03)  # the whole window passed while the loop could not run
+                return None
+            await anyio.sleep(seconds)
+            return None
+
+        began = time.monotonic()
+        assert await stalls.watch(wait, 0.02) is None
+        assert len(calls) == 2 and 0.01 <= calls[1] <= 0.025  # given its 20 ms after all
+        assert time.monotonic() - began >= 0.045
+        tg.cancel_scope.cancel()
+
+
+def test_agent_processes_are_found_as_children() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=-1)
+    try:
+        assert child.pid in _children()
+    finally:
+        child.kill()
+        child.wait()
+
+
+# --------------------------------------------------------------------- through the runner
+
+
+def stalling_registry(stall_on: set[int], attempts: list[int]) -> Registry:
+    """An Esc scenario whose harness loop is blocked right after the cancel, on some attempts."""
+    registry = Registry()
+
+    @registry.scenario(
+        id="esc.stalled",
+        title="Esc while the machine is loaded",
+        incident="I1",
+        providers=("openai-chat",),
+        requires={Capability.CANCEL},
+    )
+    async def esc_stalled(ctx: ScenarioContext) -> None:
+        """The harness is starved right after the cancel; the agent could not have closed."""
+        attempts.append(len(attempts) + 1)
+        ctx.fault("stream=true,pace=5ms,tokens=400,hold-before=4,gate=main")
+        session = await ctx.new_session()
+        await ctx.submit(session, "Tell me a long story.")
+        await ctx.gate("main").wait_reached()
+        await ctx.cancel(session)
+        if len(attempts) in stall_on:
+            stall_the_loop(0.12)  # the harness's (and the agent's) loop
+        await ctx.checks.connection_closed_within(ctx.tempo(2))
+
+    return registry
+
+
+async def run_stalled(stall_on: set[int], reruns: int = 2, **agent: object) -> CaseResult:
+    attempts: list[int] = []
+    registry = stalling_registry(stall_on, attempts)
+    runner = Runner(
+        RunConfig(seed=5, target="tiny", timeout=5.0, reruns=reruns),
+        lambda: TinyAgent(**agent),  # type: ignore[arg-type]
+    )
+    result = await runner.run_case(Case(registry.get("esc.stalled"), "openai-chat"))
+    assert len(result.attempts) == len(attempts)
+    return result
+
+
+async def test_a_close_late_only_because_the_harness_stalled_is_rerun_not_failed() -> None:
+    result = await run_stalled({1})
+    assert [a.status for a in result.attempts] == [Status.INDETERMINATE, Status.PASSED]
+    assert result.status is Status.PASSED and result.history() == "after 1 indeterminate"
+    first = result.attempts[0].message
+    assert first.startswith("expected the client to close the provider connection within 40 ms")
+    assert "but the harness measured" in first and "the harness loop" in first
+
+
+async def test_a_case_stalled_in_every_run_stays_indeterminate_never_passed() -> None:
+    result = await run_stalled({1, 2, 3}, reruns=2)
+    assert result.status is Status.INDETERMINATE
+    assert [a.status for a in result.attempts] == [Status.INDETERMINATE] * 3
+    assert "this run cannot judge it" in result.message
+
+
+async def test_a_leak_is_never_excused_by_a_stall() -> None:
+    result = await run_stalled({1, 2, 3}, ignore_cancel=True)
+    assert result.status is Status.FAILED
+    assert len(result.attempts) == 1
+    assert "was still open" in result.message or "ended complete" in result.message
+
+
+async def test_a_slow_agent_with_no_stall_fails() -> None:
+    result = await run_stalled(set(), close_delay=0.15)
+    assert result.status is Status.FAILED and len(result.attempts) == 1
+    assert "only at +" in result.message and "measured" not in result.message
