@@ -334,7 +334,7 @@ class _Options:
 def _options(args: argparse.Namespace, registry: Registry, make: TargetMaker) -> _Options:
     """Validate everything before running anything; each mistake is one line, exit 2."""
     kinds = [ProviderKind.parse(kind) for kind in args.provider]
-    if not args.tempo > 0:
+    if args.tempo <= 0:
         raise UsageError(f"--tempo {args.tempo:g}: expected seconds above 0, such as 0.02")
     warning = check_tempo(args.tempo, "--tempo")
     if args.timeout is not None:
@@ -365,11 +365,11 @@ def _options(args: argparse.Namespace, registry: Registry, make: TargetMaker) ->
         )
     junit, json_path = getattr(args, "junit", None), args.json
     default_json = "results.json" if args.command == "run" else "mutants.json"
-    reports = [("--json", json_path or DEFAULT_DIR / default_json)]
+    reports = [("--json", json_path or DEFAULT_DIR / default_json, default_json)]
     if args.command == "run":
-        reports.append(("--junit", junit or DEFAULT_DIR / "junit.xml"))
-    for flag, path in reports:
-        check_report_path(path, flag)
+        reports.append(("--junit", junit or DEFAULT_DIR / "junit.xml", "junit.xml"))
+    for flag, path, example in reports:
+        check_report_path(path, flag, example)
     seed = args.seed if args.seed is not None else new_seed()
     until = getattr(args, "until_failure", False)
     config = RunConfig(

@@ -201,6 +201,7 @@ def render(matrix: Mapping[str, Any]) -> str:
         lines.append(
             f"clean agent did not pass {len(clean['failing'])}: {', '.join(clean['failing'])}"
         )
+        lines.extend(f"  {case}: {story}" for case, story in clean["details"].items())
     width = max((len(d) for d in matrix["defects"]), default=10)
     pad = f"  {'':<{width}}  "
     for defect, row in matrix["defects"].items():

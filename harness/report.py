@@ -28,11 +28,13 @@ class ReportPathError(ValueError):
     """A report path that cannot be written; the message names the path and the fix."""
 
 
-def check_report_path(path: Path, flag: str) -> None:
+def check_report_path(path: Path, flag: str, example: str = "results.json") -> None:
     """Refuse, before anything runs, a report path that could not be written at the end."""
     shown = f"{flag} {path}"
     if str(path).endswith(("/", os.sep)) or path.is_dir():
-        raise ReportPathError(f"{shown} is a directory; name a file in it, such as {path / 'x'}")
+        raise ReportPathError(
+            f"{shown} is a directory; name a file in it, such as {path / example}"
+        )
     ancestor = path.parent
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent

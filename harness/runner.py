@@ -23,7 +23,7 @@ import random
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -45,7 +45,7 @@ type TargetFactory = Callable[[], Target]
 type ReplayCommand = Callable[[Case, RunConfig], str]
 
 DEFAULT_STARTUP = 30.0  # s, for targets that declare no startup_timeout of their own
-STARTUP_GRACE = 5.0  # s beyond the target's startup_timeout, for it to say why it failed
+STARTUP_GRACE = 5.0  # s at most beyond the target's startup_timeout, for it to say why
 
 
 class _Outcome(Exception):
@@ -85,6 +85,7 @@ class Runner:
         self.deadlines: dict[Case, float] = {}
         self._started_any = False
         self._start_failure = ""  # the first did-not-start, while no target has started
+        self._loop_stalls: StallLog | None = None  # run_each's heartbeat, shared by its cases
 
     async def run(
         self, cases: Sequence[Case], on_result: Callable[[CaseResult], None] | None = None
@@ -111,18 +112,30 @@ class Runner:
         self, cases: Sequence[Case], on_done: Callable[[int, CaseResult], None]
     ) -> None:
         """Run the cases, `config.jobs` at a time, reporting each as it ends (any order)."""
-        limiter = anyio.CapacityLimiter(max(1, self.config.jobs))
+        slots = _Slots(max(1, self.config.jobs))
 
         async def one(index: int, case: Case) -> None:
-            async with limiter:
-                result = await self.run_case(case)
+            held = await slots.take()
+            try:
+                result = await self.run_case(case, slots=slots, held=held)
+            finally:
+                held.give_back()
             on_done(index, result)
 
         # Cases share nothing (each has its own provider and target), and mostly wait in
-        # watch windows, so a couple at a time keeps the catalogue fast on two cores.
-        async with anyio.create_task_group() as tg:
-            for index, case in enumerate(cases):
-                tg.start_soon(one, index, case)
+        # watch windows, so a couple at a time keeps the catalogue fast on two cores. One
+        # heartbeat on this loop serves every case.
+        loop_stalls = StallLog("the harness loop")
+        async with anyio.create_task_group() as beat:
+            beat.start_soon(heartbeat, loop_stalls)
+            self._loop_stalls = loop_stalls
+            try:
+                async with anyio.create_task_group() as tg:
+                    for index, case in enumerate(cases):
+                        tg.start_soon(one, index, case)
+            finally:
+                self._loop_stalls = None
+                beat.cancel_scope.cancel()
 
     def _result(
         self,
@@ -148,18 +161,24 @@ class Runner:
             repetition=self.config.repetition,
         )
 
-    async def run_case(self, case: Case) -> CaseResult:
-        """Run one case; while its verdict is indeterminate, re-run it (`config.reruns`)."""
+    async def run_case(
+        self, case: Case, *, slots: _Slots | None = None, held: _Slot | None = None
+    ) -> CaseResult:
+        """Run one case; while its verdict is indeterminate, re-run it (`config.reruns`).
+
+        A re-run runs alone (with `slots`: no other case of this run beside it), since the
+        harness's own concurrency is part of the load that made the verdict indeterminate.
+        """
         seed = case_seed(self.config.seed, case.name)
         attempts: list[Attempt] = []
         try:
-            while True:
-                result = await self._attempt(case, seed)
+            result = await self._attempt(case, seed)
+            attempts.append(Attempt(result.status, result.message, result.duration))
+            while result.status is Status.INDETERMINATE and len(attempts) <= self.config.reruns:
+                self.deadlines.pop(case, None)  # waiting for the others is not hanging
+                async with _alone(slots, held):
+                    result = await self._attempt(case, seed)
                 attempts.append(Attempt(result.status, result.message, result.duration))
-                if result.status is not Status.INDETERMINATE:
-                    break
-                if len(attempts) > self.config.reruns:
-                    break
         finally:
             self.deadlines.pop(case, None)
         total = sum(a.duration for a in attempts)
@@ -177,9 +196,6 @@ class Runner:
     async def _attempt(self, case: Case, seed: int) -> CaseResult:
         began = time.perf_counter()
         timeline = Timeline()
-        if self._start_failure and not self._started_any:
-            message = f"not run: no target has started in this run ({self._start_failure})"
-            return self._result(case, began, Status.DID_NOT_START, message, seed=seed)
         try:
             target = self.target_factory()
         except Exception as exc:
@@ -191,14 +207,19 @@ class Runner:
                 f"needs capability {', '.join(missing)}, which target '{target.name}' does not have"
             )
             return self._result(case, began, Status.NOT_APPLICABLE, message, seed=seed)
+        if self._start_failure and not self._started_any:
+            message = f"not run: no target has started in this run ({self._start_failure})"
+            return self._result(case, began, Status.DID_NOT_START, message, seed=seed)
         host = ProviderThread(seed=seed, tls=self.config.tls)
-        loop_stalls = StallLog("the harness loop")
+        shared = self._loop_stalls
+        loop_stalls = shared or StallLog("the harness loop")
         monitor = StallMonitor((loop_stalls, host.stalls, ChildSampler.acquire()))
         self._live[case], self._verdict[case] = (began, timeline, None), ""
         try:
             with _no_gc_pauses():
                 async with anyio.create_task_group() as beat:
-                    beat.start_soon(heartbeat, loop_stalls)
+                    if shared is None:  # a case run on its own (run_case), not by run_each
+                        beat.start_soon(heartbeat, loop_stalls)
                     try:
                         async with host as provider:
                             self._live[case] = (began, timeline, provider)
@@ -267,13 +288,14 @@ class Runner:
         host = _TargetHost(target, endpoint, settings)
         grace = self.tempo(10)
         startup = _startup_timeout(target)
+        startup_limit = startup + min(STARTUP_GRACE, max(1.0, startup))
         stop_limit = self.config.stop_timeout
         status, message = Status.PASSED, ""
         async with anyio.create_task_group() as tg:
             tg.start_soon(host.run)
             # Start-up is outside the case budget: the target's own startup_timeout bounds it.
-            self._deadline(case, startup + STARTUP_GRACE + stop_limit)
-            with anyio.move_on_after(startup + STARTUP_GRACE):
+            self._deadline(case, startup_limit + stop_limit)
+            with anyio.move_on_after(startup_limit):
                 await host.started.wait()
             if not host.started.is_set():
                 timeline.stamp(f"target did not start within {startup:g} s")
@@ -446,6 +468,48 @@ def _startup_timeout(target: Target) -> float:
     if isinstance(declared, int | float) and declared > 0:
         return float(declared)
     return DEFAULT_STARTUP
+
+
+class _Slot:
+    """One case's hold on a job slot; given back at most once."""
+
+    def __init__(self, slots: _Slots) -> None:
+        self.slots, self.held = slots, True
+
+    def give_back(self) -> None:
+        if self.held:
+            self.held = False
+            self.slots.limiter.release_on_behalf_of(self)
+
+
+class _Slots:
+    """`config.jobs` job slots; `_alone` takes them all for a re-run."""
+
+    def __init__(self, jobs: int) -> None:
+        self.limiter = anyio.CapacityLimiter(jobs)
+        self.gathering = anyio.Lock()  # one re-run gathers slots at a time: no deadlock
+
+    async def take(self) -> _Slot:
+        slot = _Slot(self)
+        await self.limiter.acquire_on_behalf_of(slot)
+        return slot
+
+
+@contextlib.asynccontextmanager
+async def _alone(slots: _Slots | None, held: _Slot | None) -> AsyncIterator[None]:
+    """Hold every job slot (giving back the case's own first), so nothing runs beside it."""
+    if slots is None or slots.limiter.total_tokens <= 1:
+        yield
+        return
+    if held is not None:
+        held.give_back()
+    async with slots.gathering:
+        taken = [await slots.take() for _ in range(int(slots.limiter.total_tokens))]
+        try:
+            yield
+        finally:
+            for slot in taken:
+                slot.give_back()
 
 
 class _TargetHost:

@@ -245,7 +245,7 @@ def test_repetitions_are_counted_per_case() -> None:
 def test_report_paths_are_checked_before_anything_runs(tmp_path: Path) -> None:
     check_report_path(tmp_path / "new" / "deeper" / "results.json", "--json")  # made later
     (tmp_path / "afile").write_text("x")
-    with pytest.raises(ReportPathError, match="is a directory; name a file in it"):
+    with pytest.raises(ReportPathError, match="is a directory; name a file in it, such as "):
         check_report_path(tmp_path, "--json")
     with pytest.raises(ReportPathError, match="afile is a file, so no directory"):
         check_report_path(tmp_path / "afile" / "junit.xml", "--junit")

@@ -22,7 +22,7 @@ from harness.scenario import (
     UnknownSelectorError,
     load_catalogue,
 )
-from harness.target import AgentSettings, Capability, TargetStartError
+from harness.target import AgentSettings, Capability, Endpoint, TargetStartError
 
 pytestmark = pytest.mark.anyio
 
@@ -222,6 +222,38 @@ async def test_target_that_does_not_start_is_did_not_start_never_a_verdict() -> 
     assert result.message == "the target did not start: agent exited with status 3: " + (
         "missing OPENAI_API_KEY"
     )
+
+
+async def test_start_up_is_outside_the_case_budget() -> None:
+    class SlowToStart(TinyAgent):
+        startup_timeout = 5.0
+
+        async def start(self, endpoint: Endpoint, settings: AgentSettings) -> None:
+            await anyio.sleep(1.2)  # longer than the whole case budget below
+            await super().start(endpoint, settings)
+
+    registry = example_registry()
+    runner = Runner(RunConfig(seed=1, timeout=1.0), SlowToStart)
+    result = await runner.run_case(Case(registry.get("esc.closes-stream"), "openai-chat"))
+    assert result.status is Status.PASSED, result.message
+
+
+async def test_a_target_that_hangs_in_start_did_not_start_within_its_startup_timeout() -> None:
+    class Hangs(TinyAgent):
+        startup_timeout = 0.3
+
+        async def start(self, endpoint: Endpoint, settings: AgentSettings) -> None:
+            await anyio.sleep_forever()
+
+    registry = example_registry()
+    runner = Runner(RunConfig(seed=1, timeout=30.0), Hangs)
+    began = anyio.current_time()
+    result = await runner.run_case(Case(registry.get("esc.closes-stream"), "openai-chat"))
+    assert result.status is Status.DID_NOT_START
+    assert result.message.startswith(
+        "the target did not start within its startup_timeout of 0.3 s and did not report why"
+    )
+    assert anyio.current_time() - began < 5  # its startup_timeout + grace, not 30 s
 
 
 async def test_a_hung_scenario_fails_at_the_case_timeout_with_its_last_step() -> None:
