@@ -186,6 +186,13 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=50, help="catalogue runs per target")
     parser.add_argument("--target", action="append", default=[], help="reference, http, acp")
     parser.add_argument("--mutants", type=int, default=1, help="mutants runs per target")
+    parser.add_argument(
+        "--mutants-defect",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="mutants only for these defects (repeatable; default every defect)",
+    )
     parser.add_argument("--hogs", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--seed", type=int, default=1000, help="base seed (run i: seed + i)")
     parser.add_argument("--tempo", type=float, default=None, help="passed on to the CLI")
@@ -205,6 +212,7 @@ def main() -> int:
             "cores": len(os.sched_getaffinity(0)),
             "seed": args.seed,
             "extra": extra,
+            "mutants_defects": args.mutants_defect,
             "python": sys.version.split()[0],
         },
         "runs": [],
@@ -234,7 +242,8 @@ def main() -> int:
                 for f in run["false_failures"]:
                     print(f"      FALSE {f['case']} {f['status']}: {f['message'][:160]}")
             for i in range(mutants_runs):
-                m = one_mutants(Path(tmp), target, args.seed + 500 + i, extra)
+                only = [a for d in args.mutants_defect for a in ("--defect", d)]
+                m = one_mutants(Path(tmp), target, args.seed + 500 + i, [*extra, *only])
                 report["mutants"].append(m)
                 statuses = Counter(m["statuses"].values())
                 print(
