@@ -165,18 +165,21 @@ def _totals(run: RunResult) -> str:
         f"{run.count(Status.ERROR)} errors",
         f"{run.count(Status.NOT_APPLICABLE)} not applicable",
     ]
-    for rare in (Status.INDETERMINATE, Status.DID_NOT_START):
-        if run.count(rare):
-            parts.append(f"{run.count(rare)} {rare.value.replace('-', ' ')}")
+    rare = [
+        f"{run.count(s)} {s.value.replace('-', ' ')}"
+        for s in (Status.INDETERMINATE, Status.DID_NOT_START)
+        if run.count(s)
+    ]
     rerun = sum(1 for r in run.results if r.reruns)
     if rerun:
-        parts.append(f"{rerun} re-run after an indeterminate verdict")
+        rare.append(f"{rerun} re-run after an indeterminate verdict")
     defects = f", defects {','.join(run.config.defects)}" if run.config.defects else ""
     reps = f", {run.repetitions} repetitions" if run.repetitions > 1 else ""
+    # The first four counts and "in X s" keep their place: tools read this line.
     return (
         f"{', '.join(parts)} in {_run_seconds(run):.1f} s "
         f"(target {run.target_name}{defects}, seed {run.config.seed}, "
-        f"tempo {run.config.tempo:g}{reps})"
+        f"tempo {run.config.tempo:g}{reps})" + (f"; {', '.join(rare)}" if rare else "")
     )
 
 

@@ -46,6 +46,7 @@ type ReplayCommand = Callable[[Case, RunConfig], str]
 
 DEFAULT_STARTUP = 30.0  # s, for targets that declare no startup_timeout of their own
 STARTUP_GRACE = 5.0  # s at most beyond the target's startup_timeout, for it to say why
+STALLED_WAIT = 5  # tempo of stall during a set-up wait that makes its timeout indeterminate
 
 
 class _Outcome(Exception):
@@ -441,8 +442,7 @@ async def _run_scenario(ctx: ScenarioContext, grace: float) -> None:
         ctx.timeline.stamp("check indeterminate (the harness was stalled)")
         raise _Outcome(Status.INDETERMINATE, str(exc)) from None
     except WaitTimeout as exc:
-        ctx.timeline.stamp("gave up waiting")
-        raise _Outcome(Status.FAILED, f"gave up waiting: {exc}") from None
+        raise _gave_up(ctx, exc) from None
     except TargetStartError as exc:
         raise _Outcome(Status.ERROR, f"the target failed: {exc}") from None
     except Exception as exc:
@@ -461,6 +461,26 @@ async def _run_scenario(ctx: ScenarioContext, grace: float) -> None:
     except Indeterminate as exc:
         ctx.timeline.stamp("invariant indeterminate (the harness was stalled)")
         raise _Outcome(Status.INDETERMINATE, str(exc)) from None
+
+
+def _gave_up(ctx: ScenarioContext, exc: WaitTimeout) -> _Outcome:
+    """A wait for the scenario's own set-up (a stream held at a gate) ran out.
+
+    If the harness or the agent could not run for STALLED_WAIT tempo of that wait, the agent's
+    own timers (deadlines of a few tempo) may have raced the set-up: indeterminate.
+    """
+    steps = [e.t_ns for e in ctx.timeline.entries() if e.source == "harness"]
+    now = ctx.timeline.stamp("gave up waiting")
+    since = steps[-1] if steps else now
+    stalled = ctx.stalls.stalled_ns(since, now)
+    message = f"gave up waiting: {exc}"
+    if stalled >= ctx.tempo(STALLED_WAIT) * 1e9:
+        return _Outcome(
+            Status.INDETERMINATE,
+            f"{message}; but the harness measured {stalled / 1e6:.0f} ms of stall while it "
+            f"waited ({ctx.stalls.describe(since, now)}): this run cannot judge it",
+        )
+    return _Outcome(Status.FAILED, message)
 
 
 def _startup_timeout(target: Target) -> float:

@@ -212,3 +212,29 @@ async def test_a_rerun_runs_alone_once_the_other_cases_are_done() -> None:
     (first, rerun), ((other_began, other_ended),) = spans["esc.stalled"], spans["other"]
     assert other_began < first[1]  # the first attempt did run beside the other case
     assert rerun[0] >= other_ended  # the re-run waited until it could run alone
+
+
+async def test_a_set_up_wait_that_ran_out_while_the_harness_stalled_is_rerun() -> None:
+    registry = Registry()
+    attempts: list[int] = []
+
+    @registry.scenario(id="gate.never", title="t", incident="I1", providers=("openai-chat",))
+    async def gate_never(ctx: ScenarioContext) -> None:
+        """The stream the scenario waits for never reaches its gate."""
+        attempts.append(1)
+        await ctx.new_session()
+        if len(attempts) == 1:
+            stall_the_loop(0.15)  # 7.5 tempo: the agent's own timers could have raced
+        await ctx.gate("never").wait_reached(timeout=0.3)
+
+    runner = Runner(RunConfig(seed=5, target="tiny", timeout=5.0), TinyAgent)
+    result = await runner.run_case(Case(registry.get("gate.never"), "openai-chat"))
+    first, second = result.attempts
+    assert first.status is Status.INDETERMINATE
+    assert first.message.startswith("gave up waiting: timed out after 0.3s waiting for 1 stream")
+    assert "but the harness measured" in first.message
+    # Re-run with no stall, the wait runs out all the same: that is a failure.
+    assert second.status is Status.FAILED and result.status is Status.FAILED
+    assert second.message == (
+        "gave up waiting: timed out after 0.3s waiting for 1 stream(s) at gate 'never'"
+    )
