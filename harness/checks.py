@@ -116,7 +116,7 @@ class Checks:
             failure = f"{head}; " + "; ".join(self._close_story(c, t, label, seen) for c in bad)
             # runner branch: closed by the client, late only by a stall the harness measured ->
             # Indeterminate (re-run); still open, or closed by the server -> failed.
-            self.ctx.stalls.judge_late(
+            failure = self.ctx.stalls.judge_late(
                 t,
                 within,
                 [c.closed_ns if c.closed_by is Closer.CLIENT else None for c in bad],
@@ -194,7 +194,7 @@ class Checks:
                     ),
                     self._remaining(t, grace + window),
                 )
-                self.ctx.stalls.judge_late(
+                failure = self.ctx.stalls.judge_late(
                     t,
                     grace,
                     [r.event_ns[-1] if r.outcome is Outcome.CLIENT_CLOSED else None for r in reqs],

@@ -40,6 +40,7 @@ from harness.cases import (
     new_seed,
     plan_cases,
 )
+from harness.guard import run_guarded
 from harness.report import (
     DEFAULT_DIR,
     ReportPathError,
@@ -49,7 +50,7 @@ from harness.report import (
     write_json,
     write_junit,
 )
-from harness.runner import Runner, run_guarded
+from harness.runner import Runner
 from harness.scenario import (
     ALL_KINDS,
     DEFAULT_TEMPO,

@@ -31,7 +31,8 @@ import pytest
 
 from fake_providers import FakeProvider
 from harness.cases import Case, CaseResult, RunConfig, Status, new_seed, plan_cases
-from harness.runner import Runner, run_guarded
+from harness.guard import run_guarded
+from harness.runner import Runner
 from harness.scenario import ALL_KINDS, DEFAULT_TEMPO, Registry, load_catalogue
 from harness.target import Target
 

@@ -10,22 +10,20 @@ that explains it, see harness/timing.py). An indeterminate case is re-run, up to
 Start-up is outside the case budget: the target has its own `startup_timeout` (30 s unless
 it declares one) to start, then the scenario has `config.case_timeout`. Each case gets its own
 seed from the run seed (harness/seeds.py) and its provider runs on its own thread
-(harness/provider_host.py). Each result carries the exact replay command.
+(harness/provider_host.py). `harness.guard.run_guarded` runs cases on a worker thread so a
+target that swallows cancellation cannot hang the caller. Each result carries the exact
+replay command.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
-import queue
 import random
-import threading
 import time
 import traceback
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
-from typing import Any
 
 import anyio
 
@@ -37,7 +35,9 @@ from harness.checks import CheckFailed
 from harness.provider_host import ProviderThread
 from harness.scenario import ScenarioContext, Tempo
 from harness.seeds import case_seed
-from harness.target import AgentSettings, Endpoint, Target, TargetStartError
+from harness.slots import JobSlots, Slot, alone
+from harness.target import Endpoint, Target, TargetStartError
+from harness.target_host import TargetHost
 from harness.timeline import Timeline
 from harness.timing import ChildSampler, Indeterminate, StallLog, StallMonitor, heartbeat
 
@@ -113,7 +113,7 @@ class Runner:
         self, cases: Sequence[Case], on_done: Callable[[int, CaseResult], None]
     ) -> None:
         """Run the cases, `config.jobs` at a time, reporting each as it ends (any order)."""
-        slots = _Slots(max(1, self.config.jobs))
+        slots = JobSlots(max(1, self.config.jobs))
 
         async def one(index: int, case: Case) -> None:
             held = await slots.take()
@@ -163,7 +163,7 @@ class Runner:
         )
 
     async def run_case(
-        self, case: Case, *, slots: _Slots | None = None, held: _Slot | None = None
+        self, case: Case, *, slots: JobSlots | None = None, held: Slot | None = None
     ) -> CaseResult:
         """Run one case; while its verdict is indeterminate, re-run it (`config.reruns`).
 
@@ -177,7 +177,7 @@ class Runner:
             attempts.append(Attempt(result.status, result.message, result.duration))
             while result.status is Status.INDETERMINATE and len(attempts) <= self.config.reruns:
                 self.deadlines.pop(case, None)  # waiting for the others is not hanging
-                async with _alone(slots, held):
+                async with alone(slots, held):
                     result = await self._attempt(case, seed)
                 attempts.append(Attempt(result.status, result.message, result.duration))
         finally:
@@ -286,7 +286,7 @@ class Runner:
             settings=settings,
             stalls=monitor,
         )
-        host = _TargetHost(target, endpoint, settings)
+        host = TargetHost(target, endpoint, settings)
         grace = self.tempo(10)
         startup = _startup_timeout(target)
         startup_limit = startup + min(STARTUP_GRACE, max(1.0, startup))
@@ -365,69 +365,6 @@ class Runner:
         return status, message
 
 
-def run_guarded(
-    runner: Runner,
-    cases: Sequence[Case],
-    on_result: Callable[[CaseResult], None] | None = None,
-    *,
-    slack: float = 10.0,
-) -> RunResult:
-    """Run on a worker thread, so a target that swallows cancellation cannot hang the caller.
-
-    A case still running `slack` s after its deadline (start-up, then case timeout, plus the
-    stop limit) is abandoned with its timeline so far; cases that had not finished by then
-    are reported as not run (errors). Results are delivered in case order.
-    """
-    inbox: queue.Queue[tuple[int, CaseResult] | BaseException | None] = queue.Queue()
-
-    def work() -> None:
-        try:
-            anyio.run(runner.run_each, cases, lambda i, r: inbox.put((i, r)))
-        except BaseException as exc:  # handed to the caller's thread
-            inbox.put(exc)
-        else:
-            inbox.put(None)
-
-    threading.Thread(target=work, name="cancel-harness-run", daemon=True).start()
-    run = RunResult(runner.config, runner.config.target, now_iso())
-    began = time.perf_counter()
-    finished: dict[int, CaseResult] = {}
-
-    def deliver(result: CaseResult) -> None:
-        run.results.append(result)
-        if on_result is not None:
-            on_result(result)
-
-    while len(run.results) < len(cases):
-        try:
-            item = inbox.get(timeout=0.2)
-        except queue.Empty:
-            stuck = runner.overdue(slack)
-            if stuck is None:
-                continue
-            for i in range(len(run.results), len(cases)):
-                case = cases[i]
-                if i in finished:
-                    deliver(finished.pop(i))
-                elif case is stuck:
-                    deliver(runner.abandoned(case))
-                else:
-                    why = f"not run: the run was abandoned when {stuck.name} hung"
-                    deliver(runner._result(case, time.perf_counter(), Status.ERROR, why))
-            break
-        if isinstance(item, BaseException):
-            raise item
-        if item is None:
-            break
-        index, result = item
-        finished[index] = result
-        while len(run.results) in finished:
-            deliver(finished.pop(len(run.results)))
-    run.finished = now_iso()
-    run.wall_seconds = time.perf_counter() - began
-    return run
-
-
 async def _run_scenario(ctx: ScenarioContext, grace: float) -> None:
     """Run the scenario function, turning what it raises into a case outcome."""
     try:
@@ -488,87 +425,6 @@ def _startup_timeout(target: Target) -> float:
     if isinstance(declared, int | float) and declared > 0:
         return float(declared)
     return DEFAULT_STARTUP
-
-
-class _Slot:
-    """One case's hold on a job slot; given back at most once."""
-
-    def __init__(self, slots: _Slots) -> None:
-        self.slots, self.held = slots, True
-
-    def give_back(self) -> None:
-        if self.held:
-            self.held = False
-            self.slots.limiter.release_on_behalf_of(self)
-
-
-class _Slots:
-    """`config.jobs` job slots; `_alone` takes them all for a re-run."""
-
-    def __init__(self, jobs: int) -> None:
-        self.limiter = anyio.CapacityLimiter(jobs)
-        self.gathering = anyio.Lock()  # one re-run gathers slots at a time: no deadlock
-
-    async def take(self) -> _Slot:
-        slot = _Slot(self)
-        await self.limiter.acquire_on_behalf_of(slot)
-        return slot
-
-
-@contextlib.asynccontextmanager
-async def _alone(slots: _Slots | None, held: _Slot | None) -> AsyncIterator[None]:
-    """Hold every job slot (giving back the case's own first), so nothing runs beside it."""
-    if slots is None or slots.limiter.total_tokens <= 1:
-        yield
-        return
-    if held is not None:
-        held.give_back()
-    async with slots.gathering:
-        taken = [await slots.take() for _ in range(int(slots.limiter.total_tokens))]
-        try:
-            yield
-        finally:
-            for slot in taken:
-                slot.give_back()
-
-
-class _TargetHost:
-    """Runs a target's start..stop in one task, so its own task groups nest correctly.
-
-    The scenario talks to the target from the runner's task; stopping is bounded from there.
-    """
-
-    def __init__(self, target: Target, endpoint: Endpoint, settings: AgentSettings) -> None:
-        self.target, self.endpoint, self.settings = target, endpoint, settings
-        self.started, self.finish, self.stopped = anyio.Event(), anyio.Event(), anyio.Event()
-        self.start_error: Exception | None = None
-        self.stop_error: Exception | None = None
-        self._task: asyncio.Task[Any] | None = None
-
-    def force_cancel(self) -> None:
-        """Break a stop() stuck in a shielded scope: a native cancel reaches through shields."""
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-
-    async def run(self) -> None:
-        with contextlib.suppress(RuntimeError):  # not on asyncio: no native task to cancel
-            self._task = asyncio.current_task()
-        try:
-            await self.target.start(self.endpoint, self.settings)
-        except Exception as exc:
-            self.start_error = exc
-            self.started.set()
-            self.stopped.set()
-            return
-        self.started.set()
-        try:
-            await self.finish.wait()
-        finally:
-            try:
-                await self.target.stop()
-            except Exception as exc:
-                self.stop_error = exc
-            self.stopped.set()
 
 
 _gc_holds = 0

@@ -32,8 +32,8 @@ HEARTBEAT = 0.002  # s between heartbeats on a watched loop
 LAG_FLOOR_NS = 1_500_000  # a heartbeat later than this is a stall (epoll rounds up to 1 ms)
 TOLERANCE_NS = 5_000_000  # what a heartbeat can miss of a stall: one period, plus rounding
 CHILD_PERIOD = 0.005  # s between /proc samples of agent processes
-CHILD_FLOOR_NS = 200_000  # run-queue waits below this per sample are noise
-HORIZON_NS = 900 * 10**9  # stall intervals older than this are forgotten
+CHILD_FLOOR_NS = 50_000  # run-queue waits below this per sample are noise
+HORIZON_NS = 300 * 10**9  # stall records older than this are forgotten
 EXTENSION_CAP = 5.0  # a watch window grows by at most this much for stalls (s)
 
 
@@ -46,13 +46,19 @@ class Indeterminate(Exception):
 
 
 class StallLog:
-    """Intervals of wall time during which one source (a loop, the agent processes) stalled."""
+    """When one source (a loop, the agent processes) stalled.
+
+    A heartbeat knows exactly when its loop could not run: solid intervals. A sampler of
+    cumulative run-queue wait only knows how much waiting happened between two samples:
+    spread records, counted pro rata of their overlap with a window.
+    """
 
     def __init__(self, source: str) -> None:
         self.source = source
         self._lock = threading.Lock()
         self._starts: list[int] = []
         self._ends: list[int] = []
+        self._spread: list[tuple[int, int, int]] = []  # (start, end, ns waited within), by end
         # When the heartbeat is next due: a heartbeat overdue now is a stall in progress
         # (its callback may not have run yet even though the stall has already happened).
         self.due_ns: int | None = None
@@ -68,8 +74,17 @@ class StallLog:
                 keep = bisect.bisect_left(self._starts, end_ns - HORIZON_NS)
                 del self._starts[:keep], self._ends[:keep]
 
+    def add_spread(self, start_ns: int, end_ns: int, waited_ns: int) -> None:
+        """`waited_ns` of stall happened somewhere in [start, end] (sampled in order)."""
+        if end_ns <= start_ns or waited_ns <= 0:
+            return
+        with self._lock:
+            self._spread.append((start_ns, end_ns, min(waited_ns, end_ns - start_ns)))
+            if len(self._spread) > 8192 and self._spread[0][1] < end_ns - HORIZON_NS:
+                del self._spread[:4096]
+
     def within(self, t0_ns: int, t1_ns: int) -> list[tuple[int, int]]:
-        """The intervals clipped to [t0, t1]."""
+        """The solid intervals clipped to [t0, t1]."""
         with self._lock:
             upto = bisect.bisect_right(self._starts, t1_ns)
             pairs = list(zip(self._starts[:upto], self._ends[:upto], strict=True))
@@ -77,6 +92,20 @@ class StallLog:
         if due is not None and time.monotonic_ns() - due > LAG_FLOOR_NS:
             pairs.append((due, time.monotonic_ns()))
         return [(max(s, t0_ns), min(e, t1_ns)) for s, e in pairs if e > t0_ns and s < t1_ns]
+
+    def spread_ns(self, t0_ns: int, t1_ns: int) -> int:
+        """The spread records' share of [t0, t1], pro rata of their overlap with it."""
+        with self._lock:
+            records = list(self._spread)
+        total = 0.0
+        for start, end, waited in records:
+            overlap = min(end, t1_ns) - max(start, t0_ns)
+            if overlap > 0:
+                total += waited * overlap / (end - start)
+        return int(total)
+
+    def measure(self, t0_ns: int, t1_ns: int) -> int:
+        return union_ns(self.within(t0_ns, t1_ns)) + self.spread_ns(t0_ns, t1_ns)
 
 
 def union_ns(intervals: Iterable[tuple[int, int]]) -> int:
@@ -116,14 +145,21 @@ class StallMonitor:
         self.logs = tuple(logs)
 
     def stalled_ns(self, t0_ns: int, t1_ns: int) -> int:
-        """How long, within [t0, t1], the harness, the provider or the agent could not run."""
-        return union_ns(i for log in self.logs for i in log.within(t0_ns, t1_ns))
+        """How long, within [t0, t1], the harness, the provider or the agent could not run.
+
+        The loops' stalls (known intervals) count once where they overlap; the agent
+        processes' run-queue waits (known only per sample) are added to them, as another
+        step of the chain from cancel to close. Never more than the span itself.
+        """
+        loops = union_ns(i for log in self.logs for i in log.within(t0_ns, t1_ns))
+        sampled = sum(log.spread_ns(t0_ns, t1_ns) for log in self.logs)
+        return min(max(0, t1_ns - t0_ns), loops + sampled)
 
     def describe(self, t0_ns: int, t1_ns: int) -> str:
         """`the harness loop 48 ms, the agent process 12 ms` (sources that stalled)."""
         parts = []
         for log in self.logs:
-            ns = union_ns(log.within(t0_ns, t1_ns))
+            ns = log.measure(t0_ns, t1_ns)
             if ns >= LAG_FLOOR_NS:
                 parts.append(f"{log.source} {ns / 1e6:.0f} ms")
         return ", ".join(parts) or "nothing"
@@ -147,24 +183,31 @@ class StallMonitor:
         failure: str,
         *,
         since_ns: int | None = None,
-    ) -> None:
+    ) -> str:
         """Raise `Indeterminate` if every late observation is explained by a stall.
 
         `seen_ns` are when each late thing happened (a close, a last write); None means it
-        never did (still open): that is never excused. Returns when the stall does not
-        explain it, so the caller raises its failure.
+        never did (still open): that is never excused. Otherwise returns the failure, with
+        the stall measured in that span when there was any, for the caller to raise.
         """
-        if not seen_ns or any(t is None for t in seen_ns):
-            return
-        last = max(t for t in seen_ns if t is not None)
-        if self.excuses(t0_ns, bound, last, since_ns):
-            start = min(t0_ns, since_ns or t0_ns)
-            stalled = self.stalled_ns(start, last)
+        start = min(t0_ns, since_ns or t0_ns)
+        last = max((t for t in seen_ns if t is not None), default=time.monotonic_ns())
+        stalled = self.stalled_ns(start, last)
+        measured = (
+            f"the harness measured {stalled / 1e6:.0f} ms of stall in that span "
+            f"({self.describe(start, last)})"
+        )
+        if (
+            seen_ns
+            and all(t is not None for t in seen_ns)
+            and self.excuses(t0_ns, bound, last, since_ns)
+        ):
             raise Indeterminate(
-                f"{failure}; but the harness measured {stalled / 1e6:.0f} ms of stall in that "
-                f"span ({self.describe(start, last)}), which explains the delay: this run "
-                "cannot judge it"
+                f"{failure}; but {measured}, which explains the delay: this run cannot judge it"
             )
+        if stalled < LAG_FLOOR_NS:
+            return failure
+        return f"{failure} ({measured}, which does not explain it)"
 
     async def watch[T](
         self, wait: Callable[[float], Awaitable[T | None]], seconds: float
@@ -277,5 +320,6 @@ class ChildSampler:
                 before = seen.get(pid)
                 seen[pid] = (now, delay)
                 if before is not None and delay - before[1] > CHILD_FLOOR_NS:
-                    waited = min(delay - before[1], now - before[0])
-                    cls.log.add(now - waited, now)  # the wait happened somewhere in between
+                    # When in between it waited is unknown (this thread may itself have
+                    # been starved for long): spread it over the whole gap.
+                    cls.log.add_spread(before[0], now, delay - before[1])

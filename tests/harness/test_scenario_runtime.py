@@ -10,7 +10,8 @@ import pytest
 from tiny_agent import CAPS, TinyAgent, example_registry, tiny_factory
 
 from harness.cases import Case, CaseResult, RunConfig, Status, plan_cases
-from harness.runner import Runner, run_guarded
+from harness.guard import run_guarded
+from harness.runner import Runner
 from harness.scenario import (
     ALL_KINDS,
     CATALOGUE,
