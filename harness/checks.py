@@ -96,10 +96,18 @@ class Checks:
             if (connection_id is None and _in_flight_at(c, t)) or c.id == connection_id
         ]
         if not conns:
-            raise CheckFailed(
+            failure = (
                 f"{head}; no response was in flight at the provider then (wait for the stream "
                 "first, e.g. `await ctx.gate(NAME).wait_reached()`)"
             )
+            # runner branch (harness/timing.py): a T the scenario computed (a deadline) can be
+            # overtaken by a stall: a response that began after T, by no more than the stall
+            # measured since the step T was computed from, is indeterminate.
+            began = [r.started_ns for r in self.ledger.requests() if r.started_ns > t]
+            if after_ns is not None and began:
+                since = clock_start(t, [*self.ctx.submits, *self.ctx.cancels])
+                failure = self.ctx.stalls.judge_late(t, 0.0, [min(began)], failure, since_ns=since)
+            raise CheckFailed(failure)
         bound = within + (self.ctx.tempo(10) if slack is None else slack)
         # runner branch (harness/timing.py): the watch window grows by the harness's own stalls.
         await self.ctx.stalls.watch(
@@ -339,7 +347,15 @@ class Checks:
         if out.stop_reason != "completed":
             detail = f" (error: {out.error})" if out.error else ""
             at = self._rel(self.ctx.ended_at[out.turn_id])
-            raise CheckFailed(f"{head}; it ended {out.stop_reason!r} at {at}{detail}")
+            failure = f"{head}; it ended {out.stop_reason!r} at {at}{detail}"
+            # runner branch (harness/timing.py): ran out of its own deadline while stalled.
+            deadline = self.ctx.settings.turn_timeout
+            if out.stop_reason == "timeout" and deadline:
+                ended = self.ctx.ended_at[out.turn_id]
+                failure = self.ctx.stalls.judge_deadline(
+                    self.ctx.submits[-1], ended, deadline, failure
+                )
+            raise CheckFailed(failure)
         after = await self.ctx.transcript(session)
         kept = after.entries[: len(before.entries)] == before.entries
         new = after.entries[len(before.entries) :]

@@ -11,10 +11,12 @@ doing, not the agent's. So every case measures, as intervals of wall time (monot
 - agent processes (children of the harness, e.g. the ACP or HTTP agent): the time they
   waited in the scheduler's run queue (`/proc/PID/schedstat`, Linux; elsewhere not measured).
 
-`StallMonitor.stalled_ns(t0, t1)` is the union of those intervals within [t0, t1]. A check
-whose bound was missed, but whose late observation fits within the bound plus that stall,
-raises `Indeterminate`: the runner re-runs the case. A connection still open at the end of
-its (stall-extended) watch window is a failure whatever the load: a leak is never excused.
+`StallMonitor.stalled_ns(t0, t1)` is the union of the loops' stall intervals within [t0, t1]
+plus the agent processes' waits sampled in it. A check whose bound was missed, but whose
+late observation fits within the bound plus that stall, raises `Indeterminate` (so does a
+turn that ran out of its own deadline while stalled for half of it): the runner re-runs the
+case. A connection still open at the end of its (stall-extended) watch window is a failure
+whatever the load: a leak is never excused.
 """
 
 from __future__ import annotations
@@ -208,6 +210,23 @@ class StallMonitor:
         if stalled < LAG_FLOOR_NS:
             return failure
         return f"{failure} ({measured}, which does not explain it)"
+
+    def judge_deadline(self, started_ns: int, ended_ns: int, deadline: float, failure: str) -> str:
+        """A turn ran out of its own deadline: raise `Indeterminate` if, for half of that
+        deadline or more, the harness or the agent could not run (a healthy turn needs far
+        less than its deadline, so the stall may well be why it ran out). Else the failure,
+        with the stall measured, for the caller to raise."""
+        stalled = self.stalled_ns(started_ns, ended_ns)
+        measured = (
+            f"the harness measured {stalled / 1e6:.0f} ms of stall during that turn "
+            f"({self.describe(started_ns, ended_ns)})"
+        )
+        if stalled >= deadline * 1e9 / 2:
+            raise Indeterminate(
+                f"{failure}; but {measured}, half its {deadline * 1000:g} ms deadline or more: "
+                "this run cannot judge it"
+            )
+        return failure if stalled < LAG_FLOOR_NS else f"{failure} ({measured})"
 
     async def watch[T](
         self, wait: Callable[[float], Awaitable[T | None]], seconds: float
