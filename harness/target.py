@@ -68,6 +68,7 @@ class AgentSettings:
     memory_extraction: bool | None = None
     max_output_tokens: int | None = None
     stream: bool | None = None  # stream model responses (False: non-streaming requests)
+    seed: int = 0  # for the agent's own random choices (retry jitter); 0: the agent's default
 
 
 @dataclass(frozen=True, slots=True)
