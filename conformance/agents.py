@@ -26,6 +26,9 @@ class Agent:
     cancel_path: str  # what the harness's cancel does inside the agent
     persists: str  # what it writes, and what the suite reads as its transcript
     notes: tuple[str, ...] = field(default=())
+    tempo: float | None = None  # None: the suite's default (the harness's own, 0.02 s)
+    jobs: int | None = None  # cases at a time; None: the suite's default (2)
+    tempo_why: str = ""  # the evidence for a tempo or jobs other than the default
 
     @property
     def providers(self) -> tuple[str, ...]:
@@ -141,13 +144,12 @@ AGENTS: tuple[Agent, ...] = (
         name="gemini-cli",
         ecosystem="npm",
         packages=("@google/gemini-cli@0.61.0",),
-        runs=(("gemini-cli", "anthropic"),),
+        runs=(("gemini-cli", "gemini"),),
         door="acp (`gemini --acp`)",
         configured=(
-            "GEMINI_API_KEY + GOOGLE_GEMINI_BASE_URL; settings.json in a fresh HOME selects "
-            "gemini-api-key auth and turns telemetry, usage statistics and auto-update off. "
-            "The harness has no `gemini` provider kind yet, so it runs under --provider "
-            "anthropic, whose {base_url} is the bare origin; the fake provider routes by path"
+            "GEMINI_API_KEY + GOOGLE_GEMINI_BASE_URL (the gemini kind's {base_url}, a bare "
+            "origin); settings.json in a fresh HOME selects gemini-api-key auth and turns "
+            "telemetry, usage statistics and auto-update off"
         ),
         cancel_path="ACP session/cancel -> the turn's AbortController",
         persists="chat recordings under ~/.gemini/tmp/<project>/chats/",
