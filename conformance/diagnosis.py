@@ -102,6 +102,14 @@ NO_MIDSTREAM_RETRY = Diagnosis(
     "on a non-streaming request, or under a capability of their own)",
     Side.HARNESS,
 )
+SILENT_NO_CLOSE = Diagnosis(
+    "no-close-on-cancel",
+    "the provider went silent and the agent, told to cancel, kept the connection open: the "
+    "cancel does not reach the streaming request itself, which notices it (if at all) only "
+    "when the next chunk arrives; a model that is thinking, or a stalled network, keeps it "
+    "open (incident I1, cancel-checked-on-next-chunk)",
+    Side.AGENT,
+)
 DRAIN_ON_LEAVE = Diagnosis(
     "drain-on-leave",
     "the caller broke out of the stream iterator (no cancel), and the library went on reading "
@@ -282,6 +290,8 @@ def diagnose(message: str, timeline: str = "", scenario: str = "") -> Diagnosis:
         r"close the provider connection.*(still open|only at)", message
     ):
         return DRAIN_ON_LEAVE
+    if re.search(r"close the provider connection.*still open.* and 0 more events", message):
+        return SILENT_NO_CLOSE
     if re.search(r"RequestError: ", message) and not _SUBMIT.search(timeline):
         return FRESH_LOAD
     if re.search(r"ended timeout .*before its model call was held", message) or re.search(
