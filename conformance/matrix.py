@@ -152,6 +152,13 @@ def _column(repeats: list[AgentRun]) -> dict[str, Any]:
                 "counts": run.counts(),
                 "applicable": run.applicable,
                 "clean": run.clean,
+                "sides": dict(
+                    Counter(
+                        c.diagnosis.side.value
+                        for c in run.cases
+                        if c.diagnosis is not None and c.status in ("failed", "error")
+                    )
+                ),
             }
             for run in repeats
         ],
@@ -203,6 +210,57 @@ def _runtime_na(repeats: list[AgentRun]) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------- render
+
+
+def verdicts(matrix: Mapping[str, Any]) -> str:
+    """Per agent: applicable cases per kind, failures per run by side, and the verdict."""
+    by_agent: dict[str, list[Mapping[str, Any]]] = {}
+    for column in matrix["columns"]:
+        by_agent.setdefault(column["agent"], []).append(column)
+    repeats = max((len(c["runs"]) for c in matrix["columns"]), default=0)
+    runs = " | ".join(f"run {i + 1}" for i in range(repeats))
+    lines = [
+        "## Verdicts",
+        "",
+        "Failed or broken cases per run, all provider kinds together, as agent / harness side "
+        "(conformance.diagnosis decides the side; the findings below say why).",
+        "",
+        f"| agent | version | provider kinds | applicable cases | {runs} | verdict |",
+        "| --- |" + " --- |" * (repeats + 4),
+    ]
+    for agent, columns in by_agent.items():
+        kinds = ", ".join(c["kind"] for c in columns)
+        applicable = " / ".join(str(c["runs"][0]["applicable"]) for c in columns if c["runs"])
+        cells = []
+        for index in range(repeats):
+            sides: Counter[str] = Counter()
+            for column in columns:
+                if index < len(column["runs"]):
+                    sides.update(column["runs"][index].get("sides", {}))
+            cells.append(f"{sides.get('agent', 0)} / {sides.get('harness', 0)}")
+        lines.append(
+            f"| {agent} | `{columns[0]['version']}` | {kinds} | {applicable} | "
+            + " | ".join(cells)
+            + f" | {agent_verdict(columns)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def agent_verdict(columns: Sequence[Mapping[str, Any]]) -> str:
+    """One line: conforms, or the agent-side causes found, or blocked on the harness side."""
+    found = [f for c in columns for f in c["findings"]]
+    failed = [f for f in found if any(s in ("failed", "error") for s in f["statuses"])]
+    agent = sorted({f["cause"] for f in failed if f["side"] == "agent"})
+    harness = sorted({f["cause"] for f in failed if f["side"] == "harness"})
+    warned = any(f["status"] == "warning" for f in found)
+    runs = max((len(c["runs"]) for c in columns), default=0)
+    if not failed:
+        tail = ", with side-traffic warnings" if warned else ""
+        return f"conforms: no failure in {runs} run(s){tail}"
+    if agent:
+        also = f"; harness side: {', '.join(harness)}" if harness else ""
+        return f"agent findings: {', '.join(agent)}{also}"
+    return f"no agent finding; blocked on the harness side: {', '.join(harness)}"
 
 
 def cell_mark(statuses: Sequence[str]) -> str:

@@ -164,11 +164,19 @@ class Probe:
         print(f"  {entry['at_ms']:>9.1f}ms  {what} {facts if facts else ''}", flush=True)
 
     def main_call(self, turn: str) -> Callable[[Any], RequestRecord | None]:
-        tag = self.tags[turn]
+        """The turn's first main call: a main call that carries its tag and none of the later
+        turns' (an agent that keeps the cancelled prompt B sends it again before C's)."""
+        tag = self.tags[turn].encode()
+        later = [t.encode() for name, t in self.tags.items() if name > turn]
 
         def first(ledger: Any) -> RequestRecord | None:
             return next(
-                (r for r in ledger.requests() if r.role is Role.MAIN and r.prompt == tag), None
+                (
+                    r
+                    for r in ledger.requests()
+                    if r.role is Role.MAIN and tag in r.body and not any(t in r.body for t in later)
+                ),
+                None,
             )
 
         return first

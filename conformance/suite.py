@@ -38,7 +38,7 @@ from conformance.agents import (
     UnknownAgentError,
     select,
 )
-from conformance.matrix import AgentRun, build_matrix, load_run, markdown
+from conformance.matrix import AgentRun, build_matrix, load_run, markdown, verdicts
 from conformance.probe import probe_table
 from conformance.recipes import CachePaths, render
 
@@ -349,6 +349,7 @@ def write_reports(
     text = markdown(
         matrix, agents=rows, preamble=DOC_PREAMBLE, replay_prefix="scripts/conformance --replay "
     )
+    text = _after_agents_table(text, verdicts(matrix))
     probes = [
         json.loads(p.read_text(encoding="utf-8")) for p in sorted((out / "probes").glob("*.json"))
     ]
@@ -359,6 +360,14 @@ def write_reports(
     if docs is not None:
         docs.write_text(text + "\n" + _recipes(agents) + "\n" + DOC_HOWTO + "\n", encoding="utf-8")
     log(f"matrix: {out / 'matrix.md'}")
+
+
+def _after_agents_table(text: str, section: str) -> str:
+    """`section` right after the agents table (the first table of the page)."""
+    head, sep, rest = text.partition("\n\n| scenario |")
+    if not sep:
+        return text + "\n" + section
+    return f"{head}\n\n{section}{sep}{rest}"
 
 
 def _timing(timing: Mapping[str, Any]) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from conformance.diagnosis import Side, diagnose, misattributed
-from conformance.matrix import build_matrix, cell_mark, load_run, markdown
+from conformance.matrix import build_matrix, cell_mark, load_run, markdown, verdicts
 from harness.cases import CaseResult, RunConfig, RunResult, Status
 from harness.report import results_json
 
@@ -165,3 +165,38 @@ def test_a_run_without_results_is_reported_as_a_setup_error(tmp_path) -> None:
 def test_an_unknown_failure_quotes_its_first_line() -> None:
     found = diagnose("Something odd happened\nmore")
     assert (found.cause, found.text, found.side) == ("other", "Something odd happened", Side.AGENT)
+
+
+def test_verdicts_split_failures_by_side_per_run(tmp_path) -> None:
+    agent_bug = _run(tmp_path, "a", _case("esc.mid-stream", Status.FAILED, NO_CLOSE))
+    harness = _run(
+        tmp_path,
+        "h",
+        _case("esc.repeated", Status.ERROR, "the agent failed before the cancel", KEPT_PROMPT),
+    )
+    clean = _run(tmp_path, "c", _case("esc.cancel-twice", Status.PASSED, warnings=(SIDE_WARNING,)))
+    clean.agent = clean.target = "quiet"
+    harness.agent = harness.target = "blocked"
+    text = verdicts(build_matrix([agent_bug, harness, clean], date="d", harness="h"))
+    rows = {line.split(" | ")[0][2:]: line.split(" | ")[4:] for line in text.splitlines()[6:]}
+    assert rows["gemini-cli"] == ["1 / 0", "agent findings: no-close-on-cancel |"]
+    assert rows["blocked"][0] == "0 / 1"
+    assert rows["blocked"][1].startswith("no agent finding; blocked on the harness side")
+    warned = "conforms: no failure in 1 run(s), with side-traffic warnings |"
+    assert rows["quiet"] == ["0 / 0", warned]
+
+
+def test_a_late_close_across_a_stall_of_the_harness_loop_is_the_harnesss() -> None:
+    late = (
+        "expected the client to close the provider connection within 100 ms of the cancel at "
+        "+599.9ms; conn#1 was closed by the client (fin) only at +794.0ms, 194 ms after"
+    )
+    timeline = """\
+    +200.0ms  harness   fault rule #1: role=main,prompt=ch-dff53734,pace=50ms,hang-after=16
+    +235.3ms  provider  conn#1 events #1-#7 written (until +535.6ms)
+    +599.9ms  harness   leave turn t1 (stop reading, no cancel)
+    +791.9ms  provider  conn#1 events #9-#12 written
+    +794.0ms  provider  conn#1 closed by client (fin) after 12 events"""
+    assert diagnose(late, timeline, "esc.leave-early").cause == "loop-stall"
+    paced = timeline.replace("#9-#12 written", "#9-#12 written (until +791.9ms)")
+    assert diagnose(late, paced, "esc.leave-early").cause == "drain-on-leave"
