@@ -246,6 +246,34 @@ def verdicts(matrix: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def harness_side(matrix: Mapping[str, Any]) -> str:
+    """Every harness-side cause over the whole matrix: what it costs and the change wanted."""
+    found: dict[str, dict[str, Any]] = {}
+    for column in matrix["columns"]:
+        for f in column["findings"]:
+            if f["side"] != "harness":
+                continue
+            entry = found.setdefault(f["cause"], {"text": f["diagnosis"], "cases": 0, "where": {}})
+            failing = sum(1 for s in f["statuses"] if s in ("failed", "error"))
+            entry["cases"] += failing
+            entry["where"].setdefault(column["agent"], set()).add(f["scenario"])
+    if not found:
+        return ""
+    lines = [
+        "## Harness side: what the verdicts above are waiting for",
+        "",
+        "Failures whose cause is the harness, not the agent, with the change that would mend "
+        "each (counts are failed or broken cases over all runs and kinds).",
+        "",
+    ]
+    for cause, entry in sorted(found.items(), key=lambda kv: -kv[1]["cases"]):
+        where = "; ".join(
+            f"{agent}: {', '.join(sorted(names))}" for agent, names in entry["where"].items()
+        )
+        lines += [f"- **{cause}** ({entry['cases']} cases). {entry['text']}", f"  - {where}"]
+    return "\n".join(lines) + "\n"
+
+
 def agent_verdict(columns: Sequence[Mapping[str, Any]]) -> str:
     """One line: conforms, or the agent-side causes found, or blocked on the harness side."""
     found = [f for c in columns for f in c["findings"]]

@@ -38,7 +38,14 @@ from conformance.agents import (
     UnknownAgentError,
     select,
 )
-from conformance.matrix import AgentRun, build_matrix, load_run, markdown, verdicts
+from conformance.matrix import (
+    AgentRun,
+    build_matrix,
+    harness_side,
+    load_run,
+    markdown,
+    verdicts,
+)
 from conformance.probe import probe_table
 from conformance.recipes import CachePaths, render
 
@@ -349,7 +356,7 @@ def write_reports(
     text = markdown(
         matrix, agents=rows, preamble=DOC_PREAMBLE, replay_prefix="scripts/conformance --replay "
     )
-    text = _after_agents_table(text, verdicts(matrix))
+    text = _after_agents_table(text, verdicts(matrix) + "\n" + harness_side(matrix))
     probes = [
         json.loads(p.read_text(encoding="utf-8")) for p in sorted((out / "probes").glob("*.json"))
     ]
