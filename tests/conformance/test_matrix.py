@@ -5,7 +5,14 @@ from __future__ import annotations
 import json
 
 from conformance.diagnosis import Side, diagnose, misattributed
-from conformance.matrix import build_matrix, cell_mark, load_run, markdown, verdicts
+from conformance.matrix import (
+    build_matrix,
+    cell_mark,
+    harness_side,
+    load_run,
+    markdown,
+    verdicts,
+)
 from harness.cases import CaseResult, RunConfig, RunResult, Status
 from harness.report import results_json
 
@@ -200,3 +207,16 @@ def test_a_late_close_across_a_stall_of_the_harness_loop_is_the_harnesss() -> No
     assert diagnose(late, timeline, "esc.leave-early").cause == "loop-stall"
     paced = timeline.replace("#9-#12 written", "#9-#12 written (until +791.9ms)")
     assert diagnose(late, paced, "esc.leave-early").cause == "drain-on-leave"
+
+
+def test_harness_side_causes_are_listed_with_their_cost_and_where(tmp_path) -> None:
+    harness = _run(
+        tmp_path,
+        "h",
+        _case("esc.repeated", Status.ERROR, "the agent failed before the cancel", KEPT_PROMPT),
+        _case("esc.mid-stream", Status.FAILED, NO_CLOSE),
+    )
+    text = harness_side(build_matrix([harness, harness], date="d", harness="h"))
+    assert "- **prompt-misattributed** (2 cases)." in text
+    assert "  - gemini-cli: esc.repeated" in text
+    assert "no-close-on-cancel" not in text  # the agent's, not the harness's
