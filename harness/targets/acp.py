@@ -288,7 +288,10 @@ class AcpTarget:
                 )
             self._can_load = bool(init.agent_capabilities and init.agent_capabilities.load_session)
         except BaseException as exc:
-            failure = await self._start_failure(exc)
+            # Bounded (a second or two), and shielded: a runner that gave up on the start
+            # cancels us here, and the stack below must still close the agent's process.
+            with anyio.CancelScope(shield=True):
+                failure = await self._start_failure(exc)
             await stack.aclose()
             if failure is None:
                 raise
