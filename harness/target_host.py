@@ -24,6 +24,7 @@ class TargetHost:
         self.start_error: Exception | None = None
         self.stop_error: Exception | None = None
         self.took = 0.0  # s the target's start() took
+        self.stop_took = 0.0  # s its stop() took
         self._task: asyncio.Task[Any] | None = None
         self._start_scope = anyio.CancelScope()
 
@@ -60,8 +61,10 @@ class TargetHost:
         try:
             await self.finish.wait()
         finally:
+            began = time.monotonic()
             try:
                 await self.target.stop()
             except Exception as exc:
                 self.stop_error = exc
+            self.stop_took = time.monotonic() - began
             self.stopped.set()
