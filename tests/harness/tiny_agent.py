@@ -95,6 +95,8 @@ class TinyAgent:
         drain_on_leave: bool = False,
         title_first: bool = False,
         stubborn: bool = False,
+        fold_cancelled_prompt: bool = False,
+        rewrite_history: bool = False,
         close_delay: float = 0.0,
         capabilities: frozenset[Capability] = CAPS,
     ) -> None:
@@ -110,6 +112,9 @@ class TinyAgent:
         self.title_first = title_first  # a title call, shaped like a turn's, before each turn
         self.titles: list[httpx.Response] = []
         self.stubborn = stubborn
+        # Keep a cancelled prompt, unanswered, and fold it into the next turn's user entry.
+        self.fold_cancelled_prompt = fold_cancelled_prompt
+        self.rewrite_history = rewrite_history  # each commit rewrites the first answer
         self.close_delay = close_delay  # a slow agent: it acts on a cancel only this much later
         self.capabilities = capabilities
         self.sessions: dict[str, Session] = {}
@@ -147,6 +152,8 @@ class TinyAgent:
             return CancelAck(False)
         self.note(f"cancel {turn.id}")
         turn.settle("cancelled")
+        if self.fold_cancelled_prompt:  # kept, unanswered, as the cancel is reported
+            session.entries.append(TranscriptEntry("user", turn.prompt, turn.id))
         if self.cancel_on_next_chunk:
             turn.stop_reading = True  # looked at only when the next chunk arrives
         elif self.close_delay:
@@ -252,8 +259,18 @@ class TinyAgent:
                 self.note(f"{turn.id} discarded a late answer")
                 return
             session = self.sessions[turn.session]
+            said = turn.prompt
+            if (
+                self.fold_cancelled_prompt
+                and session.entries
+                and session.entries[-1].role == "user"
+            ):
+                said = f"{session.entries.pop().content}\n{said}"
+            if self.rewrite_history and session.entries:
+                first = session.entries[1]
+                session.entries[1] = TranscriptEntry("assistant", "(edited)", first.turn_id, "stop")
             session.entries += [
-                TranscriptEntry("user", turn.prompt, turn.id),
+                TranscriptEntry("user", said, turn.id),
                 TranscriptEntry("assistant", text, turn.id, "stop"),
             ]
             session.usage = (session.usage[0] + 1, session.usage[1] + out_tokens)
