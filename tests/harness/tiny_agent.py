@@ -96,6 +96,7 @@ class TinyAgent:
         title_first: bool = False,
         stubborn: bool = False,
         fold_cancelled_prompt: bool = False,
+        hold_back_last_word: bool = False,
         rewrite_history: bool = False,
         close_delay: float = 0.0,
         capabilities: frozenset[Capability] = CAPS,
@@ -115,6 +116,7 @@ class TinyAgent:
         # Keep a cancelled prompt, unanswered, and fold it into the next turn's user entry.
         self.fold_cancelled_prompt = fold_cancelled_prompt
         self.rewrite_history = rewrite_history  # each commit rewrites the first answer
+        self.hold_back_last_word = hold_back_last_word  # shows text up to the last space
         self.close_delay = close_delay  # a slow agent: it acts on a cancel only this much later
         self.capabilities = capabilities
         self.sessions: dict[str, Session] = {}
@@ -180,7 +182,8 @@ class TinyAgent:
             turn.scope.cancel()
 
     def shown(self, submission: Submission) -> str:
-        return "".join(self.turns[submission.turn_id].shown)
+        text = "".join(self.turns[submission.turn_id].shown)
+        return text.rpartition(" ")[0] if self.hold_back_last_word else text
 
     async def wait_outcome(self, submission: Submission, timeout: float) -> Outcome:
         turn = self.turns[submission.turn_id]
