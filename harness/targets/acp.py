@@ -78,7 +78,15 @@ DEFAULT_CAPABILITIES = frozenset(
 REFERENCE_CAPABILITIES = DEFAULT_CAPABILITIES | frozenset(
     map(
         Capability,
-        ("timeout", "stale-timeout", "retries", "compaction", "background", "atomic-turns"),
+        (
+            "timeout",
+            "stale-timeout",
+            "retries",
+            "stream-retries",
+            "compaction",
+            "background",
+            "atomic-turns",
+        ),
     )
 )
 # Someone else's ACP agent: only what any ACP agent can be judged on. Its tools are not
