@@ -4,7 +4,9 @@ Streaming turns use `Runner.run_streamed()`; the cancel is the library's own
 `RunResultStreaming.cancel()` (mode "immediate"), and the turn ends when `stream_events()`
 stops. Non-streaming turns use `Runner.run()`, whose only cancel is cancelling the task
 awaiting it. A deadline is the application's `asyncio.timeout()` around the run, followed by
-the same `cancel()`, as a careful application would do (the library has no per-run deadline).
+the same `cancel()` and a bounded drain of `stream_events()` (the library winds a cancelled
+run down only while its events are consumed), as a careful application would do (the
+library has no per-run deadline).
 Leaving early (`leave`) is the application breaking out of `stream_events()` without calling
 `cancel()`: what a caller does when it no longer wants the answer.
 
@@ -17,6 +19,7 @@ back with `get_items()`: what the library persisted, not what we think it should
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,8 @@ from typing import Any
 from conformance.adapters.library import LibraryTarget, Turn, TurnCancelled, openai_client
 from fake_providers.kinds import ProviderKind
 from harness.target import Transcript, TranscriptEntry
+
+DRAIN_LIMIT = 2.0  # s: how long a deadline waits for the cancelled run to wind down
 
 MODEL = "gpt-4o"
 
@@ -94,7 +99,12 @@ class OpenAIAgentsTarget(LibraryTarget):
                 if turn.show(delta):
                     return turn.shown  # left: break out, no cancel()
         except asyncio.CancelledError:
-            streamed.cancel()  # the deadline (or stop) ended our wait: end the run as well
+            # The deadline (or stop) ended our wait: end the run as well. The library winds
+            # the run down (and closes its model stream) only while stream_events() is
+            # consumed, so a careful application drains it, bounded, before giving up.
+            streamed.cancel()
+            with contextlib.suppress(Exception):  # a drain that times out or fails
+                await asyncio.wait_for(_drain(streamed), DRAIN_LIMIT)
             raise
         if turn.cancel_ns is not None:
             raise TurnCancelled("RunResultStreaming.cancel() ended the run")
@@ -125,3 +135,8 @@ def _entry(item: Any) -> TranscriptEntry | None:
 
 def make_target() -> OpenAIAgentsTarget:
     return OpenAIAgentsTarget()
+
+
+async def _drain(streamed: Any) -> None:
+    async for _ in streamed.stream_events():
+        pass
