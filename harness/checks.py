@@ -25,7 +25,7 @@ from fake_providers.signals import WaitTimeout
 from harness.target import AgentSettings, Capability, Submission, Target, Transcript
 from harness.target import Outcome as TurnOutcome
 from harness.timeline import Timeline, describe_change, describe_request, quote
-from harness.timing import StallMonitor, clock_start
+from harness.timing import Indeterminate, StallMonitor, clock_start
 
 if TYPE_CHECKING:
     from fake_providers import FakeProvider
@@ -52,6 +52,7 @@ class CheckContext(Protocol):
     tracker: Tracker
     close_within: float | None
     ended_at: dict[str, int]
+    submitted_at: dict[str, int]
     settled: dict[str, Transcript]
     stalls: StallMonitor  # the harness's and the agent's own stalls (harness/timing.py)
     submits: list[int]
@@ -338,10 +339,26 @@ class Checks:
         when = self.ctx.ended_at.get(outcome.turn_id)
         at = f" at {self._rel(when)}" if when is not None else ""
         detail = f"error: {outcome.error}" if outcome.error else f"text: {quote(outcome.text)}"
-        raise CheckFailed(
+        failure = (
             f"expected turn {outcome.turn_id} to end {want}; it ended "
             f"{outcome.stop_reason!r}{at} ({detail})"
         )
+        deadline = self.ctx.settings.turn_timeout
+        began = self.ctx.submitted_at.get(outcome.turn_id)
+        if "cancelled" in wanted and outcome.stop_reason == "timeout" and deadline and began:
+            # The turn's own deadline raced the harness's cancel: did the cancel go out in time?
+            cancel = min((c for c in self.ctx.cancels if c >= began), default=None)
+            if cancel is None or cancel - began >= deadline * 1e9:
+                sent = "never" if cancel is None else f"{ms((cancel - began) / 1e9)} after submit"
+                raise Indeterminate(
+                    f"{failure}; but the cancel went out {sent}, past the turn's "
+                    f"{ms(deadline)} deadline (the harness measured "
+                    f"{self.ctx.stalls.stalled_ns(began, cancel or began) / 1e6:.0f} ms of "
+                    "stall meanwhile): this run could not stage the cancel in time"
+                )
+            if when is not None:
+                failure = self.ctx.stalls.judge_deadline(began, when, deadline, failure)
+        raise CheckFailed(failure)
 
     @_check
     async def no_ghost_turn(

@@ -115,6 +115,7 @@ class ScenarioContext:
         # an earlier run of the same seed must never count as this run's.
         self.case_tag = new_tag(random.SystemRandom())
         self.submits: list[int] = []  # monotonic ns right before each submit
+        self.submitted_at: dict[str, int] = {}  # turn id -> monotonic ns before its submit
         self.cancels: list[int] = []  # monotonic ns right before each cancel
         self.ended_at: dict[str, int] = {}  # turn id -> when its outcome reached the harness
         self.settled: dict[str, Transcript] = {}  # cancelled/timed-out turn -> state then
@@ -203,8 +204,10 @@ class ScenarioContext:
         """Send a prompt (a plain string is tagged first) and return once it is accepted."""
         if not isinstance(prompt, Prompt):
             prompt = self.prompt(prompt)
-        self.submits.append(time.monotonic_ns())
+        t_ns = time.monotonic_ns()
+        self.submits.append(t_ns)
         sub = await self.target.submit(session, prompt.text)
+        self.submitted_at[sub.turn_id] = t_ns
         stream = f", stream {sub.stream_id}" if sub.stream_id else ""
         self.timeline.stamp(
             f"submit {_short(prompt.said)} [{prompt.tag}] to {session}: "

@@ -299,6 +299,41 @@ async def test_a_next_turn_that_ran_out_of_its_deadline_while_stalled_is_rerun()
     assert "it ended 'timeout'" in result.message and "cannot judge" not in result.message
 
 
+async def test_a_cancel_that_went_out_after_the_turns_deadline_is_rerun_not_failed() -> None:
+    registry = Registry()
+    attempts: list[int] = []
+
+    @registry.scenario(
+        id="timeout.race",
+        title="t",
+        incident="I2",
+        providers=("openai-chat",),
+        requires={Capability.TIMEOUT, Capability.CANCEL},
+        settings=lambda tempo: AgentSettings(turn_timeout=0.1),
+    )
+    async def race(ctx: ScenarioContext) -> None:
+        """A turn cancelled well within its 100 ms deadline must end cancelled."""
+        attempts.append(1)
+        ctx.fault("stream=true,hold-before=3,gate=main")
+        session = await ctx.new_session()
+        turn = await ctx.submit(session, "hi")
+        await ctx.gate("main").wait_reached()
+        if len(attempts) == 1:  # as if the harness were starved until the deadline had passed
+            timed_out = await ctx.outcome(turn)
+            await ctx.cancel(session)
+        else:
+            await ctx.cancel(session)
+            timed_out = await ctx.outcome(turn)
+        ctx.checks.stop_reason(timed_out, "cancelled")
+
+    runner = Runner(RunConfig(seed=5, target="tiny", timeout=5.0, reruns=4), TinyAgent)
+    result = await runner.run_case(Case(registry.get("timeout.race"), "openai-chat"))
+    assert_rerun_until_judged(result, Status.PASSED)
+    first = result.attempts[0].message
+    assert first.startswith("expected turn t1 to end 'cancelled'; it ended 'timeout'")
+    assert "past the turn's 100 ms deadline" in first and "could not stage the cancel" in first
+
+
 async def test_a_deadline_overtaken_by_a_stall_before_the_stream_began_is_rerun() -> None:
     registry = Registry()
     attempts: list[int] = []
