@@ -38,6 +38,7 @@ def wait_limit(ctx: ScenarioContext) -> float:
 async def reach(ctx: ScenarioContext, submission: Submission, gate: str, count: int = 1) -> None:
     """Wait until `count` streams are held at `gate`, unless the turn ends first."""
     outcome: list[str] = []
+    reasons: list[str] = []
 
     async def turn_ended() -> None:
         try:
@@ -46,6 +47,7 @@ async def reach(ctx: ScenarioContext, submission: Submission, gate: str, count: 
             return
         error = f" ({out.error})" if out.error else ""
         outcome.append(f"{out.stop_reason}{error}")
+        reasons.append(out.stop_reason)
         tg.cancel_scope.cancel()
 
     async with anyio.create_task_group() as tg:
@@ -64,10 +66,20 @@ async def reach(ctx: ScenarioContext, submission: Submission, gate: str, count: 
         ctx.note(f"turn {submission.turn_id} ended {outcome[0]} before gate {gate!r}")
         seen = ctx.provider.ledger.requests()
         story = requests_story(seen, ctx.rel) if seen else "no request reached the provider"
-        raise AgentBroke(
+        failure = (
             f"turn {submission.turn_id} ended {outcome[0]} before its model call was held at "
             f"gate {gate!r}: {story}"
         )
+        deadline = ctx.settings.turn_timeout
+        began = ctx.submitted_at.get(submission.turn_id)
+        if reasons[0] == "timeout" and deadline and began is not None:
+            # The scenario's own deadline overtook its set-up: starved, or just slow?
+            ctx.stalls.judge_deadline(began, time.monotonic_ns(), deadline, failure)
+            raise AgentBroke(
+                f"{failure}; its own {deadline * 1000:g} ms deadline ran out before its model "
+                "call was held: an agent this slow to call its model needs a larger --tempo"
+            )
+        raise AgentBroke(failure)
 
 
 async def stream_held(

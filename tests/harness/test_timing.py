@@ -18,6 +18,7 @@ from tiny_agent import TinyAgent
 from harness.cases import Case, CaseResult, RunConfig, Status
 from harness.runner import Runner
 from harness.scenario import Registry, ScenarioContext
+from harness.steps import stream_held
 from harness.target import AgentSettings, Capability
 from harness.timing import (
     Indeterminate,
@@ -332,6 +333,36 @@ async def test_a_cancel_that_went_out_after_the_turns_deadline_is_rerun_not_fail
     first = result.attempts[0].message
     assert first.startswith("expected turn t1 to end 'cancelled'; it ended 'timeout'")
     assert "past the turn's 100 ms deadline" in first and "could not stage the cancel" in first
+
+
+async def test_a_deadline_that_overtakes_the_set_up_is_rerun_if_starved_else_an_error() -> None:
+    registry = Registry()
+    attempts: list[int] = []
+
+    @registry.scenario(
+        id="timeout.setup",
+        title="t",
+        incident="I2",
+        providers=("openai-chat",),
+        requires={Capability.TIMEOUT, Capability.CANCEL},
+        settings=lambda tempo: AgentSettings(turn_timeout=0.1),
+    )
+    async def setup(ctx: ScenarioContext) -> None:
+        """The model call never reaches its gate before the turn's 100 ms deadline."""
+        attempts.append(1)
+        ctx.fault("stream=true,hang-before-headers")
+        session = await ctx.new_session()
+        if len(attempts) == 1:  # as if the machine starved the agent all through the set-up
+            starved = StallLog("the agent process")
+            starved.add(time.monotonic_ns(), time.monotonic_ns() + 10**10)
+            ctx.stalls = StallMonitor((*ctx.stalls.logs, starved))
+        await stream_held(ctx, session, "hi", "main")
+
+    runner = Runner(RunConfig(seed=5, target="tiny", timeout=5.0, reruns=4), TinyAgent)
+    result = await runner.run_case(Case(registry.get("timeout.setup"), "openai-chat"))
+    assert_rerun_until_judged(result, Status.ERROR)  # not starved: the agent is too slow
+    assert "this run cannot judge it" in result.attempts[0].message
+    assert result.message.endswith("needs a larger --tempo")
 
 
 async def test_a_deadline_overtaken_by_a_stall_before_the_stream_began_is_rerun() -> None:
