@@ -54,6 +54,7 @@ class CheckContext(Protocol):
     ended_at: dict[str, int]
     submitted_at: dict[str, int]
     settled: dict[str, Transcript]
+    warnings: list[str]  # findings shown with the verdict (harness.context.warn)
     stalls: StallMonitor  # the harness's and the agent's own stalls (harness/timing.py)
     submits: list[int]
     cancels: list[int]
@@ -396,6 +397,21 @@ class Checks:
         )
         await anyio.sleep(self.ctx.tempo(5) if settle is None else settle)  # watch window
         later = await self.ctx.transcript(session)
+        late_note = (
+            later != settled
+            and not self.ctx.has(Capability.ATOMIC_TURNS)
+            and _only_user_entries_changed(settled, later)
+        )
+        if late_note:
+            # The prompt, or a note that it was interrupted, written down a little late: no
+            # answer and no usage appeared, so no turn was committed (the agent's policy).
+            finding = (
+                f"{session} recorded user text after turn {turn.turn_id} was reported "
+                f"{turn.stop_reason}: {describe_change(settled, later)}"
+            )
+            self.ctx.timeline.stamp(f"finding: {finding}")
+            self.ctx.warnings.append(finding)
+            return
         if later != settled:
             raise CheckFailed(
                 f"{head} {turn.stop_reason} (no ghost turn); at "
@@ -544,6 +560,12 @@ def requests_story(reqs: Sequence[RequestRecord], rel: Callable[[int], str]) -> 
         )
     more = f" and {len(reqs) - 5} more" if len(reqs) > 5 else ""
     return "; ".join(parts) + more
+
+
+def _only_user_entries_changed(before: Transcript, after: Transcript) -> bool:
+    """Did only user entries change (no answer, tool output or usage added or altered)?"""
+    others = [e for e in before.entries if e.role != "user"]
+    return before.usage == after.usage and others == [e for e in after.entries if e.role != "user"]
 
 
 async def wait_quietly[T](

@@ -6,7 +6,7 @@ import re
 from collections.abc import Awaitable, Callable
 
 import pytest
-from tiny_agent import tiny_factory
+from tiny_agent import example_registry, tiny_factory
 
 from harness.cases import Case, CaseResult, RunConfig, Status
 from harness.faults import hold, side_of
@@ -246,3 +246,14 @@ async def test_a_cancelled_prompt_folded_into_the_next_turn_is_growth_by_that_tu
     result = await run(body, fold_cancelled_prompt=True, rewrite_history=True)
     assert result.status is Status.FAILED
     assert "the transcript should grow by exactly that turn" in result.message
+
+
+async def test_user_text_written_after_the_stop_is_a_warning_an_answer_is_a_ghost_turn() -> None:
+    (spec,) = [s for s in example_registry() if s.id == "timeout.no-ghost"]
+    # Claude Code notes '[Request interrupted by user]' a moment after it reports the stop.
+    noted = await run(spec.fn, spec.settings, late_interrupt_note=True)
+    assert noted.status is Status.PASSED, noted.message
+    assert "recorded user text after turn t1 was reported timeout" in noted.warnings[0]
+    ghost = await run(spec.fn, spec.settings, late_interrupt_note=True, commit_after_timeout=True)
+    assert ghost.status is Status.FAILED
+    assert "(no ghost turn)" in ghost.message

@@ -97,6 +97,7 @@ class TinyAgent:
         stubborn: bool = False,
         fold_cancelled_prompt: bool = False,
         hold_back_last_word: bool = False,
+        late_interrupt_note: bool = False,
         rewrite_history: bool = False,
         close_delay: float = 0.0,
         capabilities: frozenset[Capability] = CAPS,
@@ -117,6 +118,10 @@ class TinyAgent:
         self.fold_cancelled_prompt = fold_cancelled_prompt
         self.rewrite_history = rewrite_history  # each commit rewrites the first answer
         self.hold_back_last_word = hold_back_last_word  # shows text up to the last space
+        # Writes '[interrupted]' as a user entry after the stop was reported (as Claude Code
+        # does): it appears from the second transcript read after the stop on.
+        self.late_interrupt_note = late_interrupt_note
+        self.pending_notes: dict[str, int] = {}  # session -> transcript reads since the stop
         self.close_delay = close_delay  # a slow agent: it acts on a cancel only this much later
         self.capabilities = capabilities
         self.sessions: dict[str, Session] = {}
@@ -194,6 +199,11 @@ class TinyAgent:
 
     async def transcript(self, session_id: str) -> Transcript:
         s = self.sessions[session_id]
+        if session_id in self.pending_notes:
+            self.pending_notes[session_id] += 1
+            if self.pending_notes[session_id] > 1:
+                del self.pending_notes[session_id]
+                s.entries.append(TranscriptEntry("user", "[interrupted]", ""))
         turn_ids = tuple(dict.fromkeys(e.turn_id for e in s.entries))
         return Transcript(tuple(s.entries), s.usage, turn_ids)
 
@@ -232,6 +242,8 @@ class TinyAgent:
             if dl.cancelled_caught:
                 self.note(f"{turn.id} deadline")
                 turn.settle("timeout")
+                if self.late_interrupt_note:
+                    self.pending_notes[turn.session] = 0
         except Exception as exc:
             turn.settle("error", error=str(exc))
 
