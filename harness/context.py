@@ -236,15 +236,25 @@ class ScenarioContext:
         """
         limit = max(2.0, self.tempo(100)) if timeout is None else timeout
         asked = time.monotonic_ns()
-        try:
-            out = await self.target.wait_outcome(submission, limit)
-        except TimeoutError:
+
+        async def ended(seconds: float) -> Outcome | None:
+            try:
+                return await self.target.wait_outcome(submission, seconds)
+            except TimeoutError:
+                return None
+
+        # The window grows by what the harness and the agent could not run meanwhile.
+        found = await self.stalls.watch(ended, limit)
+        if found is None:
             now = time.monotonic_ns()
+            stalled = self.stalls.stalled_ns(asked, now) / 1e6
             self.timeline.stamp(f"turn {submission.turn_id} still running after {limit:g} s")
             raise CheckFailed(
                 f"expected turn {submission.turn_id} to end within {limit:g} s of "
-                f"{self.rel(asked)}; it was still running at {self.rel(now)}"
-            ) from None
+                f"{self.rel(asked)}; it was still running at {self.rel(now)} (the harness "
+                f"measured {stalled:.0f} ms of stall meanwhile, and waited that much longer)"
+            )
+        out = found
         error = f" ({_short(out.error)})" if out.error else ""
         self.ended_at[out.turn_id] = self.timeline.stamp(
             f"turn {out.turn_id} ended: {out.stop_reason}{error}"

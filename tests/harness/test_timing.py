@@ -365,6 +365,31 @@ async def test_a_deadline_that_overtakes_the_set_up_is_rerun_if_starved_else_an_
     assert result.message.endswith("needs a larger --tempo")
 
 
+@pytest.mark.parametrize("starved", [True, False])
+async def test_the_wait_for_a_turns_end_grows_by_the_stall_measured(starved: bool) -> None:
+    registry = Registry()
+
+    @registry.scenario(id="slow.end", title="t", incident="I1", providers=("openai-chat",))
+    async def slow_end(ctx: ScenarioContext) -> None:
+        """The turn streams for 2 s; the harness waits 0.1 s for its end (plus stalls)."""
+        ctx.fault("stream=true,tokens=20,pace=100ms")
+        session = await ctx.new_session()
+        if starved:  # as if the agent could not run for the next 3 s
+            starved_log = StallLog("the agent process")
+            starved_log.add(time.monotonic_ns(), time.monotonic_ns() + 3 * 10**9)
+            ctx.stalls = StallMonitor((*ctx.stalls.logs, starved_log))
+        turn = await ctx.submit(session, "hi")
+        ctx.checks.stop_reason(await ctx.outcome(turn, timeout=0.1), "completed")
+
+    runner = Runner(RunConfig(seed=5, target="tiny", timeout=5.0), TinyAgent)
+    result = await runner.run_case(Case(registry.get("slow.end"), "openai-chat"))
+    if starved:
+        assert result.status is Status.PASSED, result.message
+    else:
+        assert result.status is Status.FAILED
+        assert result.message.startswith("expected turn t1 to end within 0.1 s of +")
+
+
 async def test_a_deadline_overtaken_by_a_stall_before_the_stream_began_is_rerun() -> None:
     registry = Registry()
     attempts: list[int] = []
