@@ -96,7 +96,9 @@ async def owner_no_cross_stream_events(ctx: ScenarioContext) -> None:
     logs: dict[str, StreamLog] = {}
 
     async def listen_to_old() -> None:  # a UI still subscribed to the old stream
-        logs["old"] = await ctx.target.stream_log(old, ctx.tempo(30))
+        # Listens until the stream closes: at least 2 s, so a loaded machine's late close
+        # notice still counts; a stream left open costs the case that long.
+        logs["old"] = await ctx.target.stream_log(old, max(2.0, ctx.tempo(100)))
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(listen_to_old)
