@@ -238,6 +238,16 @@ class Ledger:
             self._retained_bytes += EVENT_RECORD_BYTES
         self._changed.notify()
 
+    def events_written_each(self, writes: Sequence[tuple[RequestRecord, int, int]]) -> None:
+        """Record events written one by one, each with its own (request, size, time_ns):
+        the pacer's tick, which writes many streams' events and records them at once."""
+        with self._lock:
+            for req, size, t in writes:
+                req.event_ns.append(t)
+                req.event_bytes.append(size)
+            self._retained_bytes += EVENT_RECORD_BYTES * len(writes)
+        self._changed.notify()
+
     def held(self, req: RequestRecord, detail: str) -> None:
         conn = self._connections.get(req.connection_id)
         if conn is not None:

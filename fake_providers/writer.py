@@ -65,33 +65,21 @@ class Sink:
 
 
 class _Playing:
-    """A paced run bound to where its bytes go and where they are recorded."""
+    """A paced run bound to its transport, its request record and its waiting task."""
 
-    __slots__ = ("done", "ledger", "request", "run", "transport")
+    __slots__ = ("done", "request", "run", "transport")
 
     def __init__(
         self,
         run: PacedRun,
         transport: asyncio.WriteTransport,
-        ledger: Ledger,
         request: RequestRecord,
         done: asyncio.Future[None],
     ) -> None:
         self.run = run
         self.transport = transport
-        self.ledger = ledger
         self.request = request
         self.done = done
-
-    def write(self) -> bool:
-        """Write the due event; True if the run goes on (its next due time is set)."""
-        transport = self.transport
-        if transport.is_closing():
-            raise anyio.BrokenResourceError("the connection closed under a paced stream")
-        data, size = self.run.step()
-        transport.write(data)
-        self.ledger.event_written(self.request, size)
-        return self.run.more
 
 
 class Pacer:
@@ -107,7 +95,8 @@ class Pacer:
     GC does not track.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
         self._slots: dict[int, list[_Playing]] = {}
         self._occupied: list[int] = []  # heap of the slot numbers in _slots
         self._timer: asyncio.TimerHandle | None = None
@@ -115,14 +104,14 @@ class Pacer:
         self._ticking = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def play(self, run: PacedRun, sink: Sink, ledger: Ledger, request: RequestRecord) -> None:
+    async def play(self, run: PacedRun, sink: Sink, request: RequestRecord) -> None:
         """Write the run's events at their deadlines; return when it reaches its end.
 
         Cancelling the caller cancels `done` too; the tick then skips the stream.
         """
         assert sink.transport is not None, "the pacer writes to plain transports only"
         loop = self._loop = asyncio.get_running_loop()
-        playing = _Playing(run, sink.transport, ledger, request, loop.create_future())
+        playing = _Playing(run, sink.transport, request, loop.create_future())
         self._file(playing)
         await playing.done
 
@@ -149,7 +138,9 @@ class Pacer:
         self._ticking = True
         assert self._loop is not None
         now = int(self._loop.time() * SLOTS_PER_SECOND)
-        occupied, slots, pop = self._occupied, self._slots, heapq.heappop
+        occupied, slots, pop, file = self._occupied, self._slots, heapq.heappop, self._file
+        clock = self._ledger.now
+        written: list[tuple[RequestRecord, int, int]] = []
         try:
             # A stream behind its schedule is filed into a slot that has begun: this loop
             # comes back to it, so it catches up against its absolute deadlines.
@@ -158,16 +149,23 @@ class Pacer:
                     done = playing.done
                     if done.done():  # its task was cancelled: the client left
                         continue
+                    transport, run = playing.transport, playing.run
                     try:
-                        more = playing.write()
+                        if transport.is_closing():
+                            raise anyio.BrokenResourceError("the connection closed mid-stream")
+                        data, size = run.step()
+                        transport.write(data)
                     except Exception as exc:  # handed to the stream's task
                         done.set_exception(exc)
                         continue
-                    if more:
-                        self._file(playing)
+                    written.append((playing.request, size, clock()))
+                    if run.more:
+                        file(playing)
                     else:
                         done.set_result(None)
         finally:
             self._ticking = False
+            if written:
+                self._ledger.events_written_each(written)
             if occupied:
                 self._arm(occupied[0])
