@@ -44,7 +44,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from benchmarks import _common as c
+from benchmarks import ROOT, machine, reports, stats, tables
 from fake_providers.kinds import ProviderKind
 
 NAME = "bench_catalogue"
@@ -80,7 +80,7 @@ def timed(argv: list[str], timeout: float) -> dict[str, Any]:
     """Run one CLI command to completion; wall and CPU time, exit code, output."""
     cpu0 = child_cpu_s()
     t0 = time.monotonic()
-    proc = subprocess.run(argv, cwd=c.ROOT, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     wall = time.monotonic() - t0
     result: dict[str, Any] = {
         "argv": argv,
@@ -171,7 +171,7 @@ def main() -> None:
         + ("" if args.quick else "; then `cancel-harness mutants --provider openai-chat` once")
         + f".\nCLI: {' '.join(cli())}\n"
     )
-    quiet = c.wait_quiet()
+    quiet = machine.wait_quiet()
     started = time.monotonic()
     full: list[dict[str, Any]] = []
     chat: list[dict[str, Any]] = []
@@ -207,13 +207,13 @@ def main() -> None:
         [
             f["label"],
             str(f["repeats"]),
-            c.fmt(f["min_s"], ".1f"),
-            c.fmt(f["median_s"], ".1f"),
-            c.fmt(f["max_s"], ".1f"),
-            c.fmt(f["cases"]),
-            c.fmt(f["cases_per_s"], ".2f"),
-            c.fmt(f["in_run_s_median"], ".1f"),
-            c.fmt(f["cpu_s_median"], ".1f"),
+            tables.fmt(f["min_s"], ".1f"),
+            tables.fmt(f["median_s"], ".1f"),
+            tables.fmt(f["max_s"], ".1f"),
+            tables.fmt(f["cases"]),
+            tables.fmt(f["cases_per_s"], ".2f"),
+            tables.fmt(f["in_run_s_median"], ".1f"),
+            tables.fmt(f["cpu_s_median"], ".1f"),
             str(f["failed_or_errors"]),
         ]
         for f in figs
@@ -228,19 +228,19 @@ def main() -> None:
             [
                 "mutants --provider openai-chat",
                 "1",
-                c.fmt(mutants["wall_s"], ".1f"),
-                c.fmt(mutants["wall_s"], ".1f"),
-                c.fmt(mutants["wall_s"], ".1f"),
-                c.fmt(cases),
-                c.fmt(cases / mutants["wall_s"] if cases else None, ".2f"),
+                tables.fmt(mutants["wall_s"], ".1f"),
+                tables.fmt(mutants["wall_s"], ".1f"),
+                tables.fmt(mutants["wall_s"], ".1f"),
+                tables.fmt(cases),
+                tables.fmt(cases / mutants["wall_s"] if cases else None, ".2f"),
                 "-",
-                c.fmt(mutants["cpu_s"], ".1f"),
+                tables.fmt(mutants["cpu_s"], ".1f"),
                 "-" if matrix is None else ("0" if matrix.get("ok") else "see matrix"),
             ]
         )
         mutants["cases"] = cases
     print("\nwall times (s); cases/s at the median; in run = the CLI's own timing")
-    c.print_table(
+    tables.print_table(
         [
             "command",
             "runs",
@@ -255,8 +255,8 @@ def main() -> None:
         ],
         rows,
     )
-    ratio = c.ratio(figs[0]["median_s"], figs[1]["median_s"])
-    print(f"whole catalogue / openai-chat only (median wall): {c.fmt(ratio, '.2f', 'x')}")
+    ratio = stats.ratio(figs[0]["median_s"], figs[1]["median_s"])
+    print(f"whole catalogue / openai-chat only (median wall): {tables.fmt(ratio, '.2f', 'x')}")
     met = figs[0]["median_s"] < TARGET_S
     print(
         f"target: whole catalogue < {TARGET_S:g} s (median wall): {figs[0]['median_s']:.1f} s "
@@ -306,8 +306,8 @@ def main() -> None:
             "stdout": mutants["stdout"],
         },
     }
-    path = c.write_report(NAME, report)
-    print(f"\nwrote {path.relative_to(c.ROOT)}; {wall:.1f} s")
+    path = reports.write_report(NAME, report)
+    print(f"\nwrote {path.relative_to(ROOT)}; {wall:.1f} s")
 
 
 def _strip(run: dict[str, Any]) -> dict[str, Any]:
