@@ -256,14 +256,17 @@ class Ledger:
             self._retained_bytes += EVENT_RECORD_BYTES
         self._changed.notify()
 
-    def events_written_each(self, writes: Sequence[tuple[RequestRecord, int, int]]) -> None:
-        """Record events written one by one, each with its own (request, size, time_ns):
-        the pacer's tick, which writes many streams' events and records them at once."""
+    def events_written_each(
+        self, requests: Sequence[RequestRecord], sizes: Sequence[int], stamps: Sequence[int]
+    ) -> None:
+        """Record events written one by one: event i went to `requests[i]`, `sizes[i]` bytes
+        at `stamps[i]` (this ledger's clock). The pacer's tick writes many streams' events
+        and records them at once, under one lock."""
         with self._lock:
-            for req, size, t in writes:
+            for req, size, t in zip(requests, sizes, stamps, strict=True):
                 req.event_ns.append(t)
                 req.event_bytes.append(size)
-            self._retained_bytes += EVENT_RECORD_BYTES * len(writes)
+            self._retained_bytes += EVENT_RECORD_BYTES * len(requests)
         self._changed.notify()
 
     def held(self, req: RequestRecord, detail: str) -> None:
@@ -384,6 +387,11 @@ class Ledger:
         return forgotten
 
     # ---------------------------------------------------------------------- query side
+
+    @property
+    def clock(self) -> Callable[[], int]:
+        """The clock every record is stamped with (monotonic ns unless a test gave another)."""
+        return self._clock
 
     def now(self) -> int:
         """The ledger's clock, in nanoseconds (CLOCK_MONOTONIC unless a test injected one)."""

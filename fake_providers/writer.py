@@ -138,12 +138,17 @@ class Pacer:
         self._ticking = True
         assert self._loop is not None
         now = int(self._loop.time() * SLOTS_PER_SECOND)
-        occupied, slots, pop, file = self._occupied, self._slots, heapq.heappop, self._file
-        clock = self._ledger.now
-        written: list[tuple[RequestRecord, int, int]] = []
+        occupied, slots, pop, push = self._occupied, self._slots, heapq.heappop, heapq.heappush
+        clock = self._ledger.clock
+        # What this tick wrote, recorded under one ledger lock at its end: parallel lists,
+        # not a tuple per event.
+        requests: list[RequestRecord] = []
+        sizes: list[int] = []
+        stamps: list[int] = []
         try:
             # A stream behind its schedule is filed into a slot that has begun: this loop
-            # comes back to it, so it catches up against its absolute deadlines.
+            # comes back to it, so it catches up against its absolute deadlines. Filing is
+            # inlined (see _file): this loop runs once per paced event.
             while occupied and occupied[0] <= now:
                 for playing in slots.pop(pop(occupied)):
                     done = playing.done
@@ -158,14 +163,22 @@ class Pacer:
                     except Exception as exc:  # handed to the stream's task
                         done.set_exception(exc)
                         continue
-                    written.append((playing.request, size, clock()))
+                    requests.append(playing.request)
+                    sizes.append(size)
+                    stamps.append(clock())
                     if run.more:
-                        file(playing)
+                        slot = int(run.next_due * SLOTS_PER_SECOND)
+                        entries = slots.get(slot)
+                        if entries is None:
+                            slots[slot] = [playing]
+                            push(occupied, slot)
+                        else:
+                            entries.append(playing)
                     else:
                         done.set_result(None)
         finally:
             self._ticking = False
-            if written:
-                self._ledger.events_written_each(written)
+            if requests:
+                self._ledger.events_written_each(requests, sizes, stamps)
             if occupied:
                 self._arm(occupied[0])
