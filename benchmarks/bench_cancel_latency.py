@@ -1,7 +1,7 @@
 """Cancel-to-close latency of the reference agent, beside the floor of a bare httpx client.
 
-    /work/venv/bin/python -m benchmarks.bench_cancel_latency [--quick] [--count N] [--extra N]
-                                                             [--no-settle]
+    python -m benchmarks.bench_cancel_latency [--quick] [--record] [--count N] [--extra N]
+                                              [--no-settle]
 
 What is measured. One `FakeProvider` on 127.0.0.1, hosted in the benchmark's own event loop
 (plain asyncio via `anyio.run`, as the harness runs; no uvloop), and two clients taking
@@ -68,7 +68,7 @@ from typing import Any
 import anyio
 import httpx
 
-from benchmarks import ROOT, machine, reports, stats, tables
+from benchmarks import ROOT, machine, reports, results, stats, tables
 from fake_providers import ConnectionRecord, FakeProvider, RequestRecord
 from fake_providers.ledger import Closer
 from reference_agent.agent import Agent
@@ -525,7 +525,6 @@ def sample_json(s: Sample) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="30 cancels (10 per extra kind)")
     parser.add_argument("--count", type=int, default=None, help="cancels on openai-chat (200)")
     parser.add_argument("--extra", type=int, default=None, help="cancels per extra kind (50)")
     parser.add_argument(
@@ -533,7 +532,7 @@ def main() -> None:
         action="store_true",
         help="cancel as soon as the gate is reached, before the client has read the events",
     )
-    args = parser.parse_args()
+    args = reports.parse_args("", parser)  # adds --quick (30 cancels, 10 per extra kind)
     main_count = args.count or (30 if args.quick else 200)
     extra_count = args.extra or (10 if args.quick else 50)
     if not (1 <= main_count <= 100_000 and 1 <= extra_count <= 100_000):
@@ -591,6 +590,8 @@ def main() -> None:
     }
     path = reports.write_report(NAME, report)
     print(f"\nwrote {path.relative_to(ROOT)}; {wall:.1f} s")
+    if args.record:
+        results.record(NAME, {"kinds": figs}, runs=[{"machine_before": quiet}])
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """Wall time of the whole scenario catalogue (`cancel-harness run`) and of the mutant matrix.
 
-    /work/venv/bin/python -m benchmarks.bench_catalogue [--quick]
+    python -m benchmarks.bench_catalogue [--quick] [--record]
 
-What is measured. `cancel-harness run` as a subprocess, exactly as a user types it (the
-venv's entry point, reference target, every scenario on each of its wire formats: all four
+What is measured. `cancel-harness run --jobs 2` as a subprocess, exactly as a user types it
+(the venv's entry point, reference target, every scenario on each of its wire formats: all
 by default), with a fixed `--seed` so every repeat runs the same cases and timings; then the
 same with `--provider openai-chat` only. The two alternate (all, chat, all, chat, ...) so
 machine noise hits both; 3 repeats each (`--quick`: 1). For information, two more whole
@@ -30,7 +30,6 @@ Writes reports/bench/bench_catalogue.json (config, every run, the matrix, enviro
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import resource
@@ -45,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import ROOT, machine, reports, stats, tables
+from benchmarks import results as recorded
 from fake_providers.kinds import ProviderKind
 
 NAME = "bench_catalogue"
@@ -57,6 +57,7 @@ INFO_RUNS = (  # label, extra CLI arguments: one run each, information only
     (f"whole, --tempo {FAST_TEMPO:g}", ("--tempo", f"{FAST_TEMPO:g}")),
 )
 MUTANTS_TIMEOUT_S = 900
+JOBS = ("--jobs", "2")  # the target is for 2 cases at once on 2 cores
 SUMMARY = re.compile(
     r"(\d+) passed, (\d+) failed, (\d+) errors, (\d+) not applicable in ([\d.]+) s"
 )
@@ -161,9 +162,7 @@ def slowest_scenarios(results: dict[str, Any] | None, n: int = 6) -> list[tuple[
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one run each, no mutants")
-    args = parser.parse_args()
+    args = reports.parse_args(__doc__.splitlines()[0])
     repeats = 1 if args.quick else 3
     print(
         f"{NAME}{' --quick' if args.quick else ''}: `cancel-harness run` (whole catalogue) and "
@@ -180,8 +179,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-catalogue-") as tmp_name:
         tmp = Path(tmp_name)
         for i in range(repeats):
-            full.append(run_catalogue(tmp, "all kinds", i, []))
-            chat.append(run_catalogue(tmp, ProviderKind.OPENAI_CHAT, i, [ProviderKind.OPENAI_CHAT]))
+            full.append(run_catalogue(tmp, "all kinds", i, [], JOBS))
+            chat.append(
+                run_catalogue(tmp, ProviderKind.OPENAI_CHAT, i, [ProviderKind.OPENAI_CHAT], JOBS)
+            )
         if not args.quick:
             for label, extra in INFO_RUNS:
                 info.append((label, run_catalogue(tmp, label, 0, [], extra)))
@@ -201,7 +202,10 @@ def main() -> None:
             mutants["matrix"] = json.loads(path.read_text()) if path.exists() else None
             print(f"  mutants: {mutants['wall_s']:.1f} s wall, exit {mutants['exit']}", flush=True)
 
-    figs = [summarise("whole catalogue", full), summarise("--provider openai-chat", chat)]
+    figs = [
+        summarise("cancel-harness run --jobs 2", full),
+        summarise("cancel-harness run --jobs 2 --provider openai-chat", chat),
+    ]
     figs += [summarise(f"{label} (info)", [res]) for label, res in info]
     rows = [
         [
@@ -308,6 +312,14 @@ def main() -> None:
     }
     path = reports.write_report(NAME, report)
     print(f"\nwrote {path.relative_to(ROOT)}; {wall:.1f} s")
+    if args.record:
+        keep = ("repeats", "min_s", "median_s", "max_s", "cases", "failed_or_errors")
+        figures = {
+            "runs": [{"command": f["label"], **{k: f[k] for k in keep}} for f in figs[:2]],
+            "target_s": TARGET_S,
+            "target_met": met,
+        }
+        recorded.record(NAME, figures, runs=[{"machine_before": quiet}])
 
 
 def _strip(run: dict[str, Any]) -> dict[str, Any]:

@@ -146,7 +146,24 @@ def _catalogue(f: dict[str, Any]) -> list[str]:
     )
 
 
+def _cancel(f: dict[str, Any]) -> list[str]:
+    rows = [
+        [
+            k["kind"],
+            str(k["cancels"]),
+            f"{k['agent_us']['p50']:,.0f} / {k['agent_us']['p99']:,.0f} us",
+            f"{k['floor_us']['p50']:,.0f} / {k['floor_us']['p99']:,.0f} us",
+            f"{_x(k['ratio_p50'])} / {_x(k['ratio_p99'])}",
+        ]
+        for k in f["kinds"]
+    ]
+    return _table(
+        ["wire format", "cancels", "agent p50 / p99", "bare httpx p50 / p99", "agent/floor"], rows
+    )
+
+
 RENDERERS: dict[str, Renderer] = {
+    "bench_cancel_latency": _cancel,
     "bench_throughput": _throughput,
     "bench_paced": _paced,
     "bench_memory": _memory,
@@ -155,10 +172,114 @@ RENDERERS: dict[str, Renderer] = {
 }
 
 
-def render(name: str, entry: dict[str, Any]) -> str:
-    """The markdown of block `name` from its entry in results.json."""
+def render(name: str, data: dict[str, Any]) -> str | None:
+    """The markdown of block `name` from results.json's `data`; None if not recorded."""
+    recorded = data.get("benchmarks", {})
+    if name == "summary":
+        return _summary(recorded)
+    if name not in recorded:
+        return None
+    entry = recorded[name]
     lines = RENDERERS[name](entry["figures"])
     return "\n".join([*lines, "", _source(entry)]) + "\n"
+
+
+def _summary(recorded: dict[str, Any]) -> str:
+    """README.md's performance table: the headline figure of each benchmark, and its command."""
+    rows: list[list[str]] = []
+
+    def cmd(name: str) -> str:
+        return f"`{recorded[name]['command']}`" if name in recorded else "not recorded"
+
+    if "bench_throughput" in recorded:
+        f = recorded["bench_throughput"]["figures"]
+        rows.append(
+            [
+                " / ".join(str(r["streams"]) for r in f) + " streams, unpaced events/s",
+                " / ".join(f"{r['ours_uvloop_events_per_s'] / 1e3:,.0f}k" for r in f),
+                "starlette "
+                + " / ".join(f"{r['starlette_events_per_s'] / 1e3:,.0f}k" for r in f)
+                + " ("
+                + " / ".join(_x(r["ratio"]) for r in f)
+                + ")",
+                ">= 340k",
+                cmd("bench_throughput"),
+            ]
+        )
+    if "bench_paced" in recorded:
+        f = recorded["bench_paced"]["figures"]
+        o, ab = f["ours"], f["starlette_absolute"]
+        rows.append(
+            [
+                f"{f['streams']:,} streams at 20 events/s, one core: events > 10 ms late, p99",
+                f"{_pct(o['late_share'])}, {_ms(o['p99_ms'])}",
+                f"starlette, absolute deadlines {_pct(ab['late_share'])}, {_ms(ab['p99_ms'])}",
+                "< 1%, < 10 ms",
+                cmd("bench_paced"),
+            ]
+        )
+    if "bench_cost_curve" in recorded:
+        f = recorded["bench_cost_curve"]["figures"]
+        workers = f["curve"].get("workers", {})
+        base = f["curve"].get("starlette", {})
+        for n in ("5000", "10000"):
+            if n in workers:
+                theirs = f"starlette {_pct(base[n]['late_share'])}" if n in base else "not measured"
+                rows.append(
+                    [
+                        f"{int(n):,} streams at 20 events/s, `--workers 2`: events > 10 ms late",
+                        _pct(workers[n]["late_share"]),
+                        theirs + " (one core)",
+                        "< 1%" if n == "5000" else "",
+                        cmd("bench_cost_curve"),
+                    ]
+                )
+    if "bench_memory" in recorded:
+        f = recorded["bench_memory"]["figures"]
+        rows.append(
+            [
+                "RSS per idle hanging stream, " + " / ".join(f"{r['streams']:,}" for r in f),
+                " / ".join(f"{r['ours_kib_per_stream']:.1f}" for r in f) + " KiB",
+                "starlette "
+                + " / ".join(f"{r['starlette_kib_per_stream']:.1f}" for r in f)
+                + " KiB",
+                "<= 14 KiB",
+                cmd("bench_memory"),
+            ]
+        )
+    if "bench_catalogue" in recorded:
+        f = recorded["bench_catalogue"]["figures"]
+        whole = f["runs"][0]
+        rows.append(
+            [
+                f"whole catalogue ({whole['cases']} cases), `--jobs 2`, median wall",
+                f"{whole['median_s']:.1f} s",
+                "",
+                f"< {f['target_s']:g} s",
+                cmd("bench_catalogue"),
+            ]
+        )
+    if "bench_cancel_latency" in recorded:
+        k = recorded["bench_cancel_latency"]["figures"]["kinds"][0]
+        a, fl = k["agent_us"], k["floor_us"]
+        rows.append(
+            [
+                f"cancel-to-close, reference agent p50 / p99 ({k['kind']})",
+                f"{a['p50']:,.0f} / {a['p99']:,.0f} us",
+                f"bare httpx close {fl['p50']:,.0f} / {fl['p99']:,.0f} us "
+                f"({_x(k['ratio_p50'])} at p50)",
+                "",
+                cmd("bench_cancel_latency"),
+            ]
+        )
+    dates = sorted(e["date"] for e in recorded.values())
+    machines = sorted(
+        {f"{e['machine']['cpu']}, {e['machine']['cores']} cores" for e in recorded.values()}
+    )
+    lines = _table(["figure", "ours", "baseline", "target", "command"], rows)
+    if dates:
+        lines += ["", f"Recorded {dates[0]} to {dates[-1]} on {'; '.join(machines)}."]
+    return "\n".join(lines) + "\n"
 
 
 def blocks(text: str) -> list[tuple[str, str]]:
@@ -168,13 +289,10 @@ def blocks(text: str) -> list[tuple[str, str]]:
 
 def rendered(text: str, data: dict[str, Any]) -> str:
     """`text` with every block whose benchmark has figures re-rendered from `data`."""
-    recorded = data.get("benchmarks", {})
 
     def one(m: re.Match[str]) -> str:
-        name = m["name"]
-        if name not in recorded:
-            return m[0]
-        return m[1] + render(name, recorded[name]) + m[4]
+        body = render(m["name"], data)
+        return m[0] if body is None else m[1] + body + m[4]
 
     return BLOCK.sub(one, text)
 
