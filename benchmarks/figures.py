@@ -49,8 +49,12 @@ def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
 def _source(entry: dict[str, Any]) -> str:
     """The line under each table: which command, when, on what, how loaded."""
     m = entry["machine"]
-    load = (entry.get("load") or {}).get("load_average_1min")
-    loaded = f"; load average {load['min']:g} to {load['max']:g}" if load else ""
+    load = entry.get("load") or {}
+    during, end = load.get("load_average_1min"), load.get("load_average_at_end")
+    if during:
+        loaded = f"; 1-minute load average {during['min']:g} to {during['max']:g}"
+    else:
+        loaded = f"; 1-minute load average {end[0]:g} at the end" if end else ""
     commit = (entry.get("commit") or "?")[:10]
     dirty = " + uncommitted changes" if entry.get("uncommitted_changes") else ""
     return (
@@ -277,8 +281,18 @@ def _summary(recorded: dict[str, Any]) -> str:
         {f"{e['machine']['cpu']}, {e['machine']['cores']} cores" for e in recorded.values()}
     )
     lines = _table(["figure", "ours", "baseline", "target", "command"], rows)
+    loads = [
+        x
+        for e in recorded.values()
+        for x in ((e.get("load") or {}).get("load_average_1min") or {}).values()
+    ] + [
+        e["load"]["load_average_at_end"][0]
+        for e in recorded.values()
+        if (e.get("load") or {}).get("load_average_at_end")
+    ]
     if dates:
-        lines += ["", f"Recorded {dates[0]} to {dates[-1]} on {'; '.join(machines)}."]
+        busy = f", 1-minute load average {min(loads):g} to {max(loads):g}" if loads else ""
+        lines += ["", f"Recorded {dates[0]} to {dates[-1]} on {'; '.join(machines)}{busy}."]
     return "\n".join(lines) + "\n"
 
 
