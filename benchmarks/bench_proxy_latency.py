@@ -31,6 +31,7 @@ from typing import Any
 import anyio
 
 from fake_providers import FakeProvider
+from fake_providers.kinds import ProviderKind
 from fake_providers.ledger import Closer
 from harness.proxy.service import ProxyRoute, ProxyService
 from reference_agent.agent import Agent
@@ -42,7 +43,7 @@ WARMUP = 5
 
 def agent_config(base_url: str, ca_file: str | None) -> AgentConfig:
     return AgentConfig(
-        provider="openai-chat",
+        provider=ProviderKind.OPENAI_CHAT,
         base_url=base_url,
         api_key="sk-bench",
         ca_file=ca_file,

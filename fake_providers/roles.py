@@ -77,7 +77,10 @@ def classify(
     """
     if shape is None:
         return Classification(Role.PROBE, None, "not a model call")
-    prompt = next((t for t in tags if t in shape.latest_user_text), None)
+    # A cancelled turn can leave its prompt unanswered in the history, so the latest run of
+    # user text may hold two prompts: the call is for the one said last.
+    said = shape.latest_user_text
+    prompt = max((t for t in tags if t in said), key=said.rfind, default=None)
     if shape.last_role not in ("user", "tool"):
         said = shape.last_role or "nothing"
         return Classification(

@@ -99,8 +99,12 @@ async def calibrate(
         async with anyio.create_task_group() as tg:
             tg.start_soon(host.run)
             try:
-                with anyio.fail_after(startup):
+                with anyio.move_on_after(startup):
                     await host.started.wait()
+                if not host.started.is_set():
+                    host.abandon_start()
+                    error = f"the agent did not start within its startup_timeout of {startup:g} s"
+                    return Calibration(kind, None, error=error)
                 if host.start_error is not None:
                     error = f"the agent did not start ({host.start_error})"
                     return Calibration(kind, None, error=error)

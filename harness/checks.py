@@ -454,13 +454,20 @@ class Checks:
         if before is None:
             return out
         after = await self.ctx.transcript(session)
-        kept = after.entries[: len(before.entries)] == before.entries
-        new = after.entries[len(before.entries) :]
+        # A cancelled prompt left unanswered at the end may be folded into the next turn's
+        # (Claude's ACP agent replays both as one user message): the rest must stay as it was.
+        prefix = len(before.entries)
+        while prefix and before.entries[prefix - 1].role == "user":
+            prefix -= 1
+        unanswered = before.entries[prefix:]
+        kept = after.entries[:prefix] == before.entries[:prefix]
+        new = after.entries[prefix:]
         roles = {e.role for e in new}
-        foreign = [e for e in new if e.turn_id and e.turn_id != sub.turn_id]
-        ids_ok = not (before.turn_ids or after.turn_ids) or after.turn_ids == (
-            *before.turn_ids,
-            sub.turn_id,
+        foreign = [e for e in new if e.turn_id and e.turn_id != sub.turn_id and e not in unanswered]
+        folded = {e.turn_id for e in unanswered} - {e.turn_id for e in before.entries[:prefix]}
+        ids_ok = not (before.turn_ids or after.turn_ids) or after.turn_ids in (
+            (*before.turn_ids, sub.turn_id),
+            (*(i for i in before.turn_ids if i not in folded), sub.turn_id),
         )
         if not kept or foreign or not {"user", "assistant"} <= roles or not ids_ok:
             raise CheckFailed(

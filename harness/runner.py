@@ -48,7 +48,7 @@ type TargetFactory = Callable[[], Target]
 type ReplayCommand = Callable[[Case, RunConfig], str]
 
 DEFAULT_STARTUP = 30.0  # s, for targets that declare no startup_timeout of their own
-STARTUP_GRACE = 5.0  # s at most beyond the target's startup_timeout, for it to say why
+STARTUP_GRACE = 5.0  # s beyond the target's startup_timeout, for it to stop and say why
 STALLED_WAIT = 5  # tempo of stall during a set-up wait that makes its timeout indeterminate
 
 
@@ -317,7 +317,7 @@ class Runner:
         host = TargetHost(target, endpoint, settings)
         grace = self.tempo(10)
         startup = _startup_timeout(target)
-        startup_limit = startup + min(STARTUP_GRACE, max(1.0, startup))
+        startup_limit = startup + STARTUP_GRACE
         stop_limit = self.config.stop_timeout
         status, message = Status.PASSED, ""
         async with anyio.create_task_group() as tg:
@@ -343,9 +343,10 @@ class Runner:
                 self._start_failure = self._start_failure or message
             self._verdict[case] = message
             host.finish.set()
-            if host.started.is_set():
-                with anyio.move_on_after(stop_limit):
-                    await host.stopped.wait()
+            if not host.started.is_set():
+                host.abandon_start()  # a cancel its start() honours, shields and all
+            with anyio.move_on_after(stop_limit):
+                await host.stopped.wait()
             if not host.stopped.is_set():
                 if host.started.is_set():
                     timeline.stamp(f"target did not stop within {stop_limit:g} s; abandoned")

@@ -23,6 +23,9 @@ class Capability(StrEnum):
     TRANSCRIPT = "transcript"  # read the persisted transcript and usage
     TOOLS = "tools"  # the agent runs tools the model asks for (subprocess tool included)
     RETRIES = "retries"  # the agent retries transient provider failures, as configured
+    # ... including a stream that dropped after its first events (a policy: the SDKs retry
+    # only what fails before the response starts, and have no stream resumption)
+    STREAM_RETRIES = "stream-retries"
     STALE_TIMEOUT = "stale-timeout"  # the agent gives up on a silent stream by itself
     COMPACTION = "compaction"  # inline context compaction, cancellable by the user
     BACKGROUND = "background"  # post-turn background model calls with their own lifetime

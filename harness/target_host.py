@@ -24,14 +24,28 @@ class TargetHost:
         self.start_error: Exception | None = None
         self.stop_error: Exception | None = None
         self.took = 0.0  # s the target's start() took
+        self.stop_took = 0.0  # s its stop() took
         self._task: asyncio.Task[Any] | None = None
+        self._start_scope = anyio.CancelScope()
 
     def force_cancel(self) -> None:
         """Break a stop() stuck in a shielded scope: a native cancel reaches through shields."""
         if self._task is not None and not self._task.done():
             self._task.cancel()
 
+    def abandon_start(self) -> None:
+        """Give up on a start() that takes too long: cancel it (shielded clean-up runs)."""
+        self._start_scope.cancel()
+
     async def run(self) -> None:
+        # The scope spans start..stop: a target may keep task groups open from its start()
+        # to its stop(), all in this one task.
+        with self._start_scope:
+            await self._run()
+        if self._start_scope.cancelled_caught:  # abandoned in start(): started stays unset
+            self.stopped.set()
+
+    async def _run(self) -> None:
         with contextlib.suppress(RuntimeError):  # not on asyncio: no native task to cancel
             self._task = asyncio.current_task()
         began = time.monotonic()
@@ -47,8 +61,10 @@ class TargetHost:
         try:
             await self.finish.wait()
         finally:
+            began = time.monotonic()
             try:
                 await self.target.stop()
             except Exception as exc:
                 self.stop_error = exc
+            self.stop_took = time.monotonic() - began
             self.stopped.set()

@@ -73,7 +73,7 @@ async def retry_forced_close_non_streaming(ctx: ScenarioContext) -> None:
     title="A genuine mid-stream drop (no cancel) is retried exactly as configured",
     incident="I5",
     tags=("retry", "network"),
-    requires=frozenset({Capability.RETRIES}),
+    requires=frozenset({Capability.RETRIES, Capability.STREAM_RETRIES}),
     catches=("drop-treated-as-cancel",),
     settings=lambda tempo: AgentSettings(max_retries=2, backoff_base=tempo(1)),
 )

@@ -29,10 +29,10 @@ from fake_providers.kinds import ProviderKind
 from harness.target import Transcript, TranscriptEntry
 
 MODELS = {
-    "openai-chat": "gpt-4o",
-    "openai-responses": "gpt-4o",
-    "azure": "gpt-4o",
-    "anthropic": "claude-sonnet-4-5",
+    ProviderKind.OPENAI_CHAT: "gpt-4o",
+    ProviderKind.OPENAI_RESPONSES: "gpt-4o",
+    ProviderKind.AZURE: "gpt-4o",
+    ProviderKind.ANTHROPIC: "claude-sonnet-4-5",
 }
 
 
@@ -61,20 +61,22 @@ class LangGraphTarget(LibraryTarget):
         )
         if self.settings.max_output_tokens is not None:
             common["max_tokens"] = self.settings.max_output_tokens
-        if endpoint.kind == "anthropic":
+        if endpoint.kind == ProviderKind.ANTHROPIC:
             from langchain_anthropic import ChatAnthropic
 
             stale = self.settings.stale_timeout  # ChatAnthropic takes seconds, not httpx.Timeout
             common["timeout"] = stale if stale is not None else 600.0
-            return ChatAnthropic(model=MODELS["anthropic"], base_url=endpoint.base_url, **common)
+            return ChatAnthropic(
+                model=MODELS[ProviderKind.ANTHROPIC], base_url=endpoint.base_url, **common
+            )
         verify: Any = endpoint.ca_file or True
         self._http = httpx.AsyncClient(verify=verify)
-        if endpoint.kind == "azure":
+        if endpoint.kind == ProviderKind.AZURE:
             from langchain_openai import AzureChatOpenAI
 
             return AzureChatOpenAI(
                 azure_endpoint=endpoint.base_url,
-                azure_deployment=MODELS["azure"],
+                azure_deployment=MODELS[ProviderKind.AZURE],
                 api_version=AZURE_API_VERSION,
                 http_async_client=self._http,
                 **common,
@@ -84,7 +86,7 @@ class LangGraphTarget(LibraryTarget):
         return ChatOpenAI(
             model=MODELS[endpoint.kind],
             base_url=endpoint.base_url,
-            use_responses_api=endpoint.kind == "openai-responses",
+            use_responses_api=endpoint.kind == ProviderKind.OPENAI_RESPONSES,
             http_async_client=self._http,
             **common,
         )

@@ -301,7 +301,7 @@ def openai_client(target: LibraryTarget) -> object:
         timeout=target.sdk_timeout(),
         http_client=_http_client(endpoint),
     )
-    if endpoint.kind == "azure":
+    if endpoint.kind == ProviderKind.AZURE:
         return openai.AsyncAzureOpenAI(
             azure_endpoint=endpoint.base_url, api_version=AZURE_API_VERSION, **common
         )

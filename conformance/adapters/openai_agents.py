@@ -44,7 +44,7 @@ class OpenAIAgentsTarget(LibraryTarget):
 
         assert self.endpoint is not None
         self._client = openai_client(self)
-        if self.endpoint.kind == "openai-responses":
+        if self.endpoint.kind == ProviderKind.OPENAI_RESPONSES:
             model: Any = OpenAIResponsesModel(model=MODEL, openai_client=self._client)
         else:
             model = OpenAIChatCompletionsModel(model=MODEL, openai_client=self._client)

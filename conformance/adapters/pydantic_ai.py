@@ -28,10 +28,10 @@ from fake_providers.kinds import ProviderKind
 from harness.target import Transcript, TranscriptEntry
 
 MODELS = {
-    "openai-chat": "gpt-4o",
-    "openai-responses": "gpt-4o",
-    "azure": "gpt-4o",
-    "anthropic": "claude-sonnet-4-5",
+    ProviderKind.OPENAI_CHAT: "gpt-4o",
+    ProviderKind.OPENAI_RESPONSES: "gpt-4o",
+    ProviderKind.AZURE: "gpt-4o",
+    ProviderKind.ANTHROPIC: "claude-sonnet-4-5",
 }
 
 
@@ -54,7 +54,7 @@ class PydanticAITarget(LibraryTarget):
 
         assert self.endpoint is not None
         kind = self.endpoint.kind
-        if kind == "anthropic":
+        if kind == ProviderKind.ANTHROPIC:
             from pydantic_ai.models.anthropic import AnthropicModel
             from pydantic_ai.providers.anthropic import AnthropicProvider
 
@@ -68,7 +68,7 @@ class PydanticAITarget(LibraryTarget):
 
             self._client = openai_client(self)
             provider = OpenAIProvider(openai_client=self._client)
-            cls = OpenAIResponsesModel if kind == "openai-responses" else OpenAIChatModel
+            cls = OpenAIResponsesModel if kind == ProviderKind.OPENAI_RESPONSES else OpenAIChatModel
             model = cls(MODELS[kind], provider=provider)
         self._agent = Agent(model, instructions="You are a helpful assistant.")
 

@@ -78,7 +78,15 @@ DEFAULT_CAPABILITIES = frozenset(
 REFERENCE_CAPABILITIES = DEFAULT_CAPABILITIES | frozenset(
     map(
         Capability,
-        ("timeout", "stale-timeout", "retries", "compaction", "background", "atomic-turns"),
+        (
+            "timeout",
+            "stale-timeout",
+            "retries",
+            "stream-retries",
+            "compaction",
+            "background",
+            "atomic-turns",
+        ),
     )
 )
 # Someone else's ACP agent: only what any ACP agent can be judged on. Its tools are not
@@ -288,7 +296,10 @@ class AcpTarget:
                 )
             self._can_load = bool(init.agent_capabilities and init.agent_capabilities.load_session)
         except BaseException as exc:
-            failure = await self._start_failure(exc)
+            # Bounded (a second or two), and shielded: a runner that gave up on the start
+            # cancels us here, and the stack below must still close the agent's process.
+            with anyio.CancelScope(shield=True):
+                failure = await self._start_failure(exc)
             await stack.aclose()
             if failure is None:
                 raise

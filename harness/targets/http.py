@@ -58,7 +58,8 @@ from reference_agent.defects import Defects
 DEFAULT_CAPABILITIES = frozenset(
     {Capability.CANCEL, Capability.TRANSCRIPT, Capability.SESSIONS, Capability.QUEUE}
     | {Capability.STREAM_IDS, Capability.STREAM_EVENTS, Capability.TIMEOUT}
-    | {Capability.STALE_TIMEOUT, Capability.RETRIES, Capability.COMPACTION}
+    | {Capability.STALE_TIMEOUT, Capability.RETRIES, Capability.STREAM_RETRIES}
+    | {Capability.COMPACTION}
     | {Capability.BACKGROUND, Capability.ATOMIC_TURNS}
 )
 SERVING_LINE = re.compile(rb"serving (https?://\S+)")

@@ -142,6 +142,16 @@ def test_a_call_that_does_not_carry_the_sent_prompt_last_is_side() -> None:
     assert "carries no prompt the harness sent" in found.reason
 
 
+def test_a_turn_after_a_cancelled_one_is_for_the_prompt_said_last() -> None:
+    # openai-agents and LangGraph keep a cancelled turn's prompt, unanswered, in the history:
+    # the next call's latest user text holds both prompts.
+    later_tag = "ch-5ec0bd00"
+    body = chat(("user", PROMPT), ("user", f"And now a short one. [{later_tag}]"))
+    for tags in ([TAG, later_tag], [later_tag, TAG]):
+        found = classify(read_shape(ProviderKind.OPENAI_CHAT, body), tags)
+        assert (found.role, found.prompt) == (Role.MAIN, later_tag)
+
+
 def test_without_registered_prompts_every_user_turn_is_main() -> None:
     found = classify(read_shape(ProviderKind.OPENAI_CHAT, chat(("user", "hi"))), [])
     assert found.role is Role.MAIN

@@ -227,3 +227,22 @@ async def test_next_turn_must_complete_normally() -> None:
     assert result.message.startswith("expected the next turn (t2) to complete normally; it ended")
     assert "'error' at +" in result.message
     assert "(error: provider answered 400)" in result.message
+
+
+async def test_a_cancelled_prompt_folded_into_the_next_turn_is_growth_by_that_turn() -> None:
+    async def body(ctx: ScenarioContext) -> None:
+        """After two turns (the second cancelled), the next turn grows the transcript."""
+        ctx.fault("stream=true,tokens=30,hold-before=4,gate=main,nth=2")
+        session = await ctx.new_session()
+        ctx.checks.stop_reason(await ctx.outcome(await ctx.submit(session, "first")), "completed")
+        await ctx.submit(session, "hi")
+        await ctx.gate("main").wait_reached()
+        await ctx.cancel(session)
+        await ctx.release("main")
+        await ctx.checks.next_turn_completes(session, "again")
+
+    # Claude's ACP agent replays a cancelled prompt and the next one as one user message.
+    assert (await run(body, fold_cancelled_prompt=True)).status is Status.PASSED
+    result = await run(body, fold_cancelled_prompt=True, rewrite_history=True)
+    assert result.status is Status.FAILED
+    assert "the transcript should grow by exactly that turn" in result.message

@@ -359,10 +359,18 @@ def test_an_agent_that_never_started_is_exit_2_even_with_cases_not_applicable(
     ]
 
 
+@pytest.mark.parametrize(
+    "mute",
+    [
+        [sys.executable, "-c", "import sys; sys.stdin.read()"],
+        # Deaf to a closed stdin too: only SIGTERM ends it, after the stop's grace.
+        [sys.executable, "-c", "import time; time.sleep(1000)"],
+    ],
+    ids=["exits-on-eof", "ignores-eof"],
+)
 def test_an_acp_agent_that_never_answers_initialize_did_not_start(
-    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+    in_tmp: Path, capsys: pytest.CaptureFixture[str], mute: list[str]
 ) -> None:
-    mute = [sys.executable, "-c", "import sys; sys.stdin.read()"]
     (in_tmp / "cancel-harness.toml").write_text(
         f'[targets.mute]\nkind = "acp"\ncommand = {json.dumps(mute)}\nstartup_timeout = 1\n'
     )

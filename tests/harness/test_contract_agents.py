@@ -41,6 +41,17 @@ async def test_a_cancel_seen_only_on_the_next_chunk_is_caught(kind: str, attempt
     assert "the turn shows 'The harness keeps'" in buggy.timeline
 
 
+async def test_an_agent_that_holds_back_a_word_until_the_next_delta_is_still_judged() -> None:
+    scenario = "esc.provider-silent/after-text"
+    # As qwen-code does: 'The harness' on screen until the next delta ends 'keeps'.
+    correct = await run(scenario, "anthropic", 1, hold_back_last_word=True)
+    assert correct.status is Status.PASSED, correct.message
+    assert "holds back the rest of 'The harness keeps'" in correct.timeline
+    buggy = await run(scenario, "anthropic", 1, hold_back_last_word=True, cancel_on_next_chunk=True)
+    assert buggy.status is Status.FAILED
+    assert "was still open at +" in buggy.message
+
+
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("attempt", REPEAT)
 async def test_a_stream_drained_after_the_caller_leaves_is_caught(kind: str, attempt: int) -> None:

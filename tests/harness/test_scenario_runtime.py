@@ -256,7 +256,7 @@ async def test_a_target_that_hangs_in_start_did_not_start_within_its_startup_tim
     assert result.message.startswith(
         "the target did not start within its startup_timeout of 0.3 s and did not report why"
     )
-    assert anyio.current_time() - began < 5  # its startup_timeout + grace, not 30 s
+    assert anyio.current_time() - began < 10  # its startup_timeout + 5 s grace, not 30 s
 
 
 async def test_a_hung_scenario_fails_at_the_case_timeout_with_its_last_step() -> None:

@@ -95,6 +95,9 @@ class TinyAgent:
         drain_on_leave: bool = False,
         title_first: bool = False,
         stubborn: bool = False,
+        fold_cancelled_prompt: bool = False,
+        hold_back_last_word: bool = False,
+        rewrite_history: bool = False,
         close_delay: float = 0.0,
         capabilities: frozenset[Capability] = CAPS,
     ) -> None:
@@ -110,6 +113,10 @@ class TinyAgent:
         self.title_first = title_first  # a title call, shaped like a turn's, before each turn
         self.titles: list[httpx.Response] = []
         self.stubborn = stubborn
+        # Keep a cancelled prompt, unanswered, and fold it into the next turn's user entry.
+        self.fold_cancelled_prompt = fold_cancelled_prompt
+        self.rewrite_history = rewrite_history  # each commit rewrites the first answer
+        self.hold_back_last_word = hold_back_last_word  # shows text up to the last space
         self.close_delay = close_delay  # a slow agent: it acts on a cancel only this much later
         self.capabilities = capabilities
         self.sessions: dict[str, Session] = {}
@@ -147,6 +154,8 @@ class TinyAgent:
             return CancelAck(False)
         self.note(f"cancel {turn.id}")
         turn.settle("cancelled")
+        if self.fold_cancelled_prompt:  # kept, unanswered, as the cancel is reported
+            session.entries.append(TranscriptEntry("user", turn.prompt, turn.id))
         if self.cancel_on_next_chunk:
             turn.stop_reading = True  # looked at only when the next chunk arrives
         elif self.close_delay:
@@ -173,7 +182,8 @@ class TinyAgent:
             turn.scope.cancel()
 
     def shown(self, submission: Submission) -> str:
-        return "".join(self.turns[submission.turn_id].shown)
+        text = "".join(self.turns[submission.turn_id].shown)
+        return text.rpartition(" ")[0] if self.hold_back_last_word else text
 
     async def wait_outcome(self, submission: Submission, timeout: float) -> Outcome:
         turn = self.turns[submission.turn_id]
@@ -252,8 +262,18 @@ class TinyAgent:
                 self.note(f"{turn.id} discarded a late answer")
                 return
             session = self.sessions[turn.session]
+            said = turn.prompt
+            if (
+                self.fold_cancelled_prompt
+                and session.entries
+                and session.entries[-1].role == "user"
+            ):
+                said = f"{session.entries.pop().content}\n{said}"
+            if self.rewrite_history and session.entries:
+                first = session.entries[1]
+                session.entries[1] = TranscriptEntry("assistant", "(edited)", first.turn_id, "stop")
             session.entries += [
-                TranscriptEntry("user", turn.prompt, turn.id),
+                TranscriptEntry("user", said, turn.id),
                 TranscriptEntry("assistant", text, turn.id, "stop"),
             ]
             session.usage = (session.usage[0] + 1, session.usage[1] + out_tokens)
