@@ -20,6 +20,10 @@ from fake_providers.player import PacedRun
 
 # The pacer's resolution: one wheel slot per millisecond, libuv's timer granularity.
 SLOTS_PER_SECOND = 1000
+# Events one tick writes at most (~10-15 ms of loop time) before it lets the loop accept
+# and read: a pacer that has fallen behind catches up in slices, not in one long tick
+# during which the listen queue overflows and new clients wait out SYN retransmits.
+TICK_BUDGET = 1024
 
 
 class Sink:
@@ -149,8 +153,15 @@ class Pacer:
             # A stream behind its schedule is filed into a slot that has begun: this loop
             # comes back to it, so it catches up against its absolute deadlines. Filing is
             # inlined (see _file): this loop runs once per paced event.
+            left = TICK_BUDGET
             while occupied and occupied[0] <= now:
-                for playing in slots.pop(pop(occupied)):
+                slot = pop(occupied)
+                entries = slots.pop(slot)
+                if len(entries) > left:  # the rest stays in its slot for the next tick
+                    entries, slots[slot] = entries[:left], entries[left:]
+                    push(occupied, slot)
+                left -= len(entries)
+                for playing in entries:
                     done = playing.done
                     if done.done():  # its task was cancelled: the client left
                         continue
@@ -167,15 +178,17 @@ class Pacer:
                     sizes.append(size)
                     stamps.append(clock())
                     if run.more:
-                        slot = int(run.next_due * SLOTS_PER_SECOND)
-                        entries = slots.get(slot)
-                        if entries is None:
-                            slots[slot] = [playing]
-                            push(occupied, slot)
+                        due = int(run.next_due * SLOTS_PER_SECOND)
+                        waiting = slots.get(due)
+                        if waiting is None:
+                            slots[due] = [playing]
+                            push(occupied, due)
                         else:
-                            entries.append(playing)
+                            waiting.append(playing)
                     else:
                         done.set_result(None)
+                if left <= 0:
+                    break  # the timer armed below fires after the loop's next I/O poll
         finally:
             self._ticking = False
             if requests:
