@@ -29,7 +29,8 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
-from benchmarks._common import BODY, raise_nofile
+from benchmarks.children import raise_nofile
+from benchmarks.request import BODY
 from fake_providers.content import ContentSpec
 from fake_providers.wire import OPENAI_CHAT
 

@@ -1,7 +1,7 @@
 """Cancel-to-close latency of the reference agent, beside the floor of a bare httpx client.
 
-    /work/venv/bin/python -m benchmarks.bench_cancel_latency [--quick] [--count N] [--extra N]
-                                                             [--no-settle]
+    python -m benchmarks.bench_cancel_latency [--quick] [--record] [--count N] [--extra N]
+                                              [--no-settle]
 
 What is measured. One `FakeProvider` on 127.0.0.1, hosted in the benchmark's own event loop
 (plain asyncio via `anyio.run`, as the harness runs; no uvloop), and two clients taking
@@ -68,7 +68,7 @@ from typing import Any
 import anyio
 import httpx
 
-from benchmarks import _common as c
+from benchmarks import ROOT, machine, reports, results, stats, tables
 from fake_providers import ConnectionRecord, FakeProvider, RequestRecord
 from fake_providers.ledger import Closer
 from reference_agent.agent import Agent
@@ -394,19 +394,19 @@ def figures(run: KindRun) -> dict[str, Any]:
         "cancels": run.count,
         "agent_us": agent,
         "floor_us": floor,
-        **{f"ratio_{k}": c.ratio(agent[k], floor[k]) for k in ("p50", "p95", "p99", "max")},
-        "ratio_to_fin_p50": c.ratio(agent["to_fin_p50"], floor["to_fin_p50"]),
+        **{f"ratio_{k}": stats.ratio(agent[k], floor[k]) for k in ("p50", "p95", "p99", "max")},
+        "ratio_to_fin_p50": stats.ratio(agent["to_fin_p50"], floor["to_fin_p50"]),
     }
 
 
 def print_main(fig: dict[str, Any]) -> None:
     a, f = fig["agent_us"], fig["floor_us"]
     rows = [
-        [key, c.fmt(a[key]), c.fmt(f[key]), c.fmt(fig[f"ratio_{key}"], ".2f", "x")]
+        [key, tables.fmt(a[key]), tables.fmt(f[key]), tables.fmt(fig[f"ratio_{key}"], ".2f", "x")]
         for key in ("p50", "p95", "p99", "max")
     ]
     print(f"\n{fig['kind']}: {fig['cancels']} cancels each, cancel-to-close latency (µs)")
-    c.print_table(["", "agent", "floor", "agent/floor"], rows)
+    tables.print_table(["", "agent", "floor", "agent/floor"], rows)
 
 
 def print_kinds(figs: list[dict[str, Any]]) -> None:
@@ -417,14 +417,14 @@ def print_kinds(figs: list[dict[str, Any]]) -> None:
             [
                 fig["kind"],
                 str(fig["cancels"]),
-                *(c.fmt(a[k]) for k in ("p50", "p95", "p99", "max")),
-                *(c.fmt(f[k]) for k in ("p50", "p95", "p99", "max")),
-                c.fmt(fig["ratio_p50"], ".2f", "x"),
-                c.fmt(fig["ratio_p99"], ".2f", "x"),
+                *(tables.fmt(a[k]) for k in ("p50", "p95", "p99", "max")),
+                *(tables.fmt(f[k]) for k in ("p50", "p95", "p99", "max")),
+                tables.fmt(fig["ratio_p50"], ".2f", "x"),
+                tables.fmt(fig["ratio_p99"], ".2f", "x"),
             ]
         )
     print("\nevery wire format, µs (the last three ran fewer cancels: their p99 is rough)")
-    c.print_table(
+    tables.print_table(
         [
             "kind",
             "n",
@@ -450,13 +450,13 @@ def print_split(figs: list[dict[str, Any]]) -> None:
         rows.append(
             [
                 fig["kind"],
-                c.fmt(a["to_fin_p50"]),
-                c.fmt(f["to_fin_p50"]),
-                c.fmt(fig["ratio_to_fin_p50"], ".2f", "x"),
-                c.fmt(a["fin_to_seen_p50"]),
-                c.fmt(f["fin_to_seen_p50"]),
-                c.fmt(a["call_p50"]),
-                c.fmt(f["call_p50"]),
+                tables.fmt(a["to_fin_p50"]),
+                tables.fmt(f["to_fin_p50"]),
+                tables.fmt(fig["ratio_to_fin_p50"], ".2f", "x"),
+                tables.fmt(a["fin_to_seen_p50"]),
+                tables.fmt(f["fin_to_seen_p50"]),
+                tables.fmt(a["call_p50"]),
+                tables.fmt(f["call_p50"]),
             ]
         )
     print(
@@ -464,7 +464,7 @@ def print_split(figs: list[dict[str, Any]]) -> None:
         "(what a remote\nprovider would see); FIN -> seen = until the in-loop provider got to "
         "its read; call = inside the cancel / exit"
     )
-    c.print_table(
+    tables.print_table(
         [
             "kind",
             "t0->FIN agent",
@@ -525,7 +525,6 @@ def sample_json(s: Sample) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="30 cancels (10 per extra kind)")
     parser.add_argument("--count", type=int, default=None, help="cancels on openai-chat (200)")
     parser.add_argument("--extra", type=int, default=None, help="cancels per extra kind (50)")
     parser.add_argument(
@@ -533,7 +532,7 @@ def main() -> None:
         action="store_true",
         help="cancel as soon as the gate is reached, before the client has read the events",
     )
-    args = parser.parse_args()
+    args = reports.parse_args("", parser)  # adds --quick (30 cancels, 10 per extra kind)
     main_count = args.count or (30 if args.quick else 200)
     extra_count = args.extra or (10 if args.quick else 50)
     if not (1 <= main_count <= 100_000 and 1 <= extra_count <= 100_000):
@@ -546,7 +545,7 @@ def main() -> None:
         "interleaved against one FakeProvider on 127.0.0.1 in the same event loop;\nplain "
         f"asyncio (anyio.run), no uvloop; {WARMUP} warm-up pairs dropped per kind.\n"
     )
-    quiet = c.wait_quiet()
+    quiet = machine.wait_quiet()
     gc.callbacks.append(GC)
     CLOSES.install()
     started = time.monotonic()
@@ -589,8 +588,10 @@ def main() -> None:
             for r in runs
         ],
     }
-    path = c.write_report(NAME, report)
-    print(f"\nwrote {path.relative_to(c.ROOT)}; {wall:.1f} s")
+    path = reports.write_report(NAME, report)
+    print(f"\nwrote {path.relative_to(ROOT)}; {wall:.1f} s")
+    if args.record:
+        results.record(NAME, {"kinds": figs}, runs=[{"machine_before": quiet}])
 
 
 if __name__ == "__main__":

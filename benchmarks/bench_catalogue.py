@@ -1,9 +1,9 @@
 """Wall time of the whole scenario catalogue (`cancel-harness run`) and of the mutant matrix.
 
-    /work/venv/bin/python -m benchmarks.bench_catalogue [--quick]
+    python -m benchmarks.bench_catalogue [--quick] [--record]
 
-What is measured. `cancel-harness run` as a subprocess, exactly as a user types it (the
-venv's entry point, reference target, every scenario on each of its wire formats: all four
+What is measured. `cancel-harness run --jobs 2` as a subprocess, exactly as a user types it
+(the venv's entry point, reference target, every scenario on each of its wire formats: all
 by default), with a fixed `--seed` so every repeat runs the same cases and timings; then the
 same with `--provider openai-chat` only. The two alternate (all, chat, all, chat, ...) so
 machine noise hits both; 3 repeats each (`--quick`: 1). For information, two more whole
@@ -30,7 +30,6 @@ Writes reports/bench/bench_catalogue.json (config, every run, the matrix, enviro
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import resource
@@ -44,7 +43,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from benchmarks import _common as c
+from benchmarks import ROOT, machine, reports, stats, tables
+from benchmarks import results as recorded
 from fake_providers.kinds import ProviderKind
 
 NAME = "bench_catalogue"
@@ -57,6 +57,7 @@ INFO_RUNS = (  # label, extra CLI arguments: one run each, information only
     (f"whole, --tempo {FAST_TEMPO:g}", ("--tempo", f"{FAST_TEMPO:g}")),
 )
 MUTANTS_TIMEOUT_S = 900
+JOBS = ("--jobs", "2")  # the target is for 2 cases at once on 2 cores
 SUMMARY = re.compile(
     r"(\d+) passed, (\d+) failed, (\d+) errors, (\d+) not applicable in ([\d.]+) s"
 )
@@ -80,7 +81,7 @@ def timed(argv: list[str], timeout: float) -> dict[str, Any]:
     """Run one CLI command to completion; wall and CPU time, exit code, output."""
     cpu0 = child_cpu_s()
     t0 = time.monotonic()
-    proc = subprocess.run(argv, cwd=c.ROOT, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     wall = time.monotonic() - t0
     result: dict[str, Any] = {
         "argv": argv,
@@ -161,9 +162,7 @@ def slowest_scenarios(results: dict[str, Any] | None, n: int = 6) -> list[tuple[
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one run each, no mutants")
-    args = parser.parse_args()
+    args = reports.parse_args(__doc__.splitlines()[0])
     repeats = 1 if args.quick else 3
     print(
         f"{NAME}{' --quick' if args.quick else ''}: `cancel-harness run` (whole catalogue) and "
@@ -171,7 +170,7 @@ def main() -> None:
         + ("" if args.quick else "; then `cancel-harness mutants --provider openai-chat` once")
         + f".\nCLI: {' '.join(cli())}\n"
     )
-    quiet = c.wait_quiet()
+    quiet = machine.wait_quiet()
     started = time.monotonic()
     full: list[dict[str, Any]] = []
     chat: list[dict[str, Any]] = []
@@ -180,8 +179,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-catalogue-") as tmp_name:
         tmp = Path(tmp_name)
         for i in range(repeats):
-            full.append(run_catalogue(tmp, "all kinds", i, []))
-            chat.append(run_catalogue(tmp, ProviderKind.OPENAI_CHAT, i, [ProviderKind.OPENAI_CHAT]))
+            full.append(run_catalogue(tmp, "all kinds", i, [], JOBS))
+            chat.append(
+                run_catalogue(tmp, ProviderKind.OPENAI_CHAT, i, [ProviderKind.OPENAI_CHAT], JOBS)
+            )
         if not args.quick:
             for label, extra in INFO_RUNS:
                 info.append((label, run_catalogue(tmp, label, 0, [], extra)))
@@ -201,19 +202,22 @@ def main() -> None:
             mutants["matrix"] = json.loads(path.read_text()) if path.exists() else None
             print(f"  mutants: {mutants['wall_s']:.1f} s wall, exit {mutants['exit']}", flush=True)
 
-    figs = [summarise("whole catalogue", full), summarise("--provider openai-chat", chat)]
+    figs = [
+        summarise("cancel-harness run --jobs 2", full),
+        summarise("cancel-harness run --jobs 2 --provider openai-chat", chat),
+    ]
     figs += [summarise(f"{label} (info)", [res]) for label, res in info]
     rows = [
         [
             f["label"],
             str(f["repeats"]),
-            c.fmt(f["min_s"], ".1f"),
-            c.fmt(f["median_s"], ".1f"),
-            c.fmt(f["max_s"], ".1f"),
-            c.fmt(f["cases"]),
-            c.fmt(f["cases_per_s"], ".2f"),
-            c.fmt(f["in_run_s_median"], ".1f"),
-            c.fmt(f["cpu_s_median"], ".1f"),
+            tables.fmt(f["min_s"], ".1f"),
+            tables.fmt(f["median_s"], ".1f"),
+            tables.fmt(f["max_s"], ".1f"),
+            tables.fmt(f["cases"]),
+            tables.fmt(f["cases_per_s"], ".2f"),
+            tables.fmt(f["in_run_s_median"], ".1f"),
+            tables.fmt(f["cpu_s_median"], ".1f"),
             str(f["failed_or_errors"]),
         ]
         for f in figs
@@ -228,19 +232,19 @@ def main() -> None:
             [
                 "mutants --provider openai-chat",
                 "1",
-                c.fmt(mutants["wall_s"], ".1f"),
-                c.fmt(mutants["wall_s"], ".1f"),
-                c.fmt(mutants["wall_s"], ".1f"),
-                c.fmt(cases),
-                c.fmt(cases / mutants["wall_s"] if cases else None, ".2f"),
+                tables.fmt(mutants["wall_s"], ".1f"),
+                tables.fmt(mutants["wall_s"], ".1f"),
+                tables.fmt(mutants["wall_s"], ".1f"),
+                tables.fmt(cases),
+                tables.fmt(cases / mutants["wall_s"] if cases else None, ".2f"),
                 "-",
-                c.fmt(mutants["cpu_s"], ".1f"),
+                tables.fmt(mutants["cpu_s"], ".1f"),
                 "-" if matrix is None else ("0" if matrix.get("ok") else "see matrix"),
             ]
         )
         mutants["cases"] = cases
     print("\nwall times (s); cases/s at the median; in run = the CLI's own timing")
-    c.print_table(
+    tables.print_table(
         [
             "command",
             "runs",
@@ -255,8 +259,8 @@ def main() -> None:
         ],
         rows,
     )
-    ratio = c.ratio(figs[0]["median_s"], figs[1]["median_s"])
-    print(f"whole catalogue / openai-chat only (median wall): {c.fmt(ratio, '.2f', 'x')}")
+    ratio = stats.ratio(figs[0]["median_s"], figs[1]["median_s"])
+    print(f"whole catalogue / openai-chat only (median wall): {tables.fmt(ratio, '.2f', 'x')}")
     met = figs[0]["median_s"] < TARGET_S
     print(
         f"target: whole catalogue < {TARGET_S:g} s (median wall): {figs[0]['median_s']:.1f} s "
@@ -306,8 +310,16 @@ def main() -> None:
             "stdout": mutants["stdout"],
         },
     }
-    path = c.write_report(NAME, report)
-    print(f"\nwrote {path.relative_to(c.ROOT)}; {wall:.1f} s")
+    path = reports.write_report(NAME, report)
+    print(f"\nwrote {path.relative_to(ROOT)}; {wall:.1f} s")
+    if args.record:
+        keep = ("repeats", "min_s", "median_s", "max_s", "cases", "failed_or_errors")
+        figures = {
+            "runs": [{"command": f["label"], **{k: f[k] for k in keep}} for f in figs[:2]],
+            "target_s": TARGET_S,
+            "target_met": met,
+        }
+        recorded.record(NAME, figures, runs=[{"machine_before": quiet}])
 
 
 def _strip(run: dict[str, Any]) -> dict[str, Any]:

@@ -34,7 +34,9 @@ from typing import Any
 import psutil
 import uvloop
 
-from benchmarks._common import REQUEST, raise_nofile
+from benchmarks.children import raise_nofile
+from benchmarks.request import REQUEST
+from benchmarks.stats import percentile
 
 END = b"\r\n0\r\n\r\n"
 HOST = "127.0.0.1"
@@ -51,6 +53,7 @@ class Stream(asyncio.Protocol):
         "finished",
         "head",
         "index",
+        "opened_at",
         "run",
         "tail",
         "times",
@@ -60,6 +63,7 @@ class Stream(asyncio.Protocol):
     def __init__(self, run: Run, index: int) -> None:
         self.run = run
         self.index = index
+        self.opened_at = monotonic()  # when the connect began
         self.transport: asyncio.Transport | None = None
         self.carry = False  # previous chunk ended in an unpaired b"\n"
         self.tail = b""
@@ -229,26 +233,38 @@ class LagProbe:
             self.task.cancel()
         s = sorted(self.samples)
         return {
-            "p50_ms": _pct(s, 50) * 1e3 if s else None,
-            "p99_ms": _pct(s, 99) * 1e3 if s else None,
+            "p50_ms": percentile(s, 50) * 1e3 if s else None,
+            "p99_ms": percentile(s, 99) * 1e3 if s else None,
             "max_ms": s[-1] * 1e3 if s else None,
         }
 
 
 class CpuMeter:
-    """CPU seconds used by this process, by the server, and by every other process."""
+    """CPU seconds used by this process, by the server (with its worker processes, if it has
+    any), and by every other process."""
 
     def __init__(self, server_pid: int | None) -> None:
         self.me = psutil.Process()
         self.server = psutil.Process(server_pid) if server_pid else None
         self.skip = {self.me.pid, server_pid, self.me.ppid()}
+        if self.server is not None:
+            self.skip.update(p.pid for p in self.server.children(recursive=True))
 
-    @staticmethod
-    def _cpu(p: psutil.Process | None) -> float:
-        if p is None:
-            return 0.0
-        t = p.cpu_times()
-        return float(t.user + t.system)
+    def _tree(self) -> list[psutil.Process]:
+        if self.server is None:
+            return []
+        return [self.server, *self.server.children(recursive=True)]
+
+    def _server_cpu(self) -> tuple[float, float]:
+        user = system = 0.0
+        for proc in self._tree():
+            try:
+                t = proc.cpu_times()
+            except psutil.Error:
+                continue
+            user += t.user
+            system += t.system
+        return user, system
 
     def _others(self) -> dict[tuple[int, float], float]:
         """CPU seconds of every other process, keyed by (pid, create time)."""
@@ -264,29 +280,29 @@ class CpuMeter:
     def start(self) -> None:
         self.o0 = self._others()
         self.t0 = monotonic()
-        self.c0 = self._cpu(self.me)
-        self.s0 = self._cpu(self.server)
+        t = self.me.cpu_times()
+        self.c0 = t.user + t.system
+        self.s0 = self._server_cpu()
 
     def stop(self) -> dict[str, Any]:
         wall = monotonic() - self.t0
-        client = self._cpu(self.me) - self.c0
-        server = self._cpu(self.server) - self.s0
+        t = self.me.cpu_times()
+        client = t.user + t.system - self.c0
+        user, system = self._server_cpu()
+        user -= self.s0[0]
+        system -= self.s0[1]
         others = sum(v - self.o0.get(k, 0.0) for k, v in self._others().items())
         return {
             "wall_s": wall,
             "client_cpu_pct": 100 * client / wall,
-            "server_cpu_pct": 100 * server / wall,
+            "server_cpu_pct": 100 * (user + system) / wall,
+            "server_cpu_s": user + system,
+            "server_user_s": user,
+            "server_system_s": system,
             # CPU used meanwhile by all other processes on the machine (any core), in % of
             # one core: other people's work sharing this machine shows up here.
             "other_processes_cpu_pct": 100 * max(others, 0.0) / wall,
         }
-
-
-def _pct(sorted_values: Any, p: float) -> float:
-    if not sorted_values:
-        return math.nan
-    k = min(len(sorted_values) - 1, max(0, math.ceil(p / 100 * len(sorted_values)) - 1))
-    return float(sorted_values[k])
 
 
 # ---------------------------------------------------------------------------------- modes
@@ -346,6 +362,9 @@ async def paced(cfg: dict[str, Any]) -> dict[str, Any]:
     lateness = array("d")
     last_event_late = array("d")
     durations = array("d")
+    first_event = sorted(
+        s.times[0] - s.opened_at for s in run.streams.values() if s.times is not None and s.times
+    )
     missing = 0
     steady = steady_late = 0
     for stream in run.streams.values():
@@ -388,17 +407,23 @@ async def paced(cfg: dict[str, Any]) -> dict[str, Any]:
         "steady_events": steady,
         "steady_late_share": steady_late / steady if steady else None,
         "lateness_ms": {
-            "p50": _pct(ordered, 50) * 1e3,
-            "p90": _pct(ordered, 90) * 1e3,
-            "p99": _pct(ordered, 99) * 1e3,
-            "p999": _pct(ordered, 99.9) * 1e3,
+            "p50": percentile(ordered, 50) * 1e3,
+            "p90": percentile(ordered, 90) * 1e3,
+            "p99": percentile(ordered, 99) * 1e3,
+            "p999": percentile(ordered, 99.9) * 1e3,
             "max": ordered[-1] * 1e3 if ordered else None,
         },
         "last_event_lateness_ms": {
-            "p50": _pct(end_drift, 50) * 1e3,
+            "p50": percentile(end_drift, 50) * 1e3,
             "max": end_drift[-1] * 1e3 if end_drift else None,
         },
-        "stream_duration_s_p50": _pct(sorted(durations), 50),
+        "stream_duration_s_p50": percentile(sorted(durations), 50),
+        # From the start of the connect to the first event: accept and set-up under load.
+        "first_event_ms": {
+            "p50": percentile(first_event, 50) * 1e3,
+            "p99": percentile(first_event, 99) * 1e3,
+            "max": first_event[-1] * 1e3 if first_event else None,
+        },
         "bad_responses": run.bad_responses,
         "unexpected_closes": run.unexpected_closes,
         "connect_failures": run.connect_failures,

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from fake_providers.records import (
     REDACTED,
@@ -47,6 +47,7 @@ __all__ = [
     "CloseKind",
     "Closer",
     "ConnectionRecord",
+    "IdSource",
     "Ledger",
     "LedgerEvent",
     "LogicalCall",
@@ -63,6 +64,15 @@ REQUEST_RECORD_BYTES = 1280  # a request record's objects, besides its body and 
 TOTALS = ("connections", "requests", "events", "bytes")
 
 
+class IdSource(Protocol):
+    """Where connection ids and request ordinals come from when several processes serve one
+    port as one provider (`fake_providers.workers`): ids stay unique, ordinals global."""
+
+    def next_connection(self) -> int: ...
+
+    def next_request(self) -> int: ...
+
+
 class Ledger:
     """Every connection the fake provider saw. Thread-safe; queries take a consistent view."""
 
@@ -72,8 +82,10 @@ class Ledger:
         clock: Callable[[], int] = time.monotonic_ns,
         retain_connections: int = 10_000,
         retain_bytes: int = 32 * 1024 * 1024,
+        ids: IdSource | None = None,
     ) -> None:
         self._clock = clock
+        self._ids = ids
         self.retain_connections = retain_connections
         self.retain_bytes = retain_bytes
         self._lock = threading.RLock()
@@ -117,8 +129,11 @@ class Ledger:
 
     def open_connection(self, peer: str, *, tls: bool) -> ConnectionRecord:
         with self._lock:
-            conn = ConnectionRecord(self._next_connection, peer, tls, self._clock())
-            self._next_connection += 1
+            if self._ids is not None:
+                conn_id = self._ids.next_connection()
+            else:
+                conn_id, self._next_connection = self._next_connection, self._next_connection + 1
+            conn = ConnectionRecord(conn_id, peer, tls, self._clock())
             self._connections[conn.id] = conn
         self._changed.notify()
         self._emit(LedgerEvent("accepted", conn))
@@ -138,8 +153,12 @@ class Ledger:
         redacted = redact_headers(headers)
         digest = hashlib.sha256(body).hexdigest()[:16]
         with self._lock:
+            if self._ids is not None:
+                ordinal = self._ids.next_request()
+            else:
+                ordinal, self._next_request = self._next_request, self._next_request + 1
             req = RequestRecord(
-                ordinal=self._next_request,
+                ordinal=ordinal,
                 connection_id=conn.id,
                 method=method,
                 path=path,
@@ -150,7 +169,6 @@ class Ledger:
                 started_ns=started_ns,
                 body=body,
             )
-            self._next_request += 1
             req.call_id, req.attempt = self._group(req)
             self._live_attempts[req.call_id] = self._live_attempts.get(req.call_id, 0) + 1
             self._requests.append(req)
@@ -236,6 +254,19 @@ class Ledger:
             req.event_ns.append(t)
             req.event_bytes.append(size)
             self._retained_bytes += EVENT_RECORD_BYTES
+        self._changed.notify()
+
+    def events_written_each(
+        self, requests: Sequence[RequestRecord], sizes: Sequence[int], stamps: Sequence[int]
+    ) -> None:
+        """Record events written one by one: event i went to `requests[i]`, `sizes[i]` bytes
+        at `stamps[i]` (this ledger's clock). The pacer's tick writes many streams' events
+        and records them at once, under one lock."""
+        with self._lock:
+            for req, size, t in zip(requests, sizes, stamps, strict=True):
+                req.event_ns.append(t)
+                req.event_bytes.append(size)
+            self._retained_bytes += EVENT_RECORD_BYTES * len(requests)
         self._changed.notify()
 
     def held(self, req: RequestRecord, detail: str) -> None:
@@ -356,6 +387,11 @@ class Ledger:
         return forgotten
 
     # ---------------------------------------------------------------------- query side
+
+    @property
+    def clock(self) -> Callable[[], int]:
+        """The clock every record is stamped with (monotonic ns unless a test gave another)."""
+        return self._clock
 
     def now(self) -> int:
         """The ledger's clock, in nanoseconds (CLOCK_MONOTONIC unless a test injected one)."""

@@ -17,7 +17,7 @@ import threading
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 import anyio
 import anyio.abc
@@ -34,6 +34,10 @@ from fake_providers.responder import Responder
 from fake_providers.rules import PlanResolver
 from fake_providers.server import ProviderServer
 from fake_providers.tls import TLSMaterial, make_tls
+
+if TYPE_CHECKING:
+    from fake_providers.responder import Control
+    from fake_providers.workers import WorkerLink
 
 # A reset that forgets at least this many bytes of records gives the memory back to the OS.
 RELEASE_AFTER = 8 * 1024 * 1024
@@ -57,20 +61,26 @@ class FakeProvider:
         tls_dir: Path | None = None,
         limits: Limits | None = None,
         ledger_log: Path | None = None,
+        link: WorkerLink | None = None,
     ) -> None:
         """`limits`: timeouts and ledger caps (`fake_providers.limits.Limits` has the
-        defaults); `ledger_log`: a JSONL file that gets every connection as it closes."""
+        defaults); `ledger_log`: a JSONL file that gets every connection as it closes;
+        `link`: this provider is one worker of several serving one port
+        (`fake_providers.workers`)."""
         self.host = host
         self.requested_port = port
         self.limits = limits or Limits()
+        self._link = link
         self.ledger = Ledger(
             retain_connections=self.limits.ledger_connections,
             retain_bytes=self.limits.ledger_bytes,
+            ids=link.ids if link is not None else None,
         )
         self._ledger_log = ledger_log
         self.gates = GateRegistry()
         default_plan = FaultPlan.parse(default) if isinstance(default, str) else default
-        self.resolver = PlanResolver(default_plan)
+        self.resolver = PlanResolver(default_plan, uses=link.uses if link is not None else None)
+        self.control: Control | None = None
         for fault in faults:
             self.resolver.add(fault)
         self._want_tls = tls
@@ -92,11 +102,19 @@ class FakeProvider:
                 self.tls = make_tls(directory)
             if self._ledger_log is not None:
                 stack.enter_context(self.ledger.log_to(self._ledger_log))
-            listeners = await _listen(self.host, self.requested_port)
+            link = self._link
+            listeners = await _listen(self.host, self.requested_port, reuse_port=bool(link))
             for listener in listeners:
                 stack.push_async_callback(listener.aclose)
             self.port = listeners[0].extra(SocketAttribute.local_port)
-            control = ControlAPI(self.ledger, self.resolver, self.gates, on_reset=self.reset)
+            control: Control = ControlAPI(
+                self.ledger, self.resolver, self.gates, on_reset=self.reset
+            )
+            if link is not None:
+                from fake_providers.workers import Relay
+
+                control = Relay(control, link)
+            self.control = control
             responder = Responder(
                 ledger=self.ledger, resolver=self.resolver, gates=self.gates, control=control
             )
@@ -193,7 +211,9 @@ class FakeProvider:
             release_memory()
 
 
-async def _listen(host: str, port: int) -> list[anyio.abc.SocketListener]:
+async def _listen(
+    host: str, port: int, *, reuse_port: bool = False
+) -> list[anyio.abc.SocketListener]:
     # "localhost" means both loopbacks on one port: Node >= 17 resolves it to ::1 first,
     # while many hosts files map it to 127.0.0.1 only.
     hosts = ["127.0.0.1", "::1"] if host == "localhost" else [host]
@@ -201,7 +221,9 @@ async def _listen(host: str, port: int) -> list[anyio.abc.SocketListener]:
     try:
         for h in hosts:
             try:
-                listener = await anyio.create_tcp_listener(local_host=h, local_port=port)
+                listener = await anyio.create_tcp_listener(
+                    local_host=h, local_port=port, reuse_port=reuse_port
+                )
             except OSError as exc:
                 if h == "::1" and listeners:
                     break  # no IPv6 here: IPv4 alone still serves localhost

@@ -82,7 +82,7 @@ class Responder:
         self.resolver = resolver
         self.gates = gates
         self.control = control
-        self.pacer = Pacer()
+        self.pacer = Pacer(ledger)
 
     async def respond(
         self,
@@ -232,7 +232,7 @@ class Responder:
     async def _paced(self, sink: Sink, req: RequestRecord, run: PacedRun) -> None:
         # The shared timer writes straight into the transport; TLS goes the slow way.
         if sink.transport is not None:
-            await self.pacer.play(run, sink, self.ledger, req)
+            await self.pacer.play(run, sink, req)
             return
         while run.more:
             await anyio.sleep_until(run.next_due)

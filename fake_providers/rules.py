@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import threading
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from fake_providers.conversation import Shape
 from fake_providers.faults import FaultPlan, FaultSpecError, Match, Rule, parse_rule
@@ -86,13 +87,51 @@ def matches(match: Match, view: RequestView) -> bool:
     return match.body_contains is None or match.body_contains.encode() in view.body
 
 
+class RuleUses(Protocol):
+    """How many requests each rule has taken, for `times=N`. Several processes serving one
+    port as one provider (`fake_providers.workers`) share one count per rule."""
+
+    def start(self, rule_id: int) -> None:
+        """A rule with this id was added: its count starts at 0 (once, however many
+        processes add it)."""
+
+    def used(self, rule_id: int) -> int: ...
+
+    def claim(self, rule_id: int, limit: int | None) -> bool:
+        """Count one more use unless `limit` uses were counted already; True if counted."""
+
+
+class LocalUses:
+    """Use counts of one process's rule table (callers hold the table's lock)."""
+
+    def __init__(self) -> None:
+        self._uses: dict[int, int] = {}
+
+    def start(self, rule_id: int) -> None:
+        self._uses[rule_id] = 0
+
+    def used(self, rule_id: int) -> int:
+        return self._uses.get(rule_id, 0)
+
+    def claim(self, rule_id: int, limit: int | None) -> bool:
+        count = self._uses.get(rule_id, 0)
+        if limit is not None and count >= limit:
+            return False
+        self._uses[rule_id] = count + 1
+        return True
+
+    def clear(self) -> None:
+        self._uses.clear()
+
+
 class PlanResolver:
     """The provider's rule table. Thread-safe: the control API and tests edit it live."""
 
-    def __init__(self, default: FaultPlan | None = None) -> None:
+    def __init__(self, default: FaultPlan | None = None, *, uses: RuleUses | None = None) -> None:
         self._lock = threading.Lock()
         self._rules: list[tuple[int, Rule]] = []
-        self._uses: dict[int, int] = {}
+        self._local = LocalUses()
+        self._uses: RuleUses = uses if uses is not None else self._local
         self._next_id = 1
         self.default = default or FaultPlan()
         self.prompts = PromptTags()  # the harness's prompt tags: how main calls are told apart
@@ -122,18 +161,18 @@ class PlanResolver:
             rule_id = self._next_id
             self._next_id += 1
             self._rules.append((rule_id, parsed))
-            self._uses[rule_id] = 0
+            self._uses.start(rule_id)
         return rule_id
 
     def clear(self) -> None:
         with self._lock:
             self._rules.clear()
-            self._uses.clear()
+            self._local.clear()
 
     def rules(self) -> list[tuple[int, Rule, int]]:
         """(id, rule, times used) for each rule, in matching order."""
         with self._lock:
-            return [(i, r, self._uses[i]) for i, r in self._rules]
+            return [(i, r, self._uses.used(i)) for i, r in self._rules]
 
     def select(self, view: RequestView) -> PlanSelection:
         """Pick the plan for a request. Raises ValueError for a bad spec in the model name."""
@@ -149,9 +188,8 @@ class PlanResolver:
             return PlanSelection(plan, "model-name", base, found)
         with self._lock:
             for rule_id, rule in self._rules:
-                if rule.times is not None and self._uses[rule_id] >= rule.times:
+                if rule.times is not None and self._uses.used(rule_id) >= rule.times:
                     continue
-                if matches(rule.match, view):
-                    self._uses[rule_id] += 1
+                if matches(rule.match, view) and self._uses.claim(rule_id, rule.times):
                     return PlanSelection(rule.plan, f"rule #{rule_id}", view.model, found)
         return PlanSelection(self.default, "default", view.model, found)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import socket
 import ssl
 from urllib.parse import parse_qsl
 
@@ -33,6 +34,8 @@ log = logging.getLogger("fake_providers")
 
 # accept() failing for lack of resources: wait for connections to close, then go on.
 _SCARCE = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+# Connections taken from the backlog at once after each accept (see _accept_burst).
+ACCEPT_BURST = 256
 _TIMED_OUT = object()
 _WOKEN = object()
 
@@ -63,6 +66,10 @@ class ProviderServer:
     async def _accept_loop(self, listener: anyio.abc.SocketListener) -> None:
         assert self._tg is not None
         backoff = 0.0
+        try:
+            waiting: socket.socket | None = listener.extra(SocketAttribute.raw_socket)
+        except anyio.TypedAttributeLookupError:
+            waiting = None
         while True:
             try:
                 raw = await listener.accept()
@@ -78,6 +85,37 @@ class ProviderServer:
                 continue
             backoff = 0.0
             self._tg.start_soon(self._handle, raw)
+            if waiting is not None:
+                self._accept_burst(waiting)
+
+    def _accept_burst(self, listening: socket.socket) -> None:
+        """Take the connections already waiting in the backlog, without a loop pass each.
+
+        Each `listener.accept()` costs a few event-loop passes; under a burst of connects on
+        a busy loop (thousands of paced streams) that caps accepts at a few hundred a second,
+        the backlog overflows and clients wait out SYN retransmits (1, 3, 7, 15 s...). A
+        non-blocking accept on the listening socket drains it now; each connection is
+        wrapped by its own task.
+        """
+        assert self._tg is not None
+        for _ in range(ACCEPT_BURST):
+            try:
+                sock, _ = listening.accept()
+            except OSError:  # BlockingIOError: the backlog is empty; others: accept() retries
+                return
+            self._tg.start_soon(self._adopt, sock)
+
+    async def _adopt(self, sock: socket.socket) -> None:
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            raw = await anyio.abc.SocketStream.from_socket(sock)
+        except (OSError, ValueError):  # the client reset it before we got to it
+            sock.close()
+            record = self.ledger.open_connection("?", tls=self.ssl_context is not None)
+            self.ledger.connection_closed(record, Closer.CLIENT, CloseKind.RST)
+            return
+        await self._handle(raw)
 
     # ------------------------------------------------------------------------ reading
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import itertools
 
 import anyio
 import anyio.abc
@@ -19,8 +18,12 @@ import anyio.abc
 from fake_providers.ledger import Ledger, RequestRecord
 from fake_providers.player import PacedRun
 
-# How early the pacer may write an event that is nearly due, to batch neighbours.
-PACER_SLACK = 0.001
+# The pacer's resolution: one wheel slot per millisecond, libuv's timer granularity.
+SLOTS_PER_SECOND = 1000
+# Events one tick writes at most (~10-15 ms of loop time) before it lets the loop accept
+# and read: a pacer that has fallen behind catches up in slices, not in one long tick
+# during which the listen queue overflows and new clients wait out SYN retransmits.
+TICK_BUDGET = 1024
 
 
 class Sink:
@@ -66,94 +69,129 @@ class Sink:
 
 
 class _Playing:
-    """A paced run bound to where its bytes go and where they are recorded."""
+    """A paced run bound to its transport, its request record and its waiting task."""
 
-    __slots__ = ("done", "ledger", "request", "run", "sink")
+    __slots__ = ("done", "request", "run", "transport")
 
     def __init__(
         self,
         run: PacedRun,
-        sink: Sink,
-        ledger: Ledger,
+        transport: asyncio.WriteTransport,
         request: RequestRecord,
         done: asyncio.Future[None],
     ) -> None:
         self.run = run
-        self.sink = sink
-        self.ledger = ledger
+        self.transport = transport
         self.request = request
         self.done = done
-
-    def step(self) -> bool:
-        """Write the due event; True if the run goes on (its next due time is set)."""
-        transport = self.sink.transport
-        if transport is None or transport.is_closing():
-            raise anyio.BrokenResourceError("the connection closed under a paced stream")
-        data, size = self.run.step()
-        transport.write(data)
-        self.ledger.event_written(self.request, size)
-        return self.run.more
 
 
 class Pacer:
     """One timer for every paced stream on the loop: writes what is due, sleeps to the next.
 
-    Heap entries are (due, key) pairs of plain numbers, which the cyclic GC does not track:
-    entries that live a pace interval each would otherwise keep being promoted to the old
-    generation and trigger full collections that stall every stream for tens of ms.
+    A timer wheel with one slot per millisecond (libuv's timer granularity): a stream waiting
+    for its next event sits in the list of the millisecond it is due in, and one loop timer
+    is armed for the earliest slot that holds anything. A tick writes every event of every
+    slot whose millisecond has begun (so up to 1 ms early, never later than the loop allows)
+    and files each stream into the slot of its next event. Per event that is a list append,
+    instead of a heap push and pop (or a task wake-up and a timer of its own); per tick, one
+    timer. Slot numbers in the small heap of occupied slots are plain ints, which the cyclic
+    GC does not track.
     """
 
-    def __init__(self) -> None:
-        self._heap: list[tuple[float, int]] = []
-        self._runs: dict[int, _Playing] = {}
-        self._keys = itertools.count()
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self._slots: dict[int, list[_Playing]] = {}
+        self._occupied: list[int] = []  # heap of the slot numbers in _slots
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_due = 0.0
+        self._timer_slot = 0
+        self._ticking = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def play(self, run: PacedRun, sink: Sink, ledger: Ledger, request: RequestRecord) -> None:
-        """Write the run's events at their deadlines; return when it reaches its end."""
+    async def play(self, run: PacedRun, sink: Sink, request: RequestRecord) -> None:
+        """Write the run's events at their deadlines; return when it reaches its end.
+
+        Cancelling the caller cancels `done` too; the tick then skips the stream.
+        """
+        assert sink.transport is not None, "the pacer writes to plain transports only"
         loop = self._loop = asyncio.get_running_loop()
-        playing = _Playing(run, sink, ledger, request, loop.create_future())
-        key = next(self._keys)
-        self._runs[key] = playing
-        self._push(run.next_due, key)
-        try:
-            await playing.done
-        finally:
-            self._runs.pop(key, None)  # a cancelled stream: its heap entry is skipped
+        playing = _Playing(run, sink.transport, request, loop.create_future())
+        self._file(playing)
+        await playing.done
 
-    def _push(self, due: float, key: int) -> None:
-        heapq.heappush(self._heap, (due, key))
-        if self._timer is None or due < self._timer_due:
-            self._arm()
+    def _file(self, playing: _Playing) -> None:
+        slot = int(playing.run.next_due * SLOTS_PER_SECOND)
+        entries = self._slots.get(slot)
+        if entries is not None:
+            entries.append(playing)
+            return
+        self._slots[slot] = [playing]
+        heapq.heappush(self._occupied, slot)
+        if not self._ticking and (self._timer is None or slot < self._timer_slot):
+            self._arm(slot)
 
-    def _arm(self) -> None:
+    def _arm(self, slot: int) -> None:
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = None
-        if self._heap and self._loop is not None:
-            self._timer_due = self._heap[0][0]
-            self._timer = self._loop.call_at(self._timer_due, self._tick)
+        assert self._loop is not None
+        self._timer_slot = slot
+        self._timer = self._loop.call_at(slot / SLOTS_PER_SECOND, self._tick)
 
     def _tick(self) -> None:
         self._timer = None
+        self._ticking = True
         assert self._loop is not None
-        horizon = self._loop.time() + PACER_SLACK
-        heap, runs = self._heap, self._runs
-        pop, push = heapq.heappop, heapq.heappush
-        while heap and heap[0][0] <= horizon:
-            key = pop(heap)[1]
-            run = runs.get(key)
-            if run is None or run.done.done():
-                continue
-            try:
-                more = run.step()
-            except Exception as exc:  # handed to the stream's task
-                run.done.set_exception(exc)
-                continue
-            if more:
-                push(heap, (run.run.next_due, key))
-            else:
-                run.done.set_result(None)
-        self._arm()
+        now = int(self._loop.time() * SLOTS_PER_SECOND)
+        occupied, slots, pop, push = self._occupied, self._slots, heapq.heappop, heapq.heappush
+        clock = self._ledger.clock
+        # What this tick wrote, recorded under one ledger lock at its end: parallel lists,
+        # not a tuple per event.
+        requests: list[RequestRecord] = []
+        sizes: list[int] = []
+        stamps: list[int] = []
+        try:
+            # A stream behind its schedule is filed into a slot that has begun: this loop
+            # comes back to it, so it catches up against its absolute deadlines. Filing is
+            # inlined (see _file): this loop runs once per paced event.
+            left = TICK_BUDGET
+            while occupied and occupied[0] <= now:
+                slot = pop(occupied)
+                entries = slots.pop(slot)
+                if len(entries) > left:  # the rest stays in its slot for the next tick
+                    entries, slots[slot] = entries[:left], entries[left:]
+                    push(occupied, slot)
+                left -= len(entries)
+                for playing in entries:
+                    done = playing.done
+                    if done.done():  # its task was cancelled: the client left
+                        continue
+                    transport, run = playing.transport, playing.run
+                    try:
+                        if transport.is_closing():
+                            raise anyio.BrokenResourceError("the connection closed mid-stream")
+                        data, size = run.step()
+                        transport.write(data)
+                    except Exception as exc:  # handed to the stream's task
+                        done.set_exception(exc)
+                        continue
+                    requests.append(playing.request)
+                    sizes.append(size)
+                    stamps.append(clock())
+                    if run.more:
+                        due = int(run.next_due * SLOTS_PER_SECOND)
+                        waiting = slots.get(due)
+                        if waiting is None:
+                            slots[due] = [playing]
+                            push(occupied, due)
+                        else:
+                            waiting.append(playing)
+                    else:
+                        done.set_result(None)
+                if left <= 0:
+                    break  # the timer armed below fires after the loop's next I/O poll
+        finally:
+            self._ticking = False
+            if requests:
+                self._ledger.events_written_each(requests, sizes, stamps)
+            if occupied:
+                self._arm(occupied[0])

@@ -297,6 +297,14 @@ def _serve_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
         f"{defaults.request_timeout:g}); a streaming response is never timed out",
     )
     serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="serve from N processes on one port (SO_REUSEPORT), one provider to you: one "
+        "ledger, faults and gates for all (default 1; 2 uses both cores of a 2-core machine)",
+    )
+    serve.add_argument(
         "--idle-timeout",
         type=float,
         default=defaults.idle_timeout,
@@ -746,6 +754,31 @@ def _serve(args: argparse.Namespace) -> int:
         _usable_dir(args.tls_dir, "--tls-dir")
     if args.ledger_log is not None:
         _usable_file(args.ledger_log)
+    from fake_providers.workers import MAX_WORKERS, WorkerStartError
+
+    if not 1 <= args.workers <= MAX_WORKERS:
+        raise UsageError(f"--workers {args.workers}: give 1 to {MAX_WORKERS} processes")
+    uvloop = _uvloop_installed()
+    if args.workers > 1:
+        if args.tls:
+            raise UsageError("--tls serves from one process for now: drop --workers or --tls")
+        from harness.serve import serve_workers
+
+        try:
+            code = serve_workers(
+                args.workers,
+                host=args.host,
+                port=args.port,
+                faults=args.fault,
+                providers=kinds,
+                limits=limits,
+                ledger_log=args.ledger_log,
+                uvloop=uvloop,
+            )
+        except WorkerStartError as exc:
+            raise UsageError(str(exc)) from None
+        print("stopped.", file=sys.stderr)
+        return EXIT_OK if code == 0 else EXIT_FAILED
     configure_server_process()
     try:
         anyio.run(
@@ -758,11 +791,19 @@ def _serve(args: argparse.Namespace) -> int:
                 tls_dir=args.tls_dir,
                 limits=limits,
                 ledger_log=args.ledger_log,
-            )
+            ),
+            backend_options={"use_uvloop": uvloop},
         )
     except KeyboardInterrupt:
         print("stopped.", file=sys.stderr)
     return EXIT_OK
+
+
+def _uvloop_installed() -> bool:
+    """serve runs on uvloop when it is installed (`pip install cancel-harness[fast]`)."""
+    import importlib.util
+
+    return importlib.util.find_spec("uvloop") is not None
 
 
 def _usable_dir(path: Path, flag: str) -> None:

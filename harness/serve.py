@@ -6,6 +6,7 @@ connection event, so you can watch your agent's cancel reach (or not reach) the 
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ from fake_providers import FakeProvider
 from fake_providers.kinds import ProviderKind
 from fake_providers.ledger import LedgerEvent, now_ns
 from fake_providers.limits import Limits
+from fake_providers.tls import TLSMaterial
 
 
 class LiveLog:
@@ -57,6 +59,43 @@ class LiveLog:
         print(line, file=self.out, flush=True)
 
 
+def live_log_to_stdout(start_ns: int) -> LiveLog:
+    """A `LiveLog` on this process's stdout (a picklable factory for worker processes)."""
+    return LiveLog(sys.stdout, start_ns)
+
+
+def print_banner(
+    out: TextIO,
+    *,
+    origin: str,
+    urls: dict[ProviderKind, str],
+    providers: Sequence[ProviderKind],
+    rules: Sequence[str],
+    tls: TLSMaterial | None = None,
+    ledger_log: Path | None = None,
+    workers: int = 1,
+) -> None:
+    """The lines a person needs: base URLs, the CA to trust, the ledger, the faults."""
+    print(f"cancel-harness fake provider listening on {origin}", file=out)
+    for kind in providers or list(ProviderKind):
+        print(f"  {kind:<17} {kind.base_url_env}={urls[kind]}", file=out)
+    if tls is not None:
+        env = " ".join(f"{k}={v}" for k, v in tls.env().items())
+        print(f"  CA file           {tls.ca_path}", file=out)
+        print(f"  trust it with     export {env}", file=out)
+    print(f"  ledger            {origin}/__harness/ledger", file=out)
+    if ledger_log is not None:
+        print(f"  ledger log        {ledger_log} (one JSON line per connection)", file=out)
+    print(f"  faults            {'; '.join(rules) if rules else 'none: answers at once'}", file=out)
+    if workers > 1:
+        print(
+            f"  workers           {workers} processes on one port (SO_REUSEPORT); the control "
+            "API answers for all of them",
+            file=out,
+        )
+    print("Press Ctrl+C to stop.", file=out, flush=True)
+
+
 async def serve(
     *,
     host: str,
@@ -82,22 +121,62 @@ async def serve(
     )
     async with provider:
         provider.ledger.subscribe(LiveLog(out, now_ns()))
-        print(f"cancel-harness fake provider listening on {provider.origin}", file=out)
-        for kind in providers or list(ProviderKind):
-            print(f"  {kind:<17} {kind.base_url_env}={provider.url(kind)}", file=out)
-        if provider.tls is not None:
-            env = " ".join(f"{k}={v}" for k, v in provider.tls.env().items())
-            print(f"  CA file           {provider.tls.ca_path}", file=out)
-            print(f"  trust it with     export {env}", file=out)
-        print(f"  ledger            {provider.origin}/__harness/ledger", file=out)
-        if ledger_log is not None:
-            print(f"  ledger log        {ledger_log} (one JSON line per connection)", file=out)
         rules = [r.spec() or "(no faults)" for _, r, _ in provider.resolver.rules()]
-        print(
-            f"  faults            {'; '.join(rules) if rules else 'none: answers at once'}",
-            file=out,
+        print_banner(
+            out,
+            origin=provider.origin,
+            urls=provider.base_urls,
+            providers=providers,
+            rules=rules,
+            tls=provider.tls,
+            ledger_log=ledger_log,
         )
-        print("Press Ctrl+C to stop.", file=out, flush=True)
         if ready is not None:
             ready.set()
         await anyio.sleep_forever()
+
+
+def serve_workers(
+    workers: int,
+    *,
+    host: str,
+    port: int,
+    faults: list[str],
+    providers: Sequence[ProviderKind],
+    limits: Limits | None = None,
+    ledger_log: Path | None = None,
+    uvloop: bool = False,
+    out: TextIO = sys.stdout,
+) -> int:
+    """`serve --workers N`: N processes on one port, one provider to the user (see
+    `fake_providers.workers`). Blocks until Ctrl+C (0) or a worker dies (1)."""
+    from fake_providers.faults import parse_rule
+    from fake_providers.workers import ProviderPool, WorkerConfig
+
+    config = WorkerConfig(
+        host=host,
+        port=port,
+        faults=tuple(faults),
+        limits=limits,
+        ledger_log=ledger_log,
+        uvloop=uvloop,
+        observer=functools.partial(live_log_to_stdout, now_ns()),
+    )
+    with ProviderPool(workers, config) as pool:
+        shape = FakeProvider(host=host, port=pool.port)  # for the URLs; never started
+        shape.port = pool.port
+        print_banner(
+            out,
+            origin=shape.origin,
+            urls=shape.base_urls,
+            providers=providers,
+            rules=[parse_rule(f).spec() or "(no faults)" for f in faults],
+            ledger_log=ledger_log,
+            workers=workers,
+        )
+        try:
+            code = pool.wait()
+        except KeyboardInterrupt:
+            return 0
+        print(f"cancel-harness serve: a worker exited ({code}); stopping", file=sys.stderr)
+        return 1

@@ -81,7 +81,7 @@ def test_refusal_is_a_whole_json_reply_with_its_headers() -> None:
 def test_paced_events_go_out_on_absolute_deadlines_and_the_last_one_is_the_players() -> None:
     trace = playback("pace=10ms")
     assert trace.lines[:2] == ["respond 200", "write 0"]
-    assert trace.lines[-3:] == [f"sleep until {(N - 1) * 0.01:g}s", "write 1", "finish 0 complete"]
+    assert trace.lines[-2:] == [f"sleep until {(N - 1) * 0.01:g}s", "finish 1 complete"]
     assert trace.times == pytest.approx([i * 0.01 for i in range(N)])
 
 

@@ -103,3 +103,39 @@ def test_port_in_use_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) 
 def test_no_command_prints_help_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "serve" in capsys.readouterr().out
+
+
+def test_serve_with_two_workers_is_one_provider_and_stops_on_interrupt() -> None:
+    proc = subprocess.Popen(
+        [*SERVE, "--workers", "2", "--fault", "tokens=3"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        match = re.search(r"listening on (http://127\.0\.0\.1:\d+)", first)
+        assert match, first
+        origin = match.group(1)
+        banner = "".join(proc.stdout.readline() for _ in range(8))
+        assert "2 processes on one port" in banner
+        for _ in range(6):
+            with httpx.Client() as client:  # a new connection each: the kernel picks a worker
+                reply = client.post(
+                    f"{origin}/v1/chat/completions", json={"model": "m", "messages": []}
+                )
+            assert reply.status_code == 200
+        data = httpx.get(f"{origin}/__harness/ledger").json()
+        assert data["workers"] == 2
+        assert data["totals"]["requests"] == 6
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0
+        assert "stopped." in err
+        assert "Traceback" not in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)

@@ -21,6 +21,8 @@ from harness.cli import main
         (["--ledger-log", "{file}/x.jsonl"], "cannot write it"),
         (["--request-timeout", "0"], "--request-timeout 0: give seconds above 0"),
         (["--idle-timeout", "-1"], "--idle-timeout -1: give seconds above 0"),
+        (["--workers", "0"], "--workers 0: give 1 to 64 processes"),
+        (["--workers", "2", "--tls"], "--tls serves from one process for now"),
     ],
 )
 def test_each_mistake_is_one_line_and_exit_2(
