@@ -33,10 +33,8 @@ from __future__ import annotations
 import json
 import re
 import resource
-import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -45,6 +43,7 @@ from typing import Any
 
 from benchmarks import ROOT, machine, reports, stats, tables
 from benchmarks import results as recorded
+from benchmarks.children import harness_cli
 from fake_providers.kinds import ProviderKind
 
 NAME = "bench_catalogue"
@@ -61,15 +60,6 @@ JOBS = ("--jobs", "2")  # the target is for 2 cases at once on 2 cores
 SUMMARY = re.compile(
     r"(\d+) passed, (\d+) failed, (\d+) errors, (\d+) not applicable in ([\d.]+) s"
 )
-
-
-def cli() -> list[str]:
-    """The venv's `cancel-harness` entry point (or the module, if the script is missing)."""
-    script = Path(sys.executable).with_name("cancel-harness")
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("cancel-harness")
-    return [found] if found else [sys.executable, "-m", "harness.cli"]
 
 
 def child_cpu_s() -> float:
@@ -110,7 +100,7 @@ def run_catalogue(
 ) -> dict[str, Any]:
     out = tmp / f"{label.replace(' ', '-')}-{i}"
     argv = [
-        *cli(),
+        *harness_cli(),
         "run",
         *(a for p in providers for a in ("--provider", p)),
         *extra,
@@ -168,7 +158,7 @@ def main() -> None:
         f"{NAME}{' --quick' if args.quick else ''}: `cancel-harness run` (whole catalogue) and "
         f"`run --provider openai-chat`, {repeats} time(s) each, alternating, seed {SEED}"
         + ("" if args.quick else "; then `cancel-harness mutants --provider openai-chat` once")
-        + f".\nCLI: {' '.join(cli())}\n"
+        + f".\nCLI: {' '.join(harness_cli())}\n"
     )
     quiet = machine.wait_quiet()
     started = time.monotonic()
@@ -188,7 +178,7 @@ def main() -> None:
                 info.append((label, run_catalogue(tmp, label, 0, [], extra)))
             path = tmp / "mutants.json"
             argv = [
-                *cli(),
+                *harness_cli(),
                 "mutants",
                 "--provider",
                 ProviderKind.OPENAI_CHAT,
@@ -281,7 +271,7 @@ def main() -> None:
     wall = time.monotonic() - started
     report = {
         "config": {
-            "cli": cli(),
+            "cli": harness_cli(),
             "seed": SEED,
             "repeats": repeats,
             "quick": args.quick,

@@ -29,7 +29,6 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,20 +37,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from benchmarks.children import harness_cli
+
 ROOT = Path(__file__).resolve().parent.parent
 REPORT = ROOT / "reports" / "bench" / "bench_false_failures.json"
 RUN_TIMEOUT_S = 900
 MUTANTS_TIMEOUT_S = 3600
 HOG = "import time\ne = time.monotonic() + {limit}\nwhile time.monotonic() < e:\n    pass\n"
 BAD = ("failed", "error", "did-not-start")
-
-
-def cli() -> list[str]:
-    script = Path(sys.executable).with_name("cancel-harness")
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("cancel-harness")
-    return [found] if found else [sys.executable, "-m", "harness.cli"]
 
 
 class Hogs:
@@ -94,7 +87,7 @@ def loadavg() -> float:
 
 def one_run(tmp: Path, target: str, seed: int, extra: list[str]) -> dict[str, Any]:
     out = tmp / f"{target}-{seed}"
-    argv = [*cli(), "run", "--target", target, "--seed", str(seed), *extra]
+    argv = [*harness_cli(), "run", "--target", target, "--seed", str(seed), *extra]
     argv += ["--json", str(out / "results.json"), "--junit", str(out / "junit.xml")]
     load = loadavg()
     t0 = time.monotonic()
@@ -138,7 +131,7 @@ def one_run(tmp: Path, target: str, seed: int, extra: list[str]) -> dict[str, An
 
 def one_mutants(tmp: Path, target: str, seed: int, extra: list[str]) -> dict[str, Any]:
     path = tmp / f"mutants-{target}-{seed}.json"
-    argv = [*cli(), "mutants", "--target", target, "--seed", str(seed), "--json", str(path)]
+    argv = [*harness_cli(), "mutants", "--target", target, "--seed", str(seed), "--json", str(path)]
     argv += extra
     t0 = time.monotonic()
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=MUTANTS_TIMEOUT_S)

@@ -142,3 +142,12 @@ def run_client(config: dict[str, Any], timeout: float) -> dict[str, Any]:
 def start_client(config: dict[str, Any]) -> Child:
     """Start the load client on core 1 for an interactive run (bench_memory)."""
     return Child("benchmarks.loadclient", (json.dumps(config),), CLIENT_CPU)
+
+
+def harness_cli() -> list[str]:
+    """The venv's `cancel-harness` entry point (or the module, if the script is missing)."""
+    script = Path(sys.executable).with_name("cancel-harness")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("cancel-harness")
+    return [found] if found else [sys.executable, "-m", "harness.cli"]
