@@ -182,7 +182,7 @@ def test_sync_messages(
     if case.spec:
         threaded_provider.add_fault(case.spec)
     seen = call_sync(client, mode, case)
-    req = threaded_provider.ledger.wait_for_blocking(finished_request, timeout=2)
+    req = threaded_provider.ledger.wait_for_blocking(finished_request, timeout=CLOSED_SOON)
     check(seen, case, req)
     assert req.stream is (mode != "create")
     assert req.outcome is Outcome.COMPLETE
@@ -197,7 +197,7 @@ async def test_async_messages(
     if case.spec:
         provider.add_fault(case.spec)
     seen = await call_async(aclient, mode, case)
-    req = await provider.ledger.wait_for(finished_request, timeout=2)
+    req = await provider.ledger.wait_for(finished_request, timeout=CLOSED_SOON)
     check(seen, case, req)
     assert req.stream is (mode != "create")
     assert req.outcome is Outcome.COMPLETE
@@ -276,7 +276,7 @@ def test_sync_in_stream_error_raises_api_status_error(
         received.extend(event.type for event in stream)
     check_in_stream_error(caught.value)
     assert received == ["message_start", "content_block_start", "content_block_delta"]
-    req = threaded_provider.ledger.wait_for_blocking(finished_request, timeout=2)
+    req = threaded_provider.ledger.wait_for_blocking(finished_request, timeout=CLOSED_SOON)
     assert req.outcome is Outcome.STREAM_ERROR
 
 
@@ -330,7 +330,7 @@ def test_sync_stream_close_is_a_client_close(
     )
     assert seen == ["message_start", "content_block_start", "content_block_delta"]
     check_closed(conn, most)
-    req = threaded_provider.ledger.wait_for_blocking(finished_request, timeout=2)
+    req = threaded_provider.ledger.wait_for_blocking(finished_request, timeout=CLOSED_SOON)
     assert req.outcome is Outcome.CLIENT_CLOSED
 
 
@@ -360,5 +360,5 @@ async def test_async_stream_close_is_a_client_close(
     )
     assert seen == ["message_start", "content_block_start", "content_block_delta"]
     check_closed(conn, most)
-    req = await provider.ledger.wait_for(finished_request, timeout=2)
+    req = await provider.ledger.wait_for(finished_request, timeout=CLOSED_SOON)
     assert req.outcome is Outcome.CLIENT_CLOSED
