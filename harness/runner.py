@@ -24,6 +24,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
+from typing import Any
 
 import anyio
 
@@ -92,6 +93,9 @@ class Runner:
         self._loop_stalls: StallLog | None = None  # run_each's heartbeat, shared by its cases
         self._findings: dict[Case, tuple[str, ...]] = {}  # warnings a case's scenario raised
         self.calibrations: dict[ProviderKind, Calibration] = {}
+        # Provider connections still open when their case ended (after the target stopped):
+        # a soak watches it grow (harness/soak.py).
+        self.left_open = 0
 
     async def run(
         self, cases: Sequence[Case], on_result: Callable[[CaseResult], None] | None = None
@@ -167,6 +171,7 @@ class Runner:
         rendered: str = "",
         seed: int = 0,
         warnings: tuple[str, ...] = (),
+        trace: dict[str, Any] | None = None,
     ) -> CaseResult:
         return CaseResult(
             id=case.spec.id,
@@ -182,6 +187,7 @@ class Runner:
             warnings=warnings,
             seed=seed or case_seed(self.config.seed, case.name),
             repetition=self.config.repetition,
+            trace=trace if status not in (Status.PASSED, Status.NOT_APPLICABLE) else None,
         )
 
     async def run_case(
@@ -251,6 +257,7 @@ class Runner:
                             status, message = await self._drive(
                                 case, provider, target, timeline, monitor, seed
                             )
+                            self.left_open += len(provider.ledger.open_connections())
                     finally:
                         beat.cancel_scope.cancel()
         except Exception as exc:  # the provider itself failed to start or stop
@@ -265,7 +272,8 @@ class Runner:
         ledger = host.provider.ledger if host.provider is not None else None
         rendered = timeline.render(ledger, notes, limit=None if self.verbose else 25)
         warnings = self._findings.pop(case, ())
-        return self._result(case, began, status, message, rendered, seed, warnings)
+        trace = timeline.trace(ledger, notes) if status is not Status.PASSED else None
+        return self._result(case, began, status, message, rendered, seed, warnings, trace)
 
     def abandoned(self, case: Case) -> CaseResult:
         """The result for a case whose target could be neither stopped nor cancelled."""
@@ -284,7 +292,8 @@ class Runner:
         timeline.stamp("case abandoned")
         ledger = provider.ledger if provider is not None else None
         rendered = timeline.render(ledger, limit=None if self.verbose else 25)
-        return self._result(case, began, Status.ERROR, message, rendered)
+        trace = timeline.trace(ledger)
+        return self._result(case, began, Status.ERROR, message, rendered, trace=trace)
 
     async def _drive(
         self,
