@@ -244,7 +244,11 @@ def _soak_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
     )
     _common(soak)
     soak.add_argument(
-        "--defect", action="append", default=[], metavar="NAME", help=argparse.SUPPRESS
+        "--defect",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="switch a known bug on in the reference agent (repeatable)",
     )
     soak.add_argument(
         "--reruns",

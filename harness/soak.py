@@ -45,7 +45,7 @@ from harness.runner import Runner, TargetFactory
 
 KEEP_FAILURES = 20  # failing results kept per case, with timelines (counts are kept for all)
 DURATION_MAX = 7 * 24 * 3600.0
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|m|s|ms)?")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)?")
 _UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, None: 1.0}
 
 
