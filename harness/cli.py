@@ -277,7 +277,11 @@ def _report_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
         "no shard's report.",
     )
     merge.add_argument(
-        "dirs", nargs="+", metavar="DIR", help="a shard's report directory (or its results.json)"
+        "dirs",
+        nargs="+",
+        type=Path,
+        metavar="DIR",
+        help="a shard's report directory (or its results.json)",
     )
     merge.add_argument(
         "--out",
