@@ -197,6 +197,10 @@ def test_mutants_matrix_proves_each_defect_is_caught(
     assert out.rstrip().endswith("reports: reports/latest/mutants.json, reports/latest/index.html")
     matrix = json.loads((in_tmp / "reports/latest/mutants.json").read_text())
     assert matrix["ok"] is True and matrix["seed"] == 3
+    page = (in_tmp / "reports/latest/index.html").read_text()
+    table = page.split("<table class='mutants'>", 1)[1].split("</table>", 1)[0]
+    assert "<tr><td>provider-ignores-cancel</td><td class='verdict-caught'>caught</td>" in table
+    assert "<td>esc.closes-stream[openai-chat] 3/3</td>" in table
 
 
 def test_mutants_exit_1_when_a_defect_escapes_every_scenario(
