@@ -78,6 +78,7 @@ pre{background:var(--bg);padding:8px;overflow-x:auto;white-space:pre-wrap}
 .case.st-indeterminate{border-left-color:var(--warn)}
 svg{max-width:100%;height:auto;display:block;background:#fff}
 svg text{font:11px ui-monospace,monospace;fill:#1f2328}
+.legend{color:#57606a;font-size:12px;margin:2px 0 6px}
 .js-only{display:none}
 .has-js .js-only{display:inline-block}
 """
@@ -360,6 +361,13 @@ def timeline_svg(trace: Mapping[str, Any], name: str, width: int = 1000) -> str:
             f'<text x="{mx + 3}" y="{bottom + 12}" fill="#9a6700">bound</text>'
         )
     out.append("</svg>")
+    out.append(
+        "<p class='legend'>one clock, ms from the scenario start: dots are harness steps and "
+        "agent notes (hover for what), a bar is a provider connection from accept to close "
+        "with a tick per event written (green: closed by the client, grey: by the server, "
+        "red: never closed); red dashes: the cancel; amber dots: the bound the check "
+        "judged by.</p>"
+    )
     if trace.get("omitted"):
         out.append(f"<p>{trace['omitted']} earlier entries not drawn.</p>")
     return "".join(out)
