@@ -1,4 +1,4 @@
-"""The `cancel-harness` command line: list, run, mutants, serve.
+"""The `cancel-harness` command line: list, run, mutants, soak, report merge, serve, proxy.
 
 Exit codes (harness/cases.py, `RunResult.exit_code`): 0 every case passed (or was not
 applicable); 1 a check failed or the harness broke; 2 bad usage or setup: a one-line error
