@@ -212,8 +212,8 @@ def replay_block(command: str) -> str:
     )
 
 
-def case_section(result: CaseResult, repetitions: int = 1) -> str:
-    rep = f" (repetition {result.repetition + 1})" if repetitions > 1 else ""
+def case_section(result: CaseResult, repetitions: int = 1, word: str = "repetition") -> str:
+    rep = f" ({word} {result.repetition + 1})" if repetitions > 1 else ""
     parts = [
         f'<section class="case st-{slug(result.status.value)}" id="{case_anchor(result)}" '
         f"{_data(result)}>",
@@ -646,5 +646,5 @@ def soak_page(data: Mapping[str, Any], failing: Sequence[CaseResult]) -> str:
     body.append("</tbody></table>")
     if failing:
         body.append(f"<h2>Did not pass ({len(failing)} kept)</h2>")
-        body += [case_section(r, repetitions=2) for r in failing]
+        body += [case_section(r, repetitions=2, word="pass") for r in failing]
     return page("cancel-harness soak", meta, body, filter_css)

@@ -110,6 +110,7 @@ def test_failures_are_counted_per_case_with_their_seed_and_replay(
     assert [f["pass"] for f in case["failures"]] == [1, 2]
     html = (in_tmp / "reports/latest/index.html").read_text()
     assert 'class="timeline"' in html and "mark-cancel" in html
+    assert "esc.closes-stream[openai-chat] (pass 2)" in html
 
 
 def test_the_soak_stops_by_itself_when_the_duration_is_spent(
