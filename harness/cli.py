@@ -813,6 +813,8 @@ def _soak(options: _Options, args: argparse.Namespace) -> int:
     print(soak.case_table(result))
     print()
     print(soak.leak_table(result))
+    for note in result.notes:
+        print(note)
     print(soak.totals_line(result), flush=True)
     data = result.to_json()
     kept = [r for t in result.tallies.values() for r in t.failures[:3]]

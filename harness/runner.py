@@ -34,7 +34,7 @@ from fake_providers.signals import WaitTimeout
 from harness import invariants
 from harness.calibration import Calibration, calibrate
 from harness.cases import Attempt, Case, CaseResult, RunConfig, RunResult, Status, now_iso
-from harness.checks import CheckFailed
+from harness.checks import CheckFailed, wait_quietly
 from harness.context import NotApplicable, ScenarioContext
 from harness.provider_host import ProviderThread
 from harness.scenario import Tempo
@@ -96,6 +96,7 @@ class Runner:
         # Provider connections still open when their case ended (after the target stopped):
         # a soak watches it grow (harness/soak.py).
         self.left_open = 0
+        self.left_open_cases: list[str] = []
 
     async def run(
         self, cases: Sequence[Case], on_result: Callable[[CaseResult], None] | None = None
@@ -257,7 +258,7 @@ class Runner:
                             status, message = await self._drive(
                                 case, provider, target, timeline, monitor, seed
                             )
-                            self.left_open += len(provider.ledger.open_connections())
+                            await self._count_left_open(case, provider)
                     finally:
                         beat.cancel_scope.cancel()
         except Exception as exc:  # the provider itself failed to start or stop
@@ -274,6 +275,18 @@ class Runner:
         warnings = self._findings.pop(case, ())
         trace = timeline.trace(ledger, notes) if status is not Status.PASSED else None
         return self._result(case, began, status, message, rendered, seed, warnings, trace)
+
+    async def _count_left_open(self, case: Case, provider: FakeProvider) -> None:
+        """Connections still open once the case is over (the target stopped), after a grace
+        for a close already on its way (a socket the provider accepts only after the agent
+        closed it is open in the ledger until its EOF is read)."""
+        ledger = provider.ledger
+        if ledger.open_connections():
+            await wait_quietly(ledger, lambda led: not led.open_connections(), self.tempo(10))
+        left = len(ledger.open_connections())
+        if left:
+            self.left_open += left
+            self.left_open_cases.append(case.name)
 
     def abandoned(self, case: Case) -> CaseResult:
         """The result for a case whose target could be neither stopped nor cancelled."""

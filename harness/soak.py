@@ -241,6 +241,8 @@ def soak(
             await runner.run_each(cases, lambda i, r: inbox.put(("result", r)))
             state.runner = None
             left_open += runner.left_open
+            for name in runner.left_open_cases:
+                inbox.put(("note", f"pass {k + 1}: {name} left a provider connection open"))
             gc.collect()  # garbage is not a leak; what survives a collection may be
             k += 1
             inbox.put(("pass", (k, _sampled(began, k, left_open))))
@@ -289,6 +291,8 @@ def soak(
             on_result(payload)
         elif what == "sample":
             out.samples.append(payload)
+        elif what == "note":
+            out.notes.append(payload)
         else:
             out.passes, sampled = payload
             out.samples.append(sampled)

@@ -113,6 +113,17 @@ def test_failures_are_counted_per_case_with_their_seed_and_replay(
     assert "esc.closes-stream[openai-chat] (pass 2)" in html
 
 
+def test_a_connection_left_open_after_the_agent_stopped_is_named(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ("esc.*", "--provider", "anthropic", "--duration", "1h", "--passes", "2")
+    assert soak(*argv, "--seed", "2", leak_connection=True) == 1
+    out = capsys.readouterr().out
+    assert "pass 1: esc.closes-stream[anthropic] left a provider connection open" in out
+    assert "pass 2: esc.closes-stream[anthropic] left a provider connection open" in out
+    assert [s["left_open"] for s in report(in_tmp)["samples"]] == [0, 1, 2]
+
+
 def test_the_soak_stops_by_itself_when_the_duration_is_spent(
     in_tmp: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
