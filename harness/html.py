@@ -78,6 +78,7 @@ pre{background:var(--bg);padding:8px;overflow-x:auto;white-space:pre-wrap}
 .case.st-indeterminate{border-left-color:var(--warn)}
 svg{max-width:100%;height:auto;display:block;background:#fff}
 svg text{font:11px ui-monospace,monospace;fill:#1f2328}
+.charts{display:flex;flex-wrap:wrap;gap:12px}
 .legend{color:#57606a;font-size:12px;margin:2px 0 6px}
 .js-only{display:none}
 .has-js .js-only{display:inline-block}
@@ -479,7 +480,7 @@ def line_chart(
     *,
     title: str,
     unit: str,
-    width: int = 640,
+    width: int = 560,
     height: int = 200,
 ) -> str:
     """A line over time (s since the start) with its first and last values labelled."""
@@ -552,6 +553,14 @@ def bar_chart(rows: Sequence[tuple[str, float, str]], *, title: str, width: int 
 # ------------------------------------------------------------------------------ soak
 
 
+def _amount(metric: str, value: object, *, signed: bool = False) -> str:
+    if not isinstance(value, int | float):
+        return esc(value)
+    if metric == "rss_kib":
+        return f"{value / 1024:{'+' if signed else ''}.1f} MiB"
+    return f"{value:{'+' if signed else ''}.2f}" if signed else f"{value:g}"
+
+
 def soak_page(data: Mapping[str, Any], failing: Sequence[CaseResult]) -> str:
     """The soak: per-case counts (filterable), flake rate per case, leak samples over time,
     the leak verdicts, and each failing case's first failures with their timelines."""
@@ -563,8 +572,9 @@ def soak_page(data: Mapping[str, Any], failing: Sequence[CaseResult]) -> str:
         "provider": list(dict.fromkeys(i[1].rstrip("]") if len(i) > 1 else "-" for i in ids)),
     }
     controls, filter_css = _filters(values)
+    seeds = "..".join(str(s) for s in data.get("seeds", []))
     meta = (
-        f"target {esc(data.get('target'))} · seeds {esc(data.get('seeds'))} · tempo "
+        f"target {esc(data.get('target'))} · seeds {seeds} · tempo "
         f"{data.get('tempo')}s · {data.get('passes')} passes in {data.get('wall_seconds')} s "
         f"(asked {data.get('duration')} s, stopped by {esc(data.get('stopped_by'))})"
         + (f" · shard {esc(data['shard'])}" if data.get("shard") else "")
@@ -591,19 +601,22 @@ def soak_page(data: Mapping[str, Any], failing: Sequence[CaseResult]) -> str:
     )
     for metric, v in leaks.items():
         body.append(
-            f"<tr><td>{esc(metric)}</td><td class='num'>{esc(v.get('start'))}</td>"
-            f"<td class='num'>{esc(v.get('end'))}</td>"
-            f"<td class='num'>{esc(v.get('slope_per_hour'))}</td>"
+            f"<tr><td>{esc(metric)}</td><td class='num'>{_amount(metric, v.get('start'))}</td>"
+            f"<td class='num'>{_amount(metric, v.get('end'))}</td>"
+            f"<td class='num'>{_amount(metric, v.get('slope_per_hour'), signed=True)}</td>"
             f"<td class='verdict-{slug(str(v.get('verdict')))}'>{esc(v.get('verdict'))}</td></tr>"
         )
-    body.append("</tbody></table>")
+    body.append("</tbody></table><div class='charts'>")
     samples = list(data.get("samples", []))
-    for metric, unit, scale in (("fds", "fds", 1.0), ("rss_kib", "MiB", 1 / 1024)):
+    for metric, title, unit, scale in (
+        ("fds", "open fds (harness + agent tree)", "fds", 1.0),
+        ("rss_kib", "RSS (harness + agent tree)", "MiB", 1 / 1024),
+        ("threads", "threads", "threads", 1.0),
+        ("tasks", "asyncio tasks", "tasks", 1.0),
+    ):
         points = [(float(s["t"]), round(float(s[metric]) * scale, 2)) for s in samples]
-        body.append(line_chart(points, title=f"{metric} over time", unit=unit))
-    for metric in ("threads", "tasks"):
-        points = [(float(s["t"]), float(s[metric])) for s in samples]
-        body.append(line_chart(points, title=f"{metric} over time", unit=metric))
+        body.append(line_chart(points, title=f"{title} over time", unit=unit))
+    body.append("</div>")
     flaky = sorted(
         (c for c in cases if float(c.get("flake_rate", 0)) > 0),
         key=lambda c: -float(c["flake_rate"]),
