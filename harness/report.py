@@ -109,7 +109,7 @@ def junit_xml(run: RunResult) -> str:
         said = [f"warning: {w}" for w in result.warnings]
         if result.reruns:
             said.append(_attempts(result))
-        if result.status in _LOUD and result.status is not Status.NOT_APPLICABLE:
+        if result.status in _LOUD:
             # CI systems show system-out beside the failure: the timeline and the replay.
             if result.timeline:
                 said += ["timeline:", result.timeline]
