@@ -8,8 +8,10 @@ stopped, every agent stopped), so a healthy harness returns to the same level ea
 - `tasks`: asyncio tasks alive on the soak's event loop (the in-process agent's and the
   harness's; one loop lives for the whole soak, so a task leaked per turn piles up);
 - `children`: live descendants of the harness (an agent or tool that was never reaped);
-- `orphans`: processes anywhere that carry a case's mark (harness/processes.py), i.e. a
-  tool process that escaped its case, whoever it was reparented to;
+- `orphans`: processes anywhere that carry a case's mark (harness/processes.py) and this
+  soak's id (SOAK_VARIABLE, set in the soak's environment, which agents and their tools
+  inherit), i.e. a tool process that escaped its case, whoever it was reparented to, and not
+  another harness run's on the same machine;
 - `left_open`: provider connections still open when their case ended, summed so far.
 
 **The verdict** (`judge`), per metric, on the samples after a warm-up (the first fifth, at
@@ -33,6 +35,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.processes import MARK_VARIABLE
+
+SOAK_VARIABLE = "CANCEL_HARNESS_SOAK"
 
 METRICS = ("fds", "threads", "tasks", "children", "orphans", "rss_kib", "left_open")
 UNITS = {"rss_kib": "KiB", "left_open": "connections"}
@@ -108,9 +112,11 @@ def descendants(root: int, proc: str = "/proc") -> list[int]:
     return sorted(out)
 
 
-def orphans(proc: str = "/proc") -> int:
-    """Processes carrying any case's mark (a tool that escaped its case)."""
+def orphans(proc: str = "/proc", soak: str | None = None) -> int:
+    """Processes carrying a case's mark (a tool that escaped its case); with `soak`, only
+    those that also carry that soak's id."""
     needle = f"{MARK_VARIABLE}=".encode()
+    ours = f"{SOAK_VARIABLE}={soak}".encode() if soak else None
     count = 0
     try:
         entries = [e for e in os.listdir(proc) if e.isdigit()]
@@ -122,7 +128,8 @@ def orphans(proc: str = "/proc") -> int:
                 environ = file.read()
         except OSError:
             continue
-        if any(v.startswith(needle) for v in environ.split(b"\0")):
+        variables = environ.split(b"\0")
+        if any(v.startswith(needle) for v in variables) and (ours is None or ours in variables):
             found = _stat(entry, proc)
             if found is not None and found.state not in ("Z", "X"):
                 count += 1
@@ -145,7 +152,7 @@ def sample(*, left_open: int = 0, proc: str = "/proc") -> dict[str, int]:
         "threads": _status_field(me, "Threads", proc) + agent_threads,
         "tasks": tasks,
         "children": len(tree),
-        "orphans": orphans(proc),
+        "orphans": orphans(proc, os.environ.get(SOAK_VARIABLE)),
         "rss_kib": _status_field(me, "VmRSS", proc) + agent_rss,
         "left_open": left_open,
         "agent_fds": agent_fds,

@@ -16,6 +16,7 @@ however long the soak runs. Exit: 1 on any failure or leak; 2 if the agent did n
 from __future__ import annotations
 
 import gc
+import os
 import queue
 import re
 import threading
@@ -258,6 +259,9 @@ def soak(
         else:
             inbox.put(None)
 
+    # Agents and their tools inherit this, so `orphans` counts this soak's escaped processes
+    # and not those of another harness run on the machine.
+    os.environ.setdefault(leaks.SOAK_VARIABLE, f"{os.getpid()}-{time.time_ns()}")
     threading.Thread(target=work, name="cancel-harness-soak", daemon=True).start()
     out.stopped_by = "duration"
     while True:

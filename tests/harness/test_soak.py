@@ -184,3 +184,18 @@ def test_samples_see_the_agent_process_tree() -> None:
         child.kill()
         child.wait()
     assert leaks.sample()["children"] == before["children"]
+
+
+def test_orphans_are_this_soaks_marked_processes_only() -> None:
+    env = {"PATH": os.environ.get("PATH", ""), "CANCEL_HARNESS_CASE": "t1"}
+    ours = subprocess.Popen(["sleep", "30"], env={**env, leaks.SOAK_VARIABLE: "mine"})
+    theirs = subprocess.Popen(["sleep", "30"], env={**env, leaks.SOAK_VARIABLE: "other"})
+    try:
+        assert leaks.orphans(soak="mine") == 1
+        assert leaks.orphans(soak="nobody") == 0
+        assert leaks.orphans() >= 2
+    finally:
+        for proc in (ours, theirs):
+            proc.kill()
+            proc.wait()
+    assert leaks.orphans(soak="mine") == 0
