@@ -91,6 +91,8 @@ def merge(paths: Sequence[Path]) -> tuple[RunResult, list[str], list[str]]:
         min((str(d.get("started", "")) for _, d in loaded), default=""),
         finished=max((str(d.get("finished", "")) for _, d in loaded), default=""),
         results=results,
+        # Shards run side by side: the merged run took as long as its slowest shard.
+        wall_seconds=max(float(d.get("wall_seconds") or 0.0) for _, d in loaded),
         repetitions=max(int(d.get("repetitions", 1)) for _, d in loaded),
         shuffled=any(d.get("shuffled") for _, d in loaded),
     )

@@ -151,6 +151,7 @@ def results_json(run: RunResult) -> dict[str, Any]:
         "ok": run.ok,
         "notes": list(run.notes),
         "exit_code": run.exit_code,
+        "wall_seconds": round(run.wall_seconds, 3),
         "selection": list(run.selection),
         "results": [r.to_json() for r in run.results],
     }
