@@ -179,6 +179,8 @@ class CaseResult:
     seed: int = 0  # the case's own seed, drawn from the run seed (harness/seeds.py)
     attempts: tuple[Attempt, ...] = ()
     repetition: int = 0
+    # The timeline as data (harness.timeline.Timeline.trace), for cases that did not pass.
+    trace: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -205,6 +207,30 @@ class CaseResult:
         data["attempts"] = [a.to_json() for a in self.attempts]
         return data
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CaseResult:
+        """A result as results.json holds it (`report merge`); KeyError/ValueError if not."""
+        return cls(
+            id=str(data["id"]),
+            kind=str(data["kind"]),
+            incident=str(data.get("incident", "")),
+            title=str(data.get("title", "")),
+            status=Status(data["status"]),
+            duration=float(data.get("duration", 0.0)),
+            message=str(data.get("message", "")),
+            timeline=str(data.get("timeline", "")),
+            replay=str(data.get("replay", "")),
+            catches=tuple(data.get("catches", ())),
+            warnings=tuple(data.get("warnings", ())),
+            seed=int(data.get("seed", 0)),
+            attempts=tuple(
+                Attempt(Status(a["status"]), str(a.get("message", "")), float(a["duration"]))
+                for a in data.get("attempts", ())
+            ),
+            repetition=int(data.get("repetition", 0)),
+            trace=data.get("trace"),
+        )
+
 
 @dataclass(slots=True)
 class RunResult:
@@ -217,6 +243,8 @@ class RunResult:
     notes: list[str] = field(default_factory=list)  # calibration, per provider kind
     repetitions: int = 1  # `--repeat`: the results hold every repetition's cases
     shuffled: bool = False
+    shard: str = ""  # `--shard I/N`: this run holds only shard I of N of the selection
+    selection: list[str] = field(default_factory=list)  # every selected case, before sharding
 
     def count(self, status: Status) -> int:
         return sum(1 for r in self.results if r.status is status)

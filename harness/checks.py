@@ -146,6 +146,7 @@ class Checks:
                 since = clock_start(t, [*self.ctx.submits, *self.ctx.cancels])
                 failure = self.ctx.stalls.judge_late(t, 0.0, [min(began)], failure, since_ns=since)
             raise CheckFailed(failure)
+        self.ctx.timeline.mark("bound", t + int(within * 1e9), f"close bound: {ms(within)}")
         bound = within + (self.ctx.tempo(10) if slack is None else slack)
         # The watch window grows by the harness's own stalls (harness/timing.py).
         await self.ctx.stalls.watch(
@@ -217,6 +218,7 @@ class Checks:
         grace = self.bound(self.ctx.tempo(2) if grace is None else grace)
         window = self.ctx.tempo(10) if window is None else window
         cutoff = t + int(grace * 1e9)
+        self.ctx.timeline.mark("bound", cutoff, f"last byte bound: {ms(grace)}")
 
         def main_bytes(ledger: Ledger) -> int:
             return sum(r.bytes_after(cutoff) for r in ledger.requests() if r.role is Role.MAIN)

@@ -1,4 +1,4 @@
-"""The `cancel-harness` command line: list, run, mutants, serve.
+"""The `cancel-harness` command line: list, run, mutants, soak, report merge, serve, proxy.
 
 Exit codes (harness/cases.py, `RunResult.exit_code`): 0 every case passed (or was not
 applicable); 1 a check failed or the harness broke; 2 bad usage or setup: a one-line error
@@ -10,7 +10,9 @@ indeterminate after its re-runs (the machine was too loaded to judge it: see har
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,6 +25,7 @@ from fake_providers.kinds import ProviderKind, UnknownProviderKind
 from harness import mutants
 from harness.cases import (
     EXIT_FAILED,
+    EXIT_INDETERMINATE,
     EXIT_OK,
     EXIT_USAGE,
     RERUNS_MAX,
@@ -41,12 +44,16 @@ from harness.cases import (
     plan_cases,
 )
 from harness.guard import run_guarded
+from harness.html import mutants_page, run_page, soak_page, write_html
+from harness.merge import MergeError, merge
+from harness.progress import Progress
 from harness.report import (
     DEFAULT_DIR,
     ReportPathError,
     check_report_path,
     failure_details,
     summary_table,
+    write,
     write_json,
     write_junit,
 )
@@ -62,6 +69,7 @@ from harness.scenario import (
     load_catalogue,
 )
 from harness.seeds import SEED_LIMIT, shuffled
+from harness.shards import Shard, parse_shard
 from harness.target import Target
 from harness.targets import TargetSpecError, make_target
 from reference_agent.defects import Defect, UnknownDefectError, parse_defect
@@ -158,6 +166,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help=f"results.json path (default {DEFAULT_DIR}/results.json)",
     )
+    _html_option(run)
     run.add_argument("-v", "--verbose", action="store_true", help="every case, full timelines")
     run.add_argument(
         "--no-calibration",
@@ -200,9 +209,98 @@ def _parser() -> argparse.ArgumentParser:
         f"fails (default {DEFAULT_RERUNS}: 3 runs in all)",
     )
     mutant.add_argument("--json", type=Path, default=None, metavar="PATH", help="mutants.json path")
+    _html_option(mutant)
     _serve_parser(commands)
     _proxy_parser(commands)
+    _report_parser(commands)
+    _soak_parser(commands)
     return parser
+
+
+def _soak_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
+    soak = commands.add_parser(
+        "soak",
+        help="run the catalogue pass after pass for a while; flake and leak statistics",
+        description="Run the selection pass after pass (pass k with seed SEED+k) until the "
+        "duration is spent, counting each case's verdicts and sampling the harness's and the "
+        "agent's fds, threads, tasks, children and RSS after every pass. Exit 1 on any "
+        "failure or a leak trend (harness/leaks.py).",
+    )
+    soak.add_argument("selectors", nargs="*", metavar="SELECTOR")
+    soak.add_argument("--target", default="reference", help="the agent to test (default reference)")
+    soak.add_argument(
+        "--duration",
+        required=True,
+        metavar="TIME",
+        help="how long to soak, such as 1h, 10m or 1h30m; the pass under way when it is "
+        "spent finishes (a pass is never cut short)",
+    )
+    soak.add_argument(
+        "--passes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stop after N passes if the duration is not spent before",
+    )
+    _common(soak)
+    soak.add_argument(
+        "--defect",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="switch a known bug on in the reference agent (repeatable)",
+    )
+    soak.add_argument(
+        "--reruns",
+        type=int,
+        default=DEFAULT_RERUNS,
+        metavar="N",
+        help=f"re-run an indeterminate case up to N times (default {DEFAULT_RERUNS})",
+    )
+    soak.add_argument("--json", type=Path, default=None, metavar="PATH", help="soak.json path")
+    soak.add_argument("--junit", type=Path, default=None, metavar="PATH", help="JUnit XML path")
+    _html_option(soak)
+
+
+def _report_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
+    report = commands.add_parser(
+        "report",
+        help="work with reports: merge the shards of a CI matrix",
+        description="Work with reports written by run (reports/latest by default).",
+    )
+    actions = report.add_subparsers(dest="report_command", metavar="ACTION", parser_class=_Parser)
+    merge = actions.add_parser(
+        "merge",
+        help="merge shards' results.json into one report (JUnit, JSON, HTML)",
+        description="Merge the results.json of each shard (`run --shard I/N`) into one run's "
+        "report; exit as that run would: 1 if any case failed, or if a selected case is in "
+        "no shard's report.",
+    )
+    merge.add_argument(
+        "dirs",
+        nargs="+",
+        type=Path,
+        metavar="DIR",
+        help="a shard's report directory (or its results.json)",
+    )
+    merge.add_argument(
+        "--out",
+        type=Path,
+        default=Path("reports/merged"),
+        metavar="DIR",
+        help="where junit.xml, results.json and index.html go (default reports/merged)",
+    )
+
+
+def _html_option(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--html",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="the HTML report, one self-contained page (default: index.html beside the JSON "
+        f"report, {DEFAULT_DIR}/index.html)",
+    )
 
 
 def _common(sub: argparse.ArgumentParser) -> None:
@@ -247,6 +345,13 @@ def _common(sub: argparse.ArgumentParser) -> None:
         default=DEFAULT_JOBS,
         metavar="N",
         help=f"cases run at once, each with its own provider and agent (default {DEFAULT_JOBS})",
+    )
+    sub.add_argument(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="run only shard I of N (a CI matrix of N machines; the split is by case name, "
+        "so give every shard the same --seed and merge with `cancel-harness report merge`)",
     )
 
 
@@ -331,7 +436,9 @@ def main(
             return _serve(args)
         if args.command == "proxy":
             return _proxy(args)
-        if args.command not in ("list", "run", "mutants"):
+        if args.command == "report":
+            return _report(args)
+        if args.command not in ("list", "run", "mutants", "soak"):
             parser.print_help()
             return EXIT_USAGE
         registry = catalogue if catalogue is not None else load_catalogue()
@@ -346,6 +453,8 @@ def main(
         options = _options(args, registry, targets or make_target)
         if args.command == "run":
             return _run(options)
+        if args.command == "soak":
+            return _soak(options, args)
         return _mutants(options)
     except (
         UsageError,
@@ -360,6 +469,7 @@ def main(
         TargetSpecError,
         CatalogueError,
         ScenarioDefinitionError,
+        MergeError,
     ) as exc:
         print(f"cancel-harness: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -421,10 +531,13 @@ class _Options:
     junit: Path | None
     json: Path | None
     verbose: bool
+    html: Path | None = None
     repeat: int = 1
     until_failure: bool = False
     shuffle: bool = False
     reruns: int = DEFAULT_RERUNS
+    shard: Shard | None = None
+    selection: tuple[str, ...] = ()  # every selected case's name, before sharding
 
 
 def _options(args: argparse.Namespace, registry: Registry, make: TargetMaker) -> _Options:
@@ -468,11 +581,26 @@ def _options(args: argparse.Namespace, registry: Registry, make: TargetMaker) ->
             f"none of the selected scenarios runs on {', '.join(providers)}; "
             "`cancel-harness list` shows each scenario's providers"
         )
+    selection = tuple(c.name for c in cases)
+    shard = parse_shard(args.shard) if args.shard is not None else None
+    if shard is not None:
+        cases = shard.select(cases)
+        if args.seed is None and shard.count > 1:
+            print(
+                f"cancel-harness: warning: --shard {shard} without --seed: this shard draws "
+                "its own seed; give every shard the same --seed so the merged report is one run",
+                file=sys.stderr,
+            )
     junit, json_path = getattr(args, "junit", None), args.json
-    default_json = "results.json" if args.command == "run" else "mutants.json"
+    default_json = {"run": "results.json", "mutants": "mutants.json"}.get(args.command, "soak.json")
     reports = [("--json", json_path or DEFAULT_DIR / default_json, default_json)]
-    if args.command == "run":
+    if args.command in ("run", "soak"):
         reports.append(("--junit", junit or DEFAULT_DIR / "junit.xml", "junit.xml"))
+    # The page goes beside the JSON report unless told otherwise.
+    html_path = (
+        getattr(args, "html", None) or (json_path or DEFAULT_DIR / "x").parent / "index.html"
+    )
+    reports.append(("--html", html_path, "index.html"))
     for flag, path, example in reports:
         check_report_path(path, flag, example)
     seed = args.seed if args.seed is not None else new_seed()
@@ -488,7 +616,7 @@ def _options(args: argparse.Namespace, registry: Registry, make: TargetMaker) ->
         strict_side_traffic=getattr(args, "strict_side_traffic", False),
         calibrate=not getattr(args, "no_calibration", False),
         via=via,
-        reruns=args.reruns if args.command == "run" else DEFAULT_RERUNS,
+        reruns=args.reruns if args.command in ("run", "soak") else DEFAULT_RERUNS,
     )
     if warning:
         print(f"cancel-harness: warning: {warning}", file=sys.stderr)
@@ -499,15 +627,23 @@ def _options(args: argparse.Namespace, registry: Registry, make: TargetMaker) ->
         junit,
         json_path,
         getattr(args, "verbose", False),
+        html=html_path,
         repeat=repeat or (UNTIL_FAILURE_CAP if until else 1),
         until_failure=until,
         shuffle=getattr(args, "shuffle", False),
         reruns=args.reruns,
+        shard=shard,
+        selection=selection,
     )
 
 
 def _execute(
-    options: _Options, config: RunConfig, cases: Sequence[Case], *, live: bool
+    options: _Options,
+    config: RunConfig,
+    cases: Sequence[Case],
+    *,
+    live: bool,
+    meter: Progress | None = None,
 ) -> RunResult:
     maker, spec, defects = options.make, config.target, config.defects
     runner = Runner(config, lambda: maker(spec, defects), verbose=options.verbose)
@@ -517,6 +653,8 @@ def _execute(
             print(f"{result.status.value:<15} {result.name}  {result.duration:.2f}s", flush=True)
             if options.verbose:
                 print(result.timeline, flush=True)
+        elif meter is not None:
+            meter.case_done(result)
 
     return run_guarded(runner, cases, progress)
 
@@ -533,38 +671,44 @@ def _run(options: _Options) -> int:
         flush=True,
     )
     result = RunResult(config, config.target, "", repetitions=0, shuffled=options.shuffle)
-    for rep in range(reps):
+    result.selection = list(options.selection)
+    if options.shard is not None:
+        result.shard = str(options.shard)
+        print(
+            f"shard {options.shard}: {len(options.cases)} of the {len(options.selection)} "
+            "selected case(s)",
+            flush=True,
+        )
+    total = None if options.until_failure else len(options.cases) * reps
+    meter = Progress(total, label="run")
+    for rep in range(reps if options.cases else 0):
         this = replace(config, seed=config.seed + rep, repetition=rep)
         cases = shuffled(options.cases, this.seed) if options.shuffle else options.cases
-        done = _execute(options, this, cases, live=options.verbose)
+        done = _execute(options, this, cases, live=options.verbose, meter=meter)
         result.started = result.started or done.started
         result.finished, result.repetitions = done.finished, rep + 1
         result.wall_seconds += done.wall_seconds
         result.results.extend(done.results)
         if reps > 1:
             counts = ", ".join(f"{done.count(s)} {s.value}" for s in Status if done.count(s))
+            meter.finish()
             print(f"repetition {rep + 1} (seed {this.seed}): {counts}", flush=True)
         failed = done.count(Status.FAILED) + done.count(Status.ERROR)
         if options.until_failure and failed:
             break
+    meter.finish()
     details = failure_details(result)
     if details:
         print(f"\n{details}\n")
     print(summary_table(result), flush=True)
     code = result.exit_code
-    written, unwritten = [], []
-    for write, path in (
-        (write_junit, options.junit or DEFAULT_DIR / "junit.xml"),
-        (write_json, options.json or DEFAULT_DIR / "results.json"),
+    if not _write_reports(
+        [
+            (lambda p: write_junit(result, p), options.junit or DEFAULT_DIR / "junit.xml"),
+            (lambda p: write_json(result, p), options.json or DEFAULT_DIR / "results.json"),
+            (lambda p: write_html(run_page(result), p), options.html or DEFAULT_DIR / "index.html"),
+        ]
     ):
-        try:
-            written.append(str(write(result, path)))
-        except OSError as exc:
-            unwritten.append(f"cannot write {path}: {exc.strerror or exc}")
-    if written:
-        print(f"reports: {', '.join(written)}")
-    if unwritten:
-        print(f"cancel-harness: error: {'; '.join(unwritten)}", file=sys.stderr)
         return EXIT_USAGE
     unstarted = [r for r in result.results if r.status is Status.DID_NOT_START]
     if code == EXIT_USAGE and unstarted:
@@ -573,9 +717,127 @@ def _run(options: _Options) -> int:
     return code
 
 
+def _write_reports(items: Sequence[tuple[Callable[[Path], Path], Path]]) -> bool:
+    """Write each report; print where they went, and one error line for those that failed."""
+    written, unwritten = [], []
+    for writer, path in items:
+        try:
+            written.append(str(writer(path)))
+        except OSError as exc:
+            unwritten.append(f"cannot write {path}: {exc.strerror or exc}")
+    if written:
+        print(f"reports: {', '.join(written)}")
+    if unwritten:
+        print(f"cancel-harness: error: {'; '.join(unwritten)}", file=sys.stderr)
+    return not unwritten
+
+
+def _report(args: argparse.Namespace) -> int:
+    """`report merge DIR... --out DIR`."""
+    if args.report_command != "merge":
+        raise UsageError("report: say what to do, such as `cancel-harness report merge DIR...`")
+    _usable_dir(args.out, "--out")
+    run, notes, missing = merge(args.dirs)
+    run.notes = [*notes, *run.notes]
+    for note in notes:
+        print(note)
+    details = failure_details(run)
+    if details:
+        print(f"\n{details}\n")
+    print(summary_table(run), flush=True)
+    out = args.out
+    if not _write_reports(
+        [
+            (lambda p: write_junit(run, p), out / "junit.xml"),
+            (lambda p: write_json(run, p), out / "results.json"),
+            (
+                lambda p: write_html(run_page(run, title="cancel-harness run (merged)"), p),
+                out / "index.html",
+            ),
+        ]
+    ):
+        return EXIT_USAGE
+    code = run.exit_code
+    if missing and code in (EXIT_OK, EXIT_INDETERMINATE):
+        print(
+            f"cancel-harness: error: {len(missing)} selected case(s) are in no merged report",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    return code
+
+
 def all_defects() -> list[str]:
     """Every defect switch of the reference agent, in declaration order."""
     return [d.value for d in Defect]
+
+
+def _soak(options: _Options, args: argparse.Namespace) -> int:
+    from harness import soak
+
+    duration = soak.parse_duration(args.duration)
+    if args.passes is not None and args.passes < 1:
+        raise UsageError(f"--passes {args.passes}: expected 1 or more passes")
+    config = options.config
+    shard = f", shard {options.shard}" if options.shard is not None else ""
+    print(
+        f"cancel-harness soak: {len(options.cases)} case(s) against {config.target}"
+        f"{' with ' + ','.join(config.defects) if config.defects else ''}{shard}, "
+        f"seed {config.seed} (pass k: seed {config.seed}+k), tempo {config.tempo:g}s, "
+        f"for {args.duration}" + (f" or {args.passes} passes" if args.passes else ""),
+        flush=True,
+    )
+    maker = options.make
+    progress = Progress(None, label="soak", deadline=time.monotonic() + duration, plain_every=None)
+
+    def on_pass(k: int, done: soak.SoakResult) -> None:
+        last = done.samples[-1]
+        progress.line(
+            f"pass {k} (seed {config.seed + k - 1}): {done.cases_run} case runs so far, "
+            f"{done.count(Status.FAILED) + done.count(Status.ERROR)} failed, "
+            f"{done.count(Status.INDETERMINATE)} indeterminate; fds {last['fds']}, "
+            f"threads {last['threads']}, tasks {last['tasks']}, children {last['children']}, "
+            f"rss {last['rss_kib'] / 1024:.1f} MiB; {last['t']:.0f} s"
+        )
+
+    if options.cases:
+        result = soak.soak(
+            options.cases,
+            config,
+            lambda c: lambda: maker(c.target, c.defects),
+            duration=duration,
+            passes=args.passes,
+            on_result=progress.case_done,
+            on_pass=on_pass,
+        )
+    else:  # an empty shard of a CI matrix: nothing to soak, and nothing wrong
+        print(f"shard {options.shard}: none of the {len(options.selection)} selected case(s)")
+        result = soak.SoakResult(config, duration)
+    progress.finish()
+    result.shard = str(options.shard) if options.shard is not None else ""
+    failures = soak.failures_text(result)
+    if failures:
+        print(f"\n{failures}\n")
+    print(soak.case_table(result))
+    print()
+    print(soak.leak_table(result))
+    for note in result.notes:
+        print(note)
+    print(soak.totals_line(result), flush=True)
+    data = result.to_json()
+    kept = [r for t in result.tallies.values() for r in t.failures[:3]]
+    junit = options.junit or DEFAULT_DIR / "junit.xml"
+    json_path = options.json or DEFAULT_DIR / "soak.json"
+    html_path = options.html or DEFAULT_DIR / "index.html"
+    if not _write_reports(
+        [
+            (lambda p: write(p, soak.junit_xml(result)), junit),
+            (lambda p: write(p, json.dumps(data, indent=2) + "\n"), json_path),
+            (lambda p: write_html(soak_page(data, kept), p), html_path),
+        ]
+    ):
+        return EXIT_USAGE
+    return result.exit_code
 
 
 def _mutants(options: _Options) -> int:
@@ -589,8 +851,14 @@ def _mutants(options: _Options) -> int:
         flush=True,
     )
 
+    meter = Progress(None, label="mutants")
+
     def execute(config: RunConfig, cases: Sequence[Case]) -> RunResult:
-        return _execute(options, config, cases, live=False)
+        return _execute(options, config, cases, live=False, meter=meter)
+
+    def said(line: str) -> None:
+        meter.finish()
+        print(line, flush=True)
 
     matrix = mutants.prove(
         execute,
@@ -598,14 +866,21 @@ def _mutants(options: _Options) -> int:
         base,
         defects,
         reruns=options.reruns,
-        progress=lambda line: print(line, flush=True),
+        progress=said,
     )
+    meter.finish()
+    if options.shard is not None:
+        matrix["shard"] = str(options.shard)
     print(f"\n{mutants.render(matrix)}")
-    path = options.json or DEFAULT_DIR / "mutants.json"
-    try:
-        print(f"report: {mutants.write(matrix, path)}")
-    except OSError as exc:
-        print(f"cancel-harness: error: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+    if not _write_reports(
+        [
+            (lambda p: mutants.write(matrix, p), options.json or DEFAULT_DIR / "mutants.json"),
+            (
+                lambda p: write_html(mutants_page(matrix), p),
+                options.html or DEFAULT_DIR / "index.html",
+            ),
+        ]
+    ):
         return EXIT_USAGE
     return EXIT_OK if matrix["ok"] else EXIT_FAILED
 

@@ -4,7 +4,8 @@ Written to reports/latest/ by default; a report path is checked before any case 
 (`check_report_path`: missing parent directories are created, a directory or an unwritable
 place is refused). Statuses map to JUnit as: failed -> <failure>, error and did-not-start ->
 <error>, not-applicable and indeterminate -> <skipped> (its message says which; an
-indeterminate run still exits 3, see harness/cases.py). Re-runs are listed in <system-out>.
+indeterminate run still exits 3, see harness/cases.py). Re-runs, warnings and, for a case that
+did not pass, its timeline and replay command are in <system-out>.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def junit_xml(run: RunResult) -> str:
     suite.set("timestamp", run.started)
     props = ET.SubElement(suite, "properties")
     for name, value in _run_fields(run).items():
-        if name not in ("started", "finished"):
+        if name not in ("started", "finished") and value != "":
             text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
             ET.SubElement(props, "property", {"name": name, "value": text})
     for result in run.results:
@@ -108,6 +109,11 @@ def junit_xml(run: RunResult) -> str:
         said = [f"warning: {w}" for w in result.warnings]
         if result.reruns:
             said.append(_attempts(result))
+        if result.status in _LOUD:
+            # CI systems show system-out beside the failure: the timeline and the replay.
+            if result.timeline:
+                said += ["timeline:", result.timeline]
+            said.append(f"replay: {result.replay}")
         if said:
             out = ET.SubElement(case, "system-out")
             out.text = _clean("\n".join(said))
@@ -131,6 +137,7 @@ def _run_fields(run: RunResult) -> dict[str, Any]:
         "reruns": run.config.reruns,
         "repetitions": run.repetitions,
         "shuffled": run.shuffled,
+        "shard": run.shard,
         "started": run.started,
         "finished": run.finished,
     }
@@ -144,6 +151,8 @@ def results_json(run: RunResult) -> dict[str, Any]:
         "ok": run.ok,
         "notes": list(run.notes),
         "exit_code": run.exit_code,
+        "wall_seconds": round(run.wall_seconds, 3),
+        "selection": list(run.selection),
         "results": [r.to_json() for r in run.results],
     }
 

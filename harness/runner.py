@@ -24,6 +24,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
+from typing import Any
 
 import anyio
 
@@ -33,7 +34,7 @@ from fake_providers.signals import WaitTimeout
 from harness import invariants
 from harness.calibration import Calibration, calibrate
 from harness.cases import Attempt, Case, CaseResult, RunConfig, RunResult, Status, now_iso
-from harness.checks import CheckFailed
+from harness.checks import CheckFailed, wait_quietly
 from harness.context import NotApplicable, ScenarioContext
 from harness.provider_host import ProviderThread
 from harness.scenario import Tempo
@@ -92,6 +93,10 @@ class Runner:
         self._loop_stalls: StallLog | None = None  # run_each's heartbeat, shared by its cases
         self._findings: dict[Case, tuple[str, ...]] = {}  # warnings a case's scenario raised
         self.calibrations: dict[ProviderKind, Calibration] = {}
+        # Provider connections still open when their case ended (after the target stopped):
+        # a soak watches it grow (harness/soak.py).
+        self.left_open = 0
+        self.left_open_cases: list[str] = []
 
     async def run(
         self, cases: Sequence[Case], on_result: Callable[[CaseResult], None] | None = None
@@ -167,6 +172,7 @@ class Runner:
         rendered: str = "",
         seed: int = 0,
         warnings: tuple[str, ...] = (),
+        trace: dict[str, Any] | None = None,
     ) -> CaseResult:
         return CaseResult(
             id=case.spec.id,
@@ -182,6 +188,7 @@ class Runner:
             warnings=warnings,
             seed=seed or case_seed(self.config.seed, case.name),
             repetition=self.config.repetition,
+            trace=trace if status not in (Status.PASSED, Status.NOT_APPLICABLE) else None,
         )
 
     async def run_case(
@@ -251,6 +258,7 @@ class Runner:
                             status, message = await self._drive(
                                 case, provider, target, timeline, monitor, seed
                             )
+                            await self._count_left_open(case, provider)
                     finally:
                         beat.cancel_scope.cancel()
         except Exception as exc:  # the provider itself failed to start or stop
@@ -265,7 +273,20 @@ class Runner:
         ledger = host.provider.ledger if host.provider is not None else None
         rendered = timeline.render(ledger, notes, limit=None if self.verbose else 25)
         warnings = self._findings.pop(case, ())
-        return self._result(case, began, status, message, rendered, seed, warnings)
+        trace = timeline.trace(ledger, notes) if status is not Status.PASSED else None
+        return self._result(case, began, status, message, rendered, seed, warnings, trace)
+
+    async def _count_left_open(self, case: Case, provider: FakeProvider) -> None:
+        """Connections still open once the case is over (the target stopped), after a grace
+        for a close already on its way (a socket the provider accepts only after the agent
+        closed it is open in the ledger until its EOF is read)."""
+        ledger = provider.ledger
+        if ledger.open_connections():
+            await wait_quietly(ledger, lambda led: not led.open_connections(), self.tempo(10))
+        left = len(ledger.open_connections())
+        if left:
+            self.left_open += left
+            self.left_open_cases.append(case.name)
 
     def abandoned(self, case: Case) -> CaseResult:
         """The result for a case whose target could be neither stopped nor cancelled."""
@@ -284,7 +305,8 @@ class Runner:
         timeline.stamp("case abandoned")
         ledger = provider.ledger if provider is not None else None
         rendered = timeline.render(ledger, limit=None if self.verbose else 25)
-        return self._result(case, began, Status.ERROR, message, rendered)
+        trace = timeline.trace(ledger)
+        return self._result(case, began, Status.ERROR, message, rendered, trace=trace)
 
     async def _drive(
         self,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from fake_providers.ledger import ConnectionRecord, Ledger, RequestRecord
 from fake_providers.roles import Role
@@ -17,6 +18,8 @@ from harness.target import TimelineNote, Transcript, TranscriptEntry
 
 HARNESS, AGENT, PROVIDER = "harness", "agent", "provider"
 TAIL_LINES = 25
+TRACE_ENTRIES = 400  # at most this many entries (the last ones) in a case's trace
+TRACE_EVENTS = 200  # event times kept per connection in a trace (first and last halves)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +46,12 @@ class Timeline:
     def __init__(self, start_ns: int | None = None) -> None:
         self.start_ns = time.monotonic_ns() if start_ns is None else start_ns
         self._steps: list[Entry] = []
+        self._marks: list[tuple[str, int, str]] = []  # (kind, t_ns, label): bounds, for reports
+
+    def mark(self, kind: str, t_ns: int, label: str) -> None:
+        """Note an instant a check judged by (`bound`: the latest a close was allowed), for the
+        drawn timeline; the text timeline is unchanged (the failure message says it)."""
+        self._marks.append((kind, t_ns, label))
 
     def stamp(self, what: str, t_ns: int | None = None) -> int:
         """Record a harness step (now, or at `t_ns`) and return its time."""
@@ -77,7 +86,57 @@ class Timeline:
             lines = [f"  ... {skipped} earlier line(s); -v shows them all", *lines[-limit:]]
         return "\n".join(lines)
 
+    def trace(
+        self, ledger: Ledger | None = None, notes: Iterable[TimelineNote] = ()
+    ) -> dict[str, Any]:
+        """The timeline as data for a drawn report: entries per lane, each connection's life
+        (opened, closed, by whom, event times) and the marks; times in ms from the start."""
+        entries = self.entries(ledger, notes)
+
+        def at(t_ns: int) -> float:
+            return round((t_ns - self.start_ns) / 1e6, 3)
+
+        items = []
+        for e in entries[-TRACE_ENTRIES:]:
+            item: dict[str, Any] = {"t": at(e.t_ns), "lane": e.source, "what": self._what(e)}
+            if e.source == HARNESS and e.what.startswith("cancel ") and "answered" not in e.what:
+                item["mark"] = "cancel"
+            elif e.source == PROVIDER and " closed by " in e.what:
+                item["mark"] = "close"
+            items.append(item)
+        conns = []
+        for conn in ledger.connections() if ledger is not None else ():
+            times = [t for req in conn.requests for t in req.event_ns]
+            if len(times) > TRACE_EVENTS:
+                half = TRACE_EVENTS // 2
+                times = times[:half] + times[-half:]
+            conns.append(
+                {
+                    "id": conn.id,
+                    "opened": at(conn.opened_ns),
+                    "closed": at(conn.closed_ns) if conn.closed_ns is not None else None,
+                    "closed_by": conn.closed_by.value if conn.closed_by else None,
+                    "close_kind": conn.close_kind.value if conn.close_kind else None,
+                    "roles": sorted({r.role.value for r in conn.requests}),
+                    "events_sent": conn.events_sent,
+                    "events": [at(t) for t in times],
+                }
+            )
+        marks = [{"kind": k, "t": at(t), "label": label} for k, t, label in self._marks]
+        ends = [i["t"] for i in items] + [m["t"] for m in marks]
+        ends += [c["closed"] or c["opened"] for c in conns]
+        return {
+            "entries": items,
+            "connections": conns,
+            "marks": marks,
+            "end": max(ends, default=0.0),
+            "omitted": max(0, len(entries) - TRACE_ENTRIES),
+        }
+
     def _line(self, entry: Entry) -> str:
+        return f"  {self.rel(entry.t_ns):>10}  {entry.source:<8}  {self._what(entry)}"
+
+    def _what(self, entry: Entry) -> str:
         what = entry.what
         if entry.count > 1:
             run = f"events #{entry.first}-#{entry.first + entry.count - 1} written"
@@ -86,7 +145,7 @@ class Timeline:
             what = f"{what} {run}"
         elif entry.key:
             what = f"{what} event #{entry.first} written"
-        return f"  {self.rel(entry.t_ns):>10}  {entry.source:<8}  {what}"
+        return what
 
 
 def ledger_entries(ledger: Ledger) -> list[Entry]:

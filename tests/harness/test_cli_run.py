@@ -194,9 +194,13 @@ def test_mutants_matrix_proves_each_defect_is_caught(
     # A catch is a case that failed in every one of its runs (1 + 2 re-runs by default).
     assert "provider-ignores-cancel  1: esc.closes-stream[openai-chat] 3/3" in out
     assert "commit-after-timeout     1: timeout.no-ghost[openai-chat] 3/3" in out
-    assert out.rstrip().endswith("report: reports/latest/mutants.json")
+    assert out.rstrip().endswith("reports: reports/latest/mutants.json, reports/latest/index.html")
     matrix = json.loads((in_tmp / "reports/latest/mutants.json").read_text())
     assert matrix["ok"] is True and matrix["seed"] == 3
+    page = (in_tmp / "reports/latest/index.html").read_text()
+    table = page.split("<table class='mutants'>", 1)[1].split("</table>", 1)[0]
+    assert "<tr><td>provider-ignores-cancel</td><td class='verdict-caught'>caught</td>" in table
+    assert "<td>esc.closes-stream[openai-chat] 3/3</td>" in table
 
 
 def test_mutants_exit_1_when_a_defect_escapes_every_scenario(

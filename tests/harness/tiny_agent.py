@@ -10,6 +10,7 @@ apart from its turn the way any agent's is, by the shape of the conversation.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import math
@@ -42,6 +43,8 @@ CAPS = frozenset(
     | {Capability.BACKGROUND, Capability.TOOLS, Capability.LEAVE_EARLY}
 )
 TOOL_PREFIX = "tool:"  # a prompt "tool: COMMAND" runs COMMAND in a shell first
+LEAKED_FDS: list[int] = []  # what leak_fd opened (a test closes them)
+LEAKED_TASKS: list[asyncio.Task[None]] = []
 
 
 class ProviderError(Exception):
@@ -100,6 +103,8 @@ class TinyAgent:
         late_interrupt_note: bool = False,
         rewrite_history: bool = False,
         close_delay: float = 0.0,
+        leak_fd: bool = False,
+        leak_task: bool = False,
         capabilities: frozenset[Capability] = CAPS,
     ) -> None:
         self.ignore_cancel = ignore_cancel
@@ -123,6 +128,8 @@ class TinyAgent:
         self.late_interrupt_note = late_interrupt_note
         self.pending_notes: dict[str, int] = {}  # session -> transcript reads since the stop
         self.close_delay = close_delay  # a slow agent: it acts on a cancel only this much later
+        self.leak_fd = leak_fd  # opens a file per turn and never closes it (a soak finds it)
+        self.leak_task = leak_task  # starts a task per turn outside any scope it stops
         self.capabilities = capabilities
         self.sessions: dict[str, Session] = {}
         self.turns: dict[str, Turn] = {}
@@ -148,6 +155,10 @@ class TinyAgent:
     async def submit(self, session_id: str, prompt: str) -> Submission:
         turn = Turn(f"t{len(self.turns) + 1}", session_id, prompt)
         self.turns[turn.id] = turn
+        if self.leak_fd:
+            LEAKED_FDS.append(os.open(os.devnull, os.O_RDONLY))
+        if self.leak_task:
+            LEAKED_TASKS.append(asyncio.get_running_loop().create_task(asyncio.sleep(3600)))
         self.sessions[session_id].active = turn
         self.tg.start_soon(self._run, turn)
         return Submission(session_id, turn.id, turn.id)
