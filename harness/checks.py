@@ -25,7 +25,7 @@ from fake_providers.signals import WaitTimeout
 from harness.target import AgentSettings, Capability, Submission, Target, Transcript
 from harness.target import Outcome as TurnOutcome
 from harness.timeline import Timeline, describe_change, describe_request, quote
-from harness.timing import Indeterminate, StallMonitor, clock_start
+from harness.timing import LAG_FLOOR_NS, Indeterminate, StallMonitor, clock_start
 
 if TYPE_CHECKING:
     from fake_providers import FakeProvider
@@ -58,6 +58,7 @@ class CheckContext(Protocol):
     stalls: StallMonitor  # the harness's and the agent's own stalls (harness/timing.py)
     submits: list[int]
     cancels: list[int]
+    cancel_answers: list[int]  # monotonic ns when each cancel call returned
     settings: AgentSettings
 
     @property
@@ -191,10 +192,27 @@ class Checks:
 
         found = await wait_quietly(self.ledger, offending, self._remaining(t, window))
         if found:
-            raise CheckFailed(
+            failure = (
                 f"expected no request to the provider in the {ms(window)} after {label} at "
                 f"{self._rel(t)}; saw {len(found)}: {self._requests_story(found)}"
             )
+            # A request sent after the agent answered the cancel is a failure, whatever the
+            # load. One sent between the cancel and its answer may have left before the agent
+            # read the cancel: with a stall measured since the harness's previous step (it may
+            # have been late to stage the cancel), this run cannot judge it.
+            answered = min((a for a in self.ctx.cancel_answers if a >= t), default=None)
+            if answered is not None and all(r.started_ns <= answered for r in found):
+                before = [s for s in (*self.ctx.submits, *self.ctx.cancels) if s < t]
+                since = max(before, default=t)
+                stalled = self.ctx.stalls.stalled_ns(since, answered)
+                if stalled >= LAG_FLOOR_NS:
+                    raise Indeterminate(
+                        f"{failure}; but it left before the agent answered the cancel, and the "
+                        f"harness measured {stalled / 1e6:.0f} ms of stall since its previous "
+                        f"step ({self.ctx.stalls.describe(since, answered)}): this run cannot "
+                        "judge it"
+                    )
+            raise CheckFailed(failure)
         side = [r for r in self.ledger.requests_after(t) if r.role is Role.SIDE]
         if side:
             self.ctx.warn(

@@ -117,6 +117,7 @@ class ScenarioContext:
         self.submits: list[int] = []  # monotonic ns right before each submit
         self.submitted_at: dict[str, int] = {}  # turn id -> monotonic ns before its submit
         self.cancels: list[int] = []  # monotonic ns right before each cancel
+        self.cancel_answers: list[int] = []  # monotonic ns when each cancel call returned
         self.ended_at: dict[str, int] = {}  # turn id -> when its outcome reached the harness
         self.settled: dict[str, Transcript] = {}  # cancelled/timed-out turn -> state then
         self.prompts: list[Prompt] = []
@@ -223,6 +224,7 @@ class ScenarioContext:
         self.cancels.append(t_ns)
         self.timeline.stamp(f"cancel {session}{named}", t_ns)
         ack = await self.target.cancel(session, stream_id)
+        self.cancel_answers.append(time.monotonic_ns())
         turn = f" turn {ack.turn_id}" if ack.turn_id else ""
         self.timeline.stamp(f"cancel answered: cancelled={str(ack.cancelled).lower()}{turn}")
         return ack, t_ns

@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import anyio
 import pytest
-from tiny_agent import TinyAgent
+from tiny_agent import TinyAgent, tiny_factory
 
 from harness.cases import Case, CaseResult, RunConfig, Status
 from harness.runner import Runner
@@ -388,6 +388,34 @@ async def test_the_wait_for_a_turns_end_grows_by_the_stall_measured(starved: boo
     else:
         assert result.status is Status.FAILED
         assert result.message.startswith("expected turn t1 to end within 0.1 s of +")
+
+
+async def test_a_request_after_the_cancel_was_answered_is_never_excused_by_a_stall() -> None:
+    registry = Registry()
+    attempts: list[int] = []
+
+    @registry.scenario(id="esc.resend", title="t", incident="I5", providers=("openai-chat",))
+    async def resend(ctx: ScenarioContext) -> None:
+        """After Esc, the agent must send nothing."""
+        attempts.append(1)
+        ctx.fault("stream=true,hold-before=3,gate=main")
+        session = await ctx.new_session()
+        await stream_held(ctx, session, "hi", "main")
+        if len(attempts) == 1:  # as if the agent could not run from before the cancel on
+            starved = StallLog("the agent process")
+            starved.add(time.monotonic_ns(), time.monotonic_ns() + 10**10)
+            ctx.stalls = StallMonitor((*ctx.stalls.logs, starved))
+        await ctx.cancel(session)
+        await ctx.checks.no_request_after()
+
+    runner = Runner(
+        RunConfig(seed=5, target="tiny", timeout=5.0, reruns=4),
+        tiny_factory(resend_after_cancel=True),
+    )
+    result = await runner.run_case(Case(registry.get("esc.resend"), "openai-chat"))
+    # Sent after the agent answered the cancel: never excused, starved or not.
+    assert [a.status for a in result.attempts] == [Status.FAILED]
+    assert result.message.startswith("expected no request to the provider in the")
 
 
 async def test_a_deadline_overtaken_by_a_stall_before_the_stream_began_is_rerun() -> None:
