@@ -247,6 +247,7 @@ class Ledger:
         self._connections: list[ConnectionRecord] = []
         self._requests: list[RequestRecord] = []
         self._next_call = 1
+        self._next_connection = 1  # ids stay unique across resets (open connections are kept)
         self._calls_by_body: dict[tuple[str, str], list[int]] = {}
         self._attempts: dict[int, int] = {}
         self._changed = ChangeSignal()
@@ -264,7 +265,8 @@ class Ledger:
 
     def open_connection(self, peer: str, *, tls: bool) -> ConnectionRecord:
         with self._lock:
-            conn = ConnectionRecord(len(self._connections) + 1, peer, tls, now_ns())
+            conn = ConnectionRecord(self._next_connection, peer, tls, now_ns())
+            self._next_connection += 1
             self._connections.append(conn)
         self._changed.notify()
         self._emit(LedgerEvent("accepted", conn))

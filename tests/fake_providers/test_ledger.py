@@ -126,3 +126,14 @@ def test_reset_keeps_open_connections_only() -> None:
     ledger.connection_closed(closed, Closer.CLIENT, CloseKind.FIN)
     ledger.reset()
     assert ledger.connections() == [open_conn]
+
+
+def test_connections_opened_after_a_reset_never_reuse_a_kept_connections_id() -> None:
+    ledger = Ledger()
+    closed = ledger.open_connection("127.0.0.1:1", tls=False)
+    kept = ledger.open_connection("127.0.0.1:2", tls=False)  # e.g. an idle keep-alive
+    ledger.connection_closed(closed, Closer.CLIENT, CloseKind.FIN)
+    ledger.reset()
+    fresh = ledger.open_connection("127.0.0.1:3", tls=False)
+    assert fresh.id != kept.id
+    assert ledger.connection(fresh.id) is fresh
