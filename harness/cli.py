@@ -134,6 +134,7 @@ def _parser() -> argparse.ArgumentParser:
         "--json", type=Path, default=None, metavar="PATH", help="mutants.json path"
     )
     _serve_parser(commands)
+    _explore_parser(commands)
     return parser
 
 
@@ -212,6 +213,8 @@ def main(
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "explore":
+            return _explore(args, catalogue, targets or make_target)
         if args.command not in ("list", "run", "mutants"):
             parser.print_help()
             return EXIT_USAGE
@@ -435,6 +438,19 @@ def _serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("stopped.", file=sys.stderr)
     return EXIT_OK
+
+
+def _explore_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
+    from harness.explore.options import add_arguments
+
+    add_arguments(commands.add_parser("explore", help="search cancel points and fault schedules"))
+
+
+def _explore(args: argparse.Namespace, catalogue: Registry | None, make: TargetMaker) -> int:
+    """`explore`: its own module checks the options and reports (harness/explore/options.py)."""
+    from harness.explore.options import run_explore
+
+    return run_explore(args, catalogue, make)
 
 
 if __name__ == "__main__":

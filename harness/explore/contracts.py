@@ -1,0 +1,237 @@
+"""The whole-example contracts, checked once every turn has ended (see `judge.Judge.end`).
+
+Each is one contract a user would notice: no request after a cancel (our own close is never
+retried, a back-off never outlives the cancel), a stopped turn never recorded as done and a
+done turn recorded, one terminal event per stream, nothing of a cancelled ACP turn after
+its answer, retries within the configured count and never before `retry-after`, no
+orphan process, and the next turn in every session completes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import time
+
+import anyio
+
+from fake_providers import RequestRecord
+from fake_providers.roles import Role
+from harness.checks import STOPPED_MARKS, CheckFailed, ms, requests_story, wait_quietly
+from harness.context import ScenarioContext
+from harness.explore.expect import max_retries
+from harness.explore.schedule import Profile, session_name
+from harness.explore.trace import STOPPED, Trace, TurnTrace
+from harness.processes import marked_processes
+from harness.target import TERMINAL_EVENT_KINDS, Capability, Transcript, TranscriptEntry
+
+RETRY_AFTER_MS = re.compile(r"retry-after-ms=(\d+)")
+CLOCK_SLACK_NS = 2_000_000  # the provider stamps the error's end a hair after it is sent
+
+
+class Contracts:
+    """The end-of-example checks over one `Trace`."""
+
+    def __init__(self, ctx: ScenarioContext, trace: Trace) -> None:
+        self.ctx, self.trace = ctx, trace
+
+    def _stopped(self) -> list[TurnTrace]:
+        return [
+            t
+            for t in self.trace.turns.values()
+            if t.outcome is not None and t.outcome.stop_reason in STOPPED
+        ]
+
+    async def quiet_after_cancels(self) -> None:
+        """No model call of a cancelled turn starts after its cancel (after the answer plus
+        the close bound when it was mid-flight; at once when it was held or backing off),
+        watched past any back-off it was in. A turn cancelled while queued is never sent."""
+        ctx, ledger = self.ctx, self.ctx.provider.ledger
+        bound = ctx.checks.bound(ctx.tempo(2))
+        since: dict[int, int] = {}
+        until = time.monotonic_ns()
+        for turn in self.trace.turns.values():
+            out = turn.outcome
+            if turn.targeted_ns is None or out is None or out.stop_reason == "completed":
+                continue
+            if turn.cancelled_queued and out.stop_reason == "cancelled":
+                sent = self.trace.main_requests(turn)
+                if sent:
+                    raise CheckFailed(
+                        f"expected t{turn.turn}, cancelled while queued, never to reach the "
+                        f"model; {requests_story(sent, ctx.rel)}"
+                    )
+            start = turn.quiet_ns
+            if start is None:
+                start = (turn.ack_ns or turn.targeted_ns) + int(bound * 1e9)
+            since[turn.turn] = start
+            longest = max((r.fault.retry_after or 0 for r in turn.plan.requests), default=0)
+            until = max(until, start + int(ctx.tempo(5 + longest) * 1e9))
+        if not since:
+            return
+
+        def offending(_: object) -> tuple[TurnTrace, list[RequestRecord]] | None:
+            for number, start in since.items():
+                turn = self.trace.turns[number]
+                late = [r for r in self.trace.main_requests(turn) if r.started_ns > start]
+                if late:
+                    return turn, late
+            return None
+
+        found = await wait_quietly(ledger, offending, (until - time.monotonic_ns()) / 1e9)
+        if found is not None:
+            turn, late = found
+            assert turn.targeted_ns is not None
+            how = "it was held or backing off then" if turn.quiet_ns else f"plus {ms(bound)}"
+            raise CheckFailed(
+                f"expected no model call of t{turn.turn} after its cancel at "
+                f"{ctx.rel(turn.targeted_ns)} ({how}): our own close is never retried and a "
+                f"back-off ends with the cancel; saw {requests_story(late, ctx.rel)}"
+            )
+
+    async def recorded(self) -> None:
+        """A stopped turn is never recorded as answered; a completed one is recorded."""
+        if not self.ctx.has(Capability.TRANSCRIPT):
+            return
+        for index, session in self.trace.sessions.items():
+            state = await self.ctx.transcript(session)
+            for turn in self.trace.of_session(index):
+                out = turn.outcome
+                if out is None:
+                    continue
+                entries = _entries_of(state, turn)
+                answered = [
+                    e
+                    for e in entries
+                    if e.role == "assistant"
+                    and e.finish_reason is not None
+                    and e.finish_reason.lower() not in STOPPED_MARKS
+                ]
+                if out.stop_reason in STOPPED and answered:
+                    raise CheckFailed(
+                        f"expected t{turn.turn}, reported {out.stop_reason}, not to be recorded "
+                        f"as answered; {session} holds an answer finishing "
+                        f"{answered[0].finish_reason!r}: {answered[0].content[:60]!r}"
+                    )
+                said = any(e.role == "assistant" for e in entries)
+                if out.stop_reason == "completed" and not said:
+                    raise CheckFailed(
+                        f"expected t{turn.turn}, reported completed, to be recorded in "
+                        f"{session}; it holds no answer of it ({len(state.entries)} entries)"
+                    )
+
+    async def streams(self) -> None:
+        """Each turn's own stream: exactly one terminal event, the outcome's, then closed."""
+        if not self.ctx.has(Capability.STREAM_EVENTS):
+            return
+        for turn in self.trace.turns.values():
+            if turn.sub is None or turn.outcome is None or turn.left:
+                continue
+            log = await self.ctx.target.stream_log(turn.sub, self.ctx.tempo(10))
+            reason = turn.outcome.stop_reason
+            expected = reason if reason in TERMINAL_EVENT_KINDS else "error"
+            kinds = [e.kind for e in log.terminals]
+            last = log.events[-1].kind if log.events else None
+            if kinds != [expected] or not log.closed or last != expected:
+                state = "closed" if log.closed else "still open"
+                raise CheckFailed(
+                    f"expected t{turn.turn}'s stream {turn.sub.stream_id} to end with exactly "
+                    f"one {expected!r} event and close; it delivered terminal events {kinds}, "
+                    f"last {last!r}, and was {state}"
+                )
+            strays = [e for e in log.events if e.turn_id and e.turn_id != turn.sub.turn_id]
+            if strays:
+                raise CheckFailed(
+                    f"expected t{turn.turn}'s stream to carry only its own events; it delivered "
+                    f"{len(strays)} of turn {strays[0].turn_id}, the first a {strays[0].kind!r}"
+                )
+
+    async def nothing_after_answer(self) -> None:
+        """ACP: no update of a cancelled turn arrives after its prompt was answered."""
+        watch = getattr(self.ctx.target, "watch_after_answer", None)
+        if not callable(watch):
+            return
+        for turn in self._stopped():
+            late = await watch(turn.sub, self.ctx.tempo(5))
+            if late:
+                raise CheckFailed(
+                    f"expected no session/update of t{turn.turn} after its prompt answer "
+                    f"(stopReason {turn.outcome.stop_reason if turn.outcome else '?'}); saw "
+                    f"{len(late)}, the first at {self.ctx.rel(late[0].t_ns)}"
+                )
+
+    def retries(self) -> None:
+        """No retry storm (at most the configured retries per call) and never a retry before
+        the provider's `retry-after`."""
+        if not (self.ctx.has(Capability.RETRIES) and self.trace.retries):
+            return
+        allowed = max_retries(self.trace.profile)
+        for call in self.ctx.provider.ledger.logical_calls():
+            if call.attempts[0].role is Role.MAIN and call.retries > allowed:
+                raise CheckFailed(
+                    f"expected at most {allowed} retries of a model call (as configured); saw "
+                    f"{call.retries}: {requests_story(call.attempts, self.ctx.rel)}"
+                )
+        for turn in self.trace.turns.values():
+            for failed, retry in itertools.pairwise(self.trace.main_requests(turn)):
+                asked = RETRY_AFTER_MS.search(failed.plan)
+                if asked is None or failed.finished_ns is None:
+                    continue
+                wait_ns = int(asked.group(1)) * 1_000_000
+                if retry.started_ns < failed.finished_ns + wait_ns - CLOCK_SLACK_NS:
+                    gap = (retry.started_ns - failed.finished_ns) / 1e9
+                    raise CheckFailed(
+                        f"expected the agent to wait the {asked.group(1)} ms the provider asked "
+                        f"for (retry-after) before retrying t{turn.turn}'s request "
+                        f"#{failed.ordinal}; the retry (request #{retry.ordinal}) came {ms(gap)} "
+                        "after the error"
+                    )
+
+    async def no_orphans(self) -> None:
+        """No process the turns' tools started outlives the example (bounded poll)."""
+        if not self.ctx.has(Capability.TOOLS):
+            return
+        tags = [
+            t.tool_tag for t in self.trace.turns.values() if any(r.tool for r in t.plan.requests)
+        ]
+        grace = self.ctx.tempo(50)
+        with anyio.move_on_after(grace):
+            while any(marked_processes(tag) for tag in tags):  # noqa: ASYNC110 - no event
+                await anyio.sleep(self.ctx.tempo(0.5))
+            return
+        left = {tag: marked_processes(tag) for tag in tags}
+        pids = ", ".join(str(p) for found in left.values() for p in found)
+        raise CheckFailed(
+            f"expected no process started by the turns' tools left running {ms(grace)} after "
+            f"every turn ended; still running: pid {pids}"
+        )
+
+    async def next_turns(self) -> None:
+        """In every session the next turn completes: nothing was poisoned."""
+        lenient = self.trace.profile in (Profile.DEADLINE, Profile.STALE)
+        for index, session in self.trace.sessions.items():
+            if not lenient:
+                await self.ctx.checks.next_turn_completes(session)
+                continue
+            sub = await self.ctx.submit(session, "Say hello.")
+            out = await self.ctx.outcome(sub)
+            if out.stop_reason == "cancelled":
+                raise CheckFailed(
+                    f"expected the next turn in session {session_name(index)} ({sub.turn_id}) "
+                    "to run: nothing cancelled it; it ended 'cancelled'"
+                )
+
+
+def _entries_of(state: Transcript, turn: TurnTrace) -> list[TranscriptEntry]:
+    """The turn's entries: by turn id where the agent records them, else from its prompt's
+    user message up to the next user message."""
+    out = turn.outcome
+    if out is not None and any(e.turn_id for e in state.entries):
+        return [e for e in state.entries if e.turn_id == out.turn_id]
+    entries = list(state.entries)
+    starts = [i for i, e in enumerate(entries) if e.role == "user" and turn.prompt.tag in e.content]
+    if not starts:
+        return []
+    rest = entries[starts[0] + 1 :]
+    ends = [i for i, e in enumerate(rest) if e.role == "user"]
+    return rest[: ends[0]] if ends else rest
