@@ -197,6 +197,7 @@ def cancel_harness_explorer(request: pytest.FixtureRequest) -> Iterator[Any]:
     with open_session(
         lambda: _make_target(spec, defects),
         label=spec,
+        defects=defects,
         selectors=config.getoption("cancel_harness_select"),
         providers=config.getoption("cancel_harness_provider"),
         tempo=config.getoption("cancel_harness_tempo"),

@@ -43,6 +43,7 @@ class ExploreOptions:
     search: SearchConfig
     tempo: float
     tls: bool
+    calibrate: bool = True
     selectors: tuple[str, ...] = ()
     replay: Schedule | None = None
     db: Path | None = examples.DEFAULT_PATH
@@ -61,6 +62,8 @@ class ExploreOptions:
         args += ["--tempo", f"{self.tempo:g}", "--seed", str(self.search.seed)]
         if self.tls:
             args.append("--tls")
+        if not self.calibrate:
+            args.append("--no-calibration")
         args += ["--replay", schedule.to_text()]
         return shlex.join(args)
 
@@ -74,6 +77,7 @@ def run(options: ExploreOptions) -> int:
             tempo=Tempo(options.tempo),
             seed=options.search.seed,
             tls=options.tls,
+            calibrate_kinds=options.calibrate,
         ) as host:
             if options.replay is not None:
                 return _replay(host, options, options.replay)

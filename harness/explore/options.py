@@ -70,6 +70,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--shrink-budget", type=int, default=200, metavar="N", help="runs spent shrinking (200)"
     )
     parser.add_argument("--tls", action="store_true", help="the fake provider serves https")
+    parser.add_argument(
+        "--no-calibration",
+        action="store_true",
+        help="skip the plain turn per provider kind that teaches the harness the agent's turn "
+        "calls (as with `run`)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="print the scenario source")
 
 
@@ -124,6 +130,7 @@ def run_explore(
             search=SearchConfig(seed, budget, duration, shrink_budget=args.shrink_budget),
             tempo=args.tempo,
             tls=args.tls,
+            calibrate=not args.no_calibration,
             selectors=tuple(args.selectors),
             replay=replay,
             db=None if args.no_db else (args.db or DEFAULT_PATH),

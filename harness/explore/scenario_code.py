@@ -11,6 +11,7 @@ The retry-contract checks (storms, `retry-after`) stay with explore itself.
 from __future__ import annotations
 
 import hashlib
+import re
 import textwrap
 from dataclasses import dataclass, field
 
@@ -200,7 +201,8 @@ class _Writer:
             self.out(f"{at} = time.monotonic_ns()", "async with anyio.create_task_group() as tg:")
             self.out(*[f"    tg.start_soon(ctx.cancel, {name}{stream})"] * 2)
         else:
-            self.out(f"ack, {at} = await ctx.cancel({name}{stream})")
+            ack = "ack" if pinned or not targets else "_"
+            self.out(f"{ack}, {at} = await ctx.cancel({name}{stream})")
             if pinned:
                 self.out("if not ack.cancelled:", '    raise CheckFailed("the cancel was lost")')
             elif not targets:
@@ -322,6 +324,7 @@ def scenario_source(schedule: Schedule, finding: str, *, retries: bool = True) -
             case Await():
                 writer.outcome(writer.turns[step.turn])
     writer.end()
+    _drop_unused_cancel_times(writer.lines)
     head = finding.splitlines()[0] if finding else "a schedule explore found"
     doc = textwrap.wrap(head.replace('"', "'").replace("\\", "/"), 88)
     body = "\n".join(writer.lines)
@@ -334,6 +337,22 @@ def scenario_source(schedule: Schedule, finding: str, *, retries: bool = True) -
         imports=_imports(body),
         body=body,
     )
+
+
+def _drop_unused_cancel_times(lines: list[str]) -> None:
+    """A cancel's time is kept only where a later check measures from it."""
+    body = "\n".join(lines)
+    for i, line in enumerate(lines):
+        for at in re.findall(r"cancel_at_\d+", line):
+            if body.count(at) > 1:
+                continue
+            if line.strip() == f"{at} = time.monotonic_ns()":
+                lines[i] = ""
+            elif line.strip().startswith("_, "):
+                lines[i] = line.replace(f"_, {at} = ", "")
+            else:
+                lines[i] = line.replace(f", {at} = ", ", _ = ")
+    lines[:] = [line for line in lines if line]
 
 
 def _plan(request: Request, gate: str, long: bool) -> str:

@@ -71,6 +71,11 @@ class Counterexample(Exception):
     """Raised inside the hypothesis test for a failing schedule."""
 
 
+class _Spent(BaseException):
+    """The budget (examples, time or shrink runs) is spent: stop hypothesis at once. A
+    BaseException, so hypothesis does not take it for a failure to shrink."""
+
+
 class Explorer:
     """One exploration over a host (see the module docstring)."""
 
@@ -145,27 +150,25 @@ class Explorer:
 
     def _test(self, schedule: Schedule) -> None:
         verdict = self._verdict(schedule)
-        if verdict is None:
-            return
         if verdict.status in FAILING:
             # One raise site: hypothesis tells bugs apart by where they were raised.
             raise Counterexample(verdict.message)
         if verdict.status in (Status.DISCARDED, Status.INDETERMINATE):
             reject()
 
-    def _verdict(self, schedule: Schedule) -> Verdict | None:
-        """The schedule's verdict (a known failure from the cache); None when the budget is
-        spent and the example is skipped."""
+    def _verdict(self, schedule: Schedule) -> Verdict:
+        """The schedule's verdict (a known failure from the cache). Raises `_Spent` when the
+        budget is: the search keeps the smallest failure it has."""
         text = schedule.to_text()
         if text in self._failures:
             self._last_failing = text
             return self._failures[text][1]
         if self._first_at is not None:
             if self._shrink_runs >= self.config.shrink_budget:
-                return None  # the shrink budget is spent: keep what we have
+                raise _Spent
             self._shrink_runs += 1
         elif self._spent():
-            return None
+            raise _Spent
         else:
             self.report.examples += 1
         verdict = self.judge(schedule)
@@ -207,7 +210,7 @@ class Explorer:
         )(test)
         try:
             test()
-        except (Counterexample, Flaky):
+        except (Counterexample, Flaky, _Spent):
             pass
         except Unsatisfiable:
             self.report.notes.append(

@@ -1,8 +1,8 @@
 """Explore from a project's own test suite: a property over schedules, with pytest.
 
-    from hypothesis import given, settings, strategies as st
+    from hypothesis import Phase, given, settings, strategies as st
 
-    @settings(max_examples=200, deadline=None)
+    @settings(max_examples=200, deadline=None, phases=[Phase.generate, Phase.shrink])
     @given(data=st.data())
     def test_cancellation_paths(cancel_harness_explorer, data):
         cancel_harness_explorer.check(data.draw(cancel_harness_explorer.schedules()))
@@ -98,6 +98,7 @@ def open_session(
     make_target: Callable[[], Target],
     *,
     label: str,
+    defects: Sequence[str] = (),
     selectors: Sequence[str] = (),
     providers: Sequence[str] = (),
     tempo: float = 0.02,
@@ -108,6 +109,9 @@ def open_session(
     registry = load_catalogue() if selectors else None
     menu = menu_for(made.capabilities, selectors, registry)
     kinds = kinds_for(made, providers)
-    replay = f"cancel-harness explore --target {shlex.quote(label)} --tempo {tempo:g}"
+    words = ["cancel-harness", "explore", "--target", label]
+    for defect in defects:
+        words += ["--defect", defect]
+    replay = shlex.join([*words, "--tempo", f"{tempo:g}", "--seed", str(seed)])
     with Host(make_target, menu, tempo=Tempo(tempo), seed=seed) as host:
         yield ExploreSession(host, menu, kinds, replay=replay)
