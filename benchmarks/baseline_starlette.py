@@ -30,7 +30,6 @@ from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
 from benchmarks._common import BODY, raise_nofile
-from fake_providers import server as server_module
 from fake_providers.content import ContentSpec
 from fake_providers.wire import OPENAI_CHAT
 
@@ -38,11 +37,11 @@ from fake_providers.wire import OPENAI_CHAT
 def stream_bytes(tokens: int) -> list[bytes]:
     """The SSE events our server sends for the benchmark request, as its request #1.
 
-    The id and `created` mirror what `fake_providers.server` puts in a completion; the
+    The id and `created` mirror what `fake_providers.responder` puts in a completion; the
     benchmarks check the bodies really are byte-identical (`_common.same_bytes`).
     """
     facts = OPENAI_CHAT.facts({}, json.loads(BODY))
-    prefix = getattr(server_module, "_ID_PREFIX", {}).get(OPENAI_CHAT.kind, "")
+    prefix = OPENAI_CHAT.kind.id_prefix
     completion = ContentSpec(tokens=tokens).build(
         model=facts.model,
         response_id=f"{prefix}fake{1:06d}",

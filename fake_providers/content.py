@@ -45,6 +45,9 @@ _WORDS = [
 ]
 
 DEFAULT_TOKENS = 200
+# The content ceiling: no response carries more text chunks than this, whatever `tokens=` or
+# the request's `max_tokens` say, so a default answer always ends (about 5 MB of SSE).
+MAX_TOKENS = 100_000
 
 
 class FinishReason(enum.Enum):
@@ -121,7 +124,10 @@ class ContentSpec:
         Side requests (titles, summaries) usually ask for few tokens, so honouring
         `max_tokens` makes them finish quickly, as with a real provider.
         """
-        chunks = _chunk_text(self.text) if self.text is not None else default_text(self.tokens)
+        if self.text is not None:
+            chunks = _chunk_text(self.text)[:MAX_TOKENS]
+        else:
+            chunks = default_text(min(self.tokens, MAX_TOKENS))
         finish = FinishReason.TOOL_CALLS if self.tool_calls else FinishReason.STOP
         if max_tokens is not None and max_tokens >= 0 and len(chunks) > max_tokens:
             chunks = chunks[:max_tokens]

@@ -12,6 +12,8 @@ import threading
 
 from fake_providers.signals import ChangeSignal
 
+MAX_GATES = 10_000
+
 
 class Gate:
     """A one-way barrier: closed until released, then open for every stream that arrives."""
@@ -48,11 +50,6 @@ class Gate:
             lambda: self._arrivals >= count, timeout, f"{count} stream(s) at gate {self.name!r}"
         )
 
-    def wait_reached_blocking(self, count: int = 1, timeout: float | None = 10.0) -> None:
-        self._changed.wait_until_blocking(
-            lambda: self._arrivals >= count, timeout, f"{count} stream(s) at gate {self.name!r}"
-        )
-
     async def pass_through(self) -> None:
         """Called by the server when a stream reaches the gate; returns once it is open."""
         with self._lock:
@@ -72,6 +69,8 @@ class GateRegistry:
         with self._lock:
             gate = self._gates.get(name)
             if gate is None:
+                if len(self._gates) >= MAX_GATES:  # forget released gates: nobody waits there
+                    self._gates = {n: g for n, g in self._gates.items() if not g.released}
                 gate = self._gates[name] = Gate(name)
             return gate
 

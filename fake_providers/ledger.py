@@ -2,256 +2,98 @@
 
 The server records facts here as they happen (accepted, request, response start, each event
 written, who closed and how). Checks read it; nothing in it is the agent's own word.
-Timestamps are `time.monotonic_ns()` (CLOCK_MONOTONIC), so another process on the
-machine can compare its own stamps with ours. Secrets never enter: credential headers and
-query parameters are redacted at the door.
+Timestamps come from the ledger's clock, `time.monotonic_ns()` (CLOCK_MONOTONIC) unless a
+test injects another, so another process on the machine can compare its own stamps with
+ours. Secrets never enter: credential headers and query parameters are redacted at the door.
+
+Memory is bounded: past `retain_connections` closed connections (or `retain_bytes` of
+bodies and event records) the oldest closed ones are summarised into `totals()` and
+dropped; open connections are never dropped. `log_to(path)` streams every connection to
+a JSONL file as it ends, so a soak keeps the whole history on disk instead.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
-from array import array
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
 
-from fake_providers.roles import Classification, Role
+from fake_providers.records import (
+    REDACTED,
+    SECRET_HEADERS,
+    SECRET_QUERY,
+    CloseKind,
+    Closer,
+    ConnectionRecord,
+    LedgerEvent,
+    LogicalCall,
+    Outcome,
+    RequestRecord,
+    redact_headers,
+    redact_query,
+)
+from fake_providers.roles import Classification
 from fake_providers.signals import ChangeSignal
 
+__all__ = [
+    "REDACTED",
+    "SECRET_HEADERS",
+    "SECRET_QUERY",
+    "CloseKind",
+    "Closer",
+    "ConnectionRecord",
+    "Ledger",
+    "LedgerEvent",
+    "LogicalCall",
+    "Outcome",
+    "RequestRecord",
+    "now_ns",
+    "redact_headers",
+    "redact_query",
+]
+
 now_ns = time.monotonic_ns
-
-REDACTED = "[redacted]"
-SECRET_HEADERS = frozenset(
-    {
-        "authorization",
-        "proxy-authorization",
-        "x-api-key",
-        "api-key",
-        "x-goog-api-key",
-        "cookie",
-        "set-cookie",
-    }
-)
-SECRET_QUERY = frozenset({"key", "api-key", "api_key", "access_token", "token"})
-
-
-class Closer(StrEnum):
-    CLIENT = "client"
-    SERVER = "server"
-
-
-class CloseKind(StrEnum):
-    FIN = "fin"
-    RST = "rst"
-
-
-class Outcome(StrEnum):
-    """How a response ended."""
-
-    COMPLETE = "complete"
-    CLIENT_CLOSED = "client-closed"
-    SERVER_CLOSED = "server-closed"
-    SERVER_RESET = "server-reset"
-    STREAM_ERROR = "stream-error"
-    WRITE_FAILED = "write-failed"
-    SHUTDOWN = "shutdown"
-
-
-def redact_headers(
-    headers: Iterator[tuple[bytes, bytes]] | list[tuple[bytes, bytes]],
-) -> tuple[tuple[str, str], ...]:
-    out = []
-    for raw_name, raw_value in headers:
-        name = raw_name.decode("latin-1").lower()
-        value = REDACTED if name in SECRET_HEADERS else raw_value.decode("latin-1")
-        out.append((name, value))
-    return tuple(out)
-
-
-def redact_query(query: str) -> str:
-    if not query:
-        return ""
-    pairs = parse_qsl(query, keep_blank_values=True)
-    return urlencode([(k, REDACTED if k.lower() in SECRET_QUERY else v) for k, v in pairs])
-
-
-@dataclass(slots=True, eq=False)
-class RequestRecord:
-    """One HTTP request on a connection and the response we gave it."""
-
-    ordinal: int
-    connection_id: int
-    method: str
-    path: str
-    query: str
-    headers: tuple[tuple[str, str], ...]
-    body_digest: str
-    body_size: int
-    started_ns: int
-    kind: str | None = None
-    model: str | None = None
-    stream: bool | None = None
-    role: Role = Role.PROBE  # main | side | probe, as fake_providers.roles classified it
-    prompt: str | None = None  # the harness prompt tag its latest user message carries
-    role_reason: str = ""
-    plan: str = ""
-    call_id: int = 0
-    attempt: int = 0
-    status: int | None = None
-    response_started_ns: int | None = None
-    finished_ns: int | None = None
-    outcome: Outcome | None = None
-    body: bytes = field(default=b"", repr=False)
-    event_ns: array[int] = field(default_factory=lambda: array("q"), repr=False)
-    event_bytes: array[int] = field(default_factory=lambda: array("q"), repr=False)
-
-    def header(self, name: str) -> str | None:
-        name = name.lower()
-        return next((v for k, v in self.headers if k == name), None)
-
-    @property
-    def events_sent(self) -> int:
-        return len(self.event_ns)
-
-    @property
-    def bytes_sent(self) -> int:
-        return sum(self.event_bytes)
-
-    def events_after(self, t_ns: int) -> int:
-        return sum(1 for t in self.event_ns if t > t_ns)
-
-    def bytes_after(self, t_ns: int) -> int:
-        return sum(b for t, b in zip(self.event_ns, self.event_bytes, strict=True) if t > t_ns)
-
-    def to_json(self, *, events: bool = True, bodies: bool = False) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "ordinal": self.ordinal,
-            "connection_id": self.connection_id,
-            "method": self.method,
-            "path": self.path,
-            "query": self.query,
-            "kind": self.kind,
-            "model": self.model,
-            "stream": self.stream,
-            "role": self.role.value,
-            "prompt": self.prompt,
-            "role_reason": self.role_reason,
-            "headers": dict(self.headers),
-            "body_digest": self.body_digest,
-            "body_size": self.body_size,
-            "plan": self.plan,
-            "call_id": self.call_id,
-            "attempt": self.attempt,
-            "started_ns": self.started_ns,
-            "status": self.status,
-            "response_started_ns": self.response_started_ns,
-            "finished_ns": self.finished_ns,
-            "outcome": self.outcome.value if self.outcome else None,
-            "events_sent": self.events_sent,
-            "bytes_sent": self.bytes_sent,
-        }
-        if events:
-            data["events"] = [
-                {"ordinal": i + 1, "bytes": b, "t_ns": t}
-                for i, (t, b) in enumerate(zip(self.event_ns, self.event_bytes, strict=True))
-            ]
-        if bodies:
-            data["body"] = self.body.decode("utf-8", "replace")
-        return data
-
-
-@dataclass(slots=True, eq=False)
-class ConnectionRecord:
-    """One TCP connection, from accept to close, with who closed it and how."""
-
-    id: int
-    peer: str
-    tls: bool
-    opened_ns: int
-    closed_ns: int | None = None
-    closed_by: Closer | None = None
-    close_kind: CloseKind | None = None
-    write_error: str | None = None
-    requests: list[RequestRecord] = field(default_factory=list)
-    control: bool = False  # carried control-API calls
-
-    @property
-    def model_traffic(self) -> bool:
-        """False for connections that only ever talked to the control API."""
-        return bool(self.requests) or not self.control
-
-    @property
-    def open(self) -> bool:
-        return self.closed_ns is None
-
-    @property
-    def events_sent(self) -> int:
-        return sum(r.events_sent for r in self.requests)
-
-    @property
-    def bytes_sent(self) -> int:
-        return sum(r.bytes_sent for r in self.requests)
-
-    @property
-    def last_event_ns(self) -> int | None:
-        times = [r.event_ns[-1] for r in self.requests if r.event_ns]
-        return max(times) if times else None
-
-    def to_json(self, *, events: bool = True, bodies: bool = False) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "peer": self.peer,
-            "tls": self.tls,
-            "opened_ns": self.opened_ns,
-            "closed_ns": self.closed_ns,
-            "closed_by": self.closed_by.value if self.closed_by else None,
-            "close_kind": self.close_kind.value if self.close_kind else None,
-            "write_error": self.write_error,
-            "events_sent": self.events_sent,
-            "bytes_sent": self.bytes_sent,
-            "requests": [r.to_json(events=events, bodies=bodies) for r in self.requests],
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class LogicalCall:
-    """One call an agent meant to make, with every attempt (the first plus its retries)."""
-
-    id: int
-    attempts: tuple[RequestRecord, ...]
-
-    @property
-    def retries(self) -> int:
-        return len(self.attempts) - 1
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerEvent:
-    """A change in the ledger, for live displays (`cancel-harness serve`)."""
-
-    what: str  # accepted | request | response | held | closed | finished
-    connection: ConnectionRecord
-    request: RequestRecord | None = None
-    detail: str = ""
+EVENT_RECORD_BYTES = 16  # one int64 time and one int64 size per event written
+REQUEST_RECORD_BYTES = 1280  # a request record's objects, besides its body and headers
+TOTALS = ("connections", "requests", "events", "bytes")
 
 
 class Ledger:
     """Every connection the fake provider saw. Thread-safe; queries take a consistent view."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], int] = time.monotonic_ns,
+        retain_connections: int = 10_000,
+        retain_bytes: int = 32 * 1024 * 1024,
+    ) -> None:
+        self._clock = clock
+        self.retain_connections = retain_connections
+        self.retain_bytes = retain_bytes
         self._lock = threading.RLock()
-        self._connections: list[ConnectionRecord] = []
-        self._requests: list[RequestRecord] = []
-        self._next_call = 1
-        self._next_connection = 1  # ids stay unique across resets (open connections are kept)
-        self._calls_by_body: dict[tuple[str, str], list[int]] = {}
-        self._attempts: dict[int, int] = {}
         self._changed = ChangeSignal()
         self._listeners: list[Callable[[LedgerEvent], None]] = []
+        self._log: IO[str] | None = None
+        self._forget_all()
+
+    def _forget_all(self) -> None:
+        self._connections: dict[int, ConnectionRecord] = {}  # by id, oldest first
+        self._requests: list[RequestRecord] = []
+        self._next_connection = 1
+        self._next_request = 1
+        self._next_call = 1
+        self._calls_by_body: dict[tuple[str, str], list[int]] = {}
+        self._attempts: dict[int, int] = {}
+        self._live_attempts: dict[int, int] = {}  # attempts of each call still retained
+        self._closed = 0  # retained connections that are closed
+        self._retained_bytes = 0
+        self._dropped = dict.fromkeys(TOTALS, 0)
 
     # ------------------------------------------------------------------- recording side
 
@@ -263,11 +105,21 @@ class Ledger:
         for listener in self._listeners:
             listener(event)
 
+    @contextmanager
+    def log_to(self, path: Path) -> Iterator[None]:
+        """Append each connection, as one JSON line, once it is closed and its requests ended."""
+        with path.open("a", encoding="utf-8", buffering=1) as out:
+            self._log = out
+            try:
+                yield
+            finally:
+                self._log = None
+
     def open_connection(self, peer: str, *, tls: bool) -> ConnectionRecord:
         with self._lock:
-            conn = ConnectionRecord(self._next_connection, peer, tls, now_ns())
+            conn = ConnectionRecord(self._next_connection, peer, tls, self._clock())
             self._next_connection += 1
-            self._connections.append(conn)
+            self._connections[conn.id] = conn
         self._changed.notify()
         self._emit(LedgerEvent("accepted", conn))
         return conn
@@ -287,7 +139,7 @@ class Ledger:
         digest = hashlib.sha256(body).hexdigest()[:16]
         with self._lock:
             req = RequestRecord(
-                ordinal=len(self._requests) + 1,
+                ordinal=self._next_request,
                 connection_id=conn.id,
                 method=method,
                 path=path,
@@ -298,8 +150,11 @@ class Ledger:
                 started_ns=started_ns,
                 body=body,
             )
+            self._next_request += 1
             req.call_id, req.attempt = self._group(req)
+            self._live_attempts[req.call_id] = self._live_attempts.get(req.call_id, 0) + 1
             self._requests.append(req)
+            self._retained_bytes += _cost(req)
             conn.requests.append(req)
         self._changed.notify()
         return req
@@ -311,7 +166,8 @@ class Ledger:
         # same body, so an identical body on the same path is a retry of the latest call.
         key = (req.path, req.body_digest)
         raw = req.header("x-stainless-retry-count")
-        count = int(raw) if raw is not None and raw.isdigit() else None
+        valid = raw is not None and raw.isascii() and raw.isdigit() and len(raw) < 10
+        count = int(raw) if valid and raw is not None else None
         calls = self._calls_by_body.setdefault(key, [])
         if count is not None and count > 0:
             for call_id in calls:
@@ -335,51 +191,72 @@ class Ledger:
         kind: str | None,
         model: str | None,
         stream: bool | None,
+        malformed: str | None = None,
         classification: Classification | None = None,
     ) -> None:
         with self._lock:
             req.kind, req.model, req.stream = kind, model, stream
+            req.malformed = malformed
             if classification is not None:
                 req.role, req.prompt = classification.role, classification.prompt
                 req.role_reason = classification.reason
-        conn = self.connection(req.connection_id)
-        self._emit(LedgerEvent("request", conn, req))
+            conn = self._connections.get(req.connection_id)
+        if conn is not None:
+            self._emit(LedgerEvent("request", conn, req))
+
+    def connection_malformed(self, conn: ConnectionRecord, reason: str) -> None:
+        """The client sent something we refused at the HTTP level (the 4xx said why)."""
+        with self._lock:
+            conn.malformed = reason[:1000]
+        self._changed.notify()
 
     def response_started(self, req: RequestRecord, status: int, plan: str) -> None:
         with self._lock:
             req.status = status
             req.plan = plan
-            req.response_started_ns = now_ns()
+            req.response_started_ns = self._clock()
+            conn = self._connections.get(req.connection_id)
         self._changed.notify()
-        self._emit(LedgerEvent("response", self.connection(req.connection_id), req))
+        if conn is not None:
+            self._emit(LedgerEvent("response", conn, req))
 
-    def events_written(self, req: RequestRecord, sizes: list[int]) -> None:
+    def events_written(self, req: RequestRecord, sizes: Sequence[int]) -> None:
         """Record events that just went into the socket, all stamped with the same instant."""
-        t = now_ns()
+        t = self._clock()
         with self._lock:
             req.event_ns.extend([t] * len(sizes))
             req.event_bytes.extend(sizes)
+            self._retained_bytes += EVENT_RECORD_BYTES * len(sizes)
         self._changed.notify()
 
     def event_written(self, req: RequestRecord, size: int) -> None:
         """Record one event (the pacer's path: one write per due event)."""
-        t = now_ns()
+        t = self._clock()
         with self._lock:
             req.event_ns.append(t)
             req.event_bytes.append(size)
+            self._retained_bytes += EVENT_RECORD_BYTES
         self._changed.notify()
 
     def held(self, req: RequestRecord, detail: str) -> None:
-        self._emit(LedgerEvent("held", self.connection(req.connection_id), req, detail))
+        conn = self._connections.get(req.connection_id)
+        if conn is not None:
+            self._emit(LedgerEvent("held", conn, req, detail))
 
     def request_finished(self, req: RequestRecord, outcome: Outcome) -> None:
         with self._lock:
             if req.outcome is not None:
                 return
-            req.finished_ns = now_ns()
+            req.finished_ns = self._clock()
             req.outcome = outcome
+            conn = self._connections.get(req.connection_id)
+            if conn is not None and conn.closed_ns is not None:
+                self._settled(conn)
+            elif self._retained_bytes > self.retain_bytes:  # a busy keep-alive connection
+                self._drop_oldest()
         self._changed.notify()
-        self._emit(LedgerEvent("finished", self.connection(req.connection_id), req))
+        if conn is not None:
+            self._emit(LedgerEvent("finished", conn, req))
 
     def connection_closed(
         self,
@@ -393,35 +270,108 @@ class Ledger:
         with self._lock:
             if conn.closed_ns is not None:
                 return
-            conn.closed_ns = now_ns()
+            conn.closed_ns = self._clock()
             conn.closed_by = by
             conn.close_kind = kind
             conn.write_error = write_error
+            if conn.id in self._connections:
+                self._closed += 1
+                self._settled(conn)
         self._changed.notify()
         self._emit(LedgerEvent("closed", conn))
 
-    def reset(self) -> None:
-        """Forget everything recorded so far (open connections keep being served)."""
+    def _settled(self, conn: ConnectionRecord) -> None:
+        """A closed connection whose requests have all ended: log it, make room (locked)."""
+        if any(r.outcome is None for r in conn.requests):
+            return  # its responder has yet to record how the response ended
+        if self._log is not None and conn.model_traffic:
+            self._log.write(json.dumps(conn.to_json(), separators=(",", ":")) + "\n")
+        if self._closed > self.retain_connections or self._retained_bytes > self.retain_bytes:
+            self._drop_oldest()
+
+    def _drop_oldest(self) -> None:
+        """Summarise and forget the oldest closed connections, down to 90% of the caps;
+        then, if bodies and events still take too much, the oldest ended requests of
+        connections still open (keep-alive). Nothing in flight is ever dropped."""
+        keep_connections = self.retain_connections * 9 // 10
+        keep_bytes = self.retain_bytes * 9 // 10
+        dropped: set[int] = set()
+        for conn in list(self._connections.values()):
+            if self._closed <= keep_connections and self._retained_bytes <= keep_bytes:
+                break
+            if conn.closed_ns is None or any(r.outcome is None for r in conn.requests):
+                continue  # in flight: never dropped
+            del self._connections[conn.id]
+            self._closed -= 1
+            self._dropped["connections"] += conn.model_traffic
+            for req in conn.requests:
+                dropped.add(req.ordinal)
+                self._forget_request(req)
+        thinned: set[int] = set()
+        for req in self._requests:
+            if self._retained_bytes <= keep_bytes:
+                break
+            if req.outcome is not None and req.ordinal not in dropped:
+                dropped.add(req.ordinal)
+                thinned.add(req.connection_id)
+                self._forget_request(req)
+        for conn_id in thinned:
+            if (kept := self._connections.get(conn_id)) is not None:
+                kept.requests = [r for r in kept.requests if r.ordinal not in dropped]
+        if dropped:
+            self._requests = [r for r in self._requests if r.ordinal not in dropped]
+
+    def _forget_request(self, req: RequestRecord) -> None:
+        self._dropped["requests"] += 1
+        self._dropped["events"] += req.events_sent
+        self._dropped["bytes"] += req.bytes_sent
+        cost = _cost(req) + EVENT_RECORD_BYTES * req.events_sent
+        self._retained_bytes = max(0, self._retained_bytes - cost)  # in flight at a reset
+        left = self._live_attempts.pop(req.call_id, 1) - 1
+        if left:
+            self._live_attempts[req.call_id] = left
+            return
+        self._attempts.pop(req.call_id, None)  # a retry after this starts a new call
+        calls = self._calls_by_body.get((req.path, req.body_digest))
+        if calls is not None and req.call_id in calls:
+            calls.remove(req.call_id)
+            if not calls:
+                del self._calls_by_body[(req.path, req.body_digest)]
+
+    def reset(self) -> int:
+        """Forget everything recorded so far (open connections keep being served).
+
+        Returns roughly how many bytes of records were forgotten.
+        """
         with self._lock:
-            self._connections = [c for c in self._connections if c.open]
-            self._requests = []
-            self._calls_by_body = {}
-            self._attempts = {}
+            live = [c for c in self._connections.values() if c.open]
+            forgotten = self._retained_bytes
+            next_connection, next_request = self._next_connection, self._next_request
+            self._forget_all()
+            self._next_connection, self._next_request = next_connection, next_request
+            for conn in live:  # a response still in flight goes on, but is not counted
+                conn.requests = [r for r in conn.requests if r.outcome is None]
+                self._connections[conn.id] = conn
         self._changed.notify()
+        return forgotten
 
     # ---------------------------------------------------------------------- query side
 
+    def now(self) -> int:
+        """The ledger's clock, in nanoseconds (CLOCK_MONOTONIC unless a test injected one)."""
+        return self._clock()
+
     def connection(self, connection_id: int) -> ConnectionRecord:
         with self._lock:
-            for conn in self._connections:
-                if conn.id == connection_id:
-                    return conn
-        raise KeyError(f"no connection #{connection_id} in the ledger")
+            conn = self._connections.get(connection_id)
+        if conn is None:
+            raise KeyError(f"no connection #{connection_id} in the ledger")
+        return conn
 
     def connections(self) -> list[ConnectionRecord]:
         """Connections that carried model traffic (control-API connections left out)."""
         with self._lock:
-            return [c for c in self._connections if c.model_traffic]
+            return [c for c in self._connections.values() if c.model_traffic]
 
     def requests(self, *, kind: str | None = None, path: str | None = None) -> list[RequestRecord]:
         """Requests to the provider (control-API calls are never recorded), oldest first."""
@@ -445,7 +395,7 @@ class Ledger:
 
     def open_connections(self) -> list[ConnectionRecord]:
         with self._lock:
-            return [c for c in self._connections if c.open and c.model_traffic]
+            return [c for c in self._connections.values() if c.open and c.model_traffic]
 
     def closed_by_client_within(
         self, t_ns: int, within_s: float, *, connection_id: int | None = None
@@ -453,7 +403,7 @@ class Ledger:
         """The connection (or the given one) the client closed in (t, t + within], if any."""
         limit = t_ns + int(within_s * 1e9)
         with self._lock:
-            for conn in self._connections:
+            for conn in self._connections.values():
                 if not conn.model_traffic or connection_id not in (None, conn.id):
                     continue
                 if (
@@ -470,6 +420,19 @@ class Ledger:
             for r in self._requests:
                 calls.setdefault(r.call_id, []).append(r)
         return [LogicalCall(cid, tuple(reqs)) for cid, reqs in calls.items()]
+
+    def totals(self) -> dict[str, int]:
+        """Model-traffic connections, requests, events and bytes since start (or reset),
+        counting those already summarised out of memory."""
+        with self._lock:
+            kept = self.connections()
+            requests = self._requests
+            return {
+                "connections": self._dropped["connections"] + len(kept),
+                "requests": self._dropped["requests"] + len(requests),
+                "events": self._dropped["events"] + sum(r.events_sent for r in requests),
+                "bytes": self._dropped["bytes"] + sum(r.bytes_sent for r in requests),
+            }
 
     async def wait_for[T](
         self, predicate: Callable[[Ledger], T | None], timeout: float = 5.0, what: str = "ledger"
@@ -496,13 +459,6 @@ class Ledger:
         where = f"request #{request_ordinal}" if request_ordinal else "any request"
         return await self.wait_for(ready, timeout, f"{count} events written on {where}")
 
-    async def wait_for_close(self, connection_id: int, timeout: float = 5.0) -> ConnectionRecord:
-        def closed(ledger: Ledger) -> ConnectionRecord | None:
-            conn = ledger.connection(connection_id)
-            return None if conn.open else conn
-
-        return await self.wait_for(closed, timeout, f"connection #{connection_id} to close")
-
     def to_json(self, *, events: bool = True, bodies: bool = False) -> dict[str, Any]:
         with self._lock:
             conns = [c.to_json(events=events, bodies=bodies) for c in self.connections()]
@@ -510,9 +466,17 @@ class Ledger:
                 {"id": c.id, "attempts": [r.ordinal for r in c.attempts], "retries": c.retries}
                 for c in self.logical_calls()
             ]
-        return {
-            "clock": "CLOCK_MONOTONIC",
-            "now_ns": now_ns(),
-            "connections": conns,
-            "calls": calls,
-        }
+            return {
+                "clock": "CLOCK_MONOTONIC",
+                "now_ns": self._clock(),
+                "connections": conns,
+                "calls": calls,
+                "totals": self.totals(),
+                "summarised": dict(self._dropped),
+            }
+
+
+def _cost(req: RequestRecord) -> int:
+    """What a request record takes in memory, roughly, before its events."""
+    headers = sum(len(name) + len(value) for name, value in req.headers)
+    return REQUEST_RECORD_BYTES + req.body_size + headers

@@ -21,7 +21,6 @@ from typing import Self
 
 import anyio
 import anyio.abc
-import anyio.streams.stapled
 from anyio.abc import SocketAttribute
 
 from fake_providers.control import ControlAPI
@@ -29,9 +28,15 @@ from fake_providers.faults import FaultPlan, Match, Rule, parse_rule
 from fake_providers.gates import Gate, GateRegistry
 from fake_providers.kinds import ProviderKind
 from fake_providers.ledger import Ledger
+from fake_providers.limits import Limits
+from fake_providers.process import release_memory
+from fake_providers.responder import Responder
 from fake_providers.rules import PlanResolver
 from fake_providers.server import ProviderServer
 from fake_providers.tls import TLSMaterial, make_tls
+
+# A reset that forgets at least this many bytes of records gives the memory back to the OS.
+RELEASE_AFTER = 8 * 1024 * 1024
 
 
 class ProviderStartError(RuntimeError):
@@ -50,10 +55,19 @@ class FakeProvider:
         default: FaultPlan | str | None = None,
         faults: tuple[str | Rule, ...] = (),
         tls_dir: Path | None = None,
+        limits: Limits | None = None,
+        ledger_log: Path | None = None,
     ) -> None:
+        """`limits`: timeouts and ledger caps (`fake_providers.limits.Limits` has the
+        defaults); `ledger_log`: a JSONL file that gets every connection as it closes."""
         self.host = host
         self.requested_port = port
-        self.ledger = Ledger()
+        self.limits = limits or Limits()
+        self.ledger = Ledger(
+            retain_connections=self.limits.ledger_connections,
+            retain_bytes=self.limits.ledger_bytes,
+        )
+        self._ledger_log = ledger_log
         self.gates = GateRegistry()
         default_plan = FaultPlan.parse(default) if isinstance(default, str) else default
         self.resolver = PlanResolver(default_plan)
@@ -76,19 +90,25 @@ class FakeProvider:
                 if directory is None:
                     directory = Path(stack.enter_context(tempfile.TemporaryDirectory()))
                 self.tls = make_tls(directory)
-            listener = await _listen(self.host, self.requested_port)
-            stack.push_async_callback(listener.aclose)
-            self.port = _bound_port(listener)
+            if self._ledger_log is not None:
+                stack.enter_context(self.ledger.log_to(self._ledger_log))
+            listeners = await _listen(self.host, self.requested_port)
+            for listener in listeners:
+                stack.push_async_callback(listener.aclose)
+            self.port = listeners[0].extra(SocketAttribute.local_port)
+            control = ControlAPI(self.ledger, self.resolver, self.gates, on_reset=self.reset)
+            responder = Responder(
+                ledger=self.ledger, resolver=self.resolver, gates=self.gates, control=control
+            )
             server = ProviderServer(
                 ledger=self.ledger,
-                resolver=self.resolver,
-                gates=self.gates,
+                responder=responder,
                 ssl_context=self.tls.server_context if self.tls else None,
-                control=ControlAPI(self.ledger, self.resolver, self.gates),
+                limits=self.limits,
             )
             tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(tg.cancel_scope.cancel)
-            tg.start_soon(server.serve, listener)
+            tg.start_soon(server.serve, listeners)
         except BaseException:
             await stack.aclose()
             raise
@@ -165,14 +185,15 @@ class FakeProvider:
         return self.gates.get(name)
 
     def reset(self) -> None:
-        """Clear rules, gates (releasing held streams) and the ledger."""
+        """Clear rules, gates (releasing held streams) and the ledger, freeing its memory."""
         self.resolver.clear()
         self.resolver.prompts.clear()
         self.gates.clear()
-        self.ledger.reset()
+        if self.ledger.reset() >= RELEASE_AFTER:
+            release_memory()
 
 
-async def _listen(host: str, port: int) -> anyio.abc.Listener[anyio.abc.SocketStream]:
+async def _listen(host: str, port: int) -> list[anyio.abc.SocketListener]:
     # "localhost" means both loopbacks on one port: Node >= 17 resolves it to ::1 first,
     # while many hosts files map it to 127.0.0.1 only.
     hosts = ["127.0.0.1", "::1"] if host == "localhost" else [host]
@@ -194,13 +215,7 @@ async def _listen(host: str, port: int) -> anyio.abc.Listener[anyio.abc.SocketSt
         for opened in listeners:
             await opened.aclose()
         raise
-    return anyio.streams.stapled.MultiListener(listeners)
-
-
-def _bound_port(listener: anyio.abc.Listener[anyio.abc.SocketStream]) -> int:
-    listeners = getattr(listener, "listeners", [listener])
-    port: int = listeners[0].extra(SocketAttribute.local_port)
-    return port
+    return listeners
 
 
 class ThreadedFakeProvider:

@@ -23,6 +23,7 @@ from fake_providers.roles import (
 )
 
 MODEL_SPEC_SEPARATOR = "~"
+MAX_RULES = 10_000  # a rule table larger than this is a runaway script, not a scenario
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +114,11 @@ class PlanResolver:
         """Add a rule (or a text spec) after the existing ones; returns its id."""
         parsed = parse_rule(rule) if isinstance(rule, str) else rule
         with self._lock:
+            if len(self._rules) >= MAX_RULES:
+                raise FaultSpecError(
+                    f"the rule table is full ({MAX_RULES:,} rules); clear it first "
+                    "(DELETE /__harness/faults or provider.clear_faults())"
+                )
             rule_id = self._next_id
             self._next_id += 1
             self._rules.append((rule_id, parsed))

@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from collections.abc import Iterator
 
 import anyio
 import anyio.abc
 
 from fake_providers.ledger import Ledger, RequestRecord
+from fake_providers.player import PacedRun
 
 # How early the pacer may write an event that is nearly due, to batch neighbours.
 PACER_SLACK = 0.001
@@ -26,11 +26,10 @@ PACER_SLACK = 0.001
 class Sink:
     """Where a response's bytes go: the raw transport when possible, else the anyio stream."""
 
-    __slots__ = ("chunked", "stream", "transport")
+    __slots__ = ("stream", "transport")
 
-    def __init__(self, stream: anyio.abc.ByteStream, raw: object, *, chunked: bool) -> None:
+    def __init__(self, stream: anyio.abc.ByteStream, raw: object) -> None:
         self.stream = stream
-        self.chunked = chunked
         # anyio's asyncio socket stream keeps its transport here. Plain TCP on asyncio gets
         # the fast path; TLS streams and other backends go through stream.send().
         # uvloop's transports are not asyncio.WriteTransport subclasses, so check the
@@ -42,13 +41,6 @@ class Sink:
         )
         self.transport: asyncio.WriteTransport | None = transport if usable else None
 
-    def frame(self, body: bytes | bytearray) -> bytes:
-        if not body:
-            return b""
-        if self.chunked:
-            return b"".join((b"%x\r\n" % len(body), body, b"\r\n"))
-        return bytes(body)
-
     def write_now(self, data: bytes) -> bool:
         """Write without waiting if the transport has nothing queued; False otherwise."""
         t = self.transport
@@ -57,85 +49,50 @@ class Sink:
         t.write(data)
         return True
 
-    async def send(self, data: bytes) -> None:
-        if data and not self.write_now(data):
+    async def send(self, data: bytes, rate: float | None = None) -> None:
+        """Write `data`; with `rate`, trickle it at that many bytes per second."""
+        if rate:
+            await self._drip(data, rate)
+        elif data and not self.write_now(data):
             await self.stream.send(data)  # waits for the queue to drain; raises if broken
 
-
-class Cursor:
-    """Walks a lazy event stream with one event of look-ahead, so the last one is known."""
-
-    __slots__ = ("_events", "current", "position", "upcoming")
-
-    def __init__(self, events: Iterator[bytes]) -> None:
-        self._events = events
-        self.current = next(events, None)
-        self.upcoming = next(events, None) if self.current is not None else None
-        self.position = 0
-
-    @property
-    def last(self) -> bool:
-        return self.current is not None and self.upcoming is None
-
-    def advance(self) -> None:
-        self.current = self.upcoming
-        self.upcoming = next(self._events, None) if self.current is not None else None
-        self.position += 1
+    async def _drip(self, data: bytes, rate: float) -> None:
+        # Against absolute deadlines in ticks of at most 10 ms, so the rate holds.
+        tick = max(1, int(rate / 100))
+        start = anyio.current_time()
+        for sent in range(0, len(data), tick):
+            await anyio.sleep_until(start + sent / rate)
+            await self.stream.send(data[sent : sent + tick])
 
 
-class PacedRun:
-    """A stretch of plain paced events the pacer writes on the stream's behalf."""
+class _Playing:
+    """A paced run bound to where its bytes go and where they are recorded."""
 
-    __slots__ = (
-        "cursor",
-        "done",
-        "ledger",
-        "next_due",
-        "offsets",
-        "request",
-        "sink",
-        "start",
-        "stop",
-    )
+    __slots__ = ("done", "ledger", "request", "run", "sink")
 
     def __init__(
         self,
-        *,
-        cursor: Cursor,
-        stop: int | None,
-        offsets: Iterator[float],
-        start: float,
+        run: PacedRun,
         sink: Sink,
         ledger: Ledger,
         request: RequestRecord,
-        next_due: float,
+        done: asyncio.Future[None],
     ) -> None:
-        self.cursor = cursor
-        self.stop = stop
-        self.offsets = offsets
-        self.start = start
+        self.run = run
         self.sink = sink
         self.ledger = ledger
         self.request = request
-        self.next_due = next_due
-        self.done: asyncio.Future[None] | None = None
+        self.done = done
 
     def step(self) -> bool:
-        """Write the current event; True if the run goes on (its next due time is set)."""
+        """Write the due event; True if the run goes on (its next due time is set)."""
         transport = self.sink.transport
-        cursor = self.cursor
-        event = cursor.current
-        if transport is None or event is None or transport.is_closing():
+        if transport is None or transport.is_closing():
             raise anyio.BrokenResourceError("the connection closed under a paced stream")
-        transport.write(b"%x\r\n%s\r\n" % (len(event), event) if self.sink.chunked else event)
-        self.ledger.event_written(self.request, len(event))
-        cursor.advance()
-        if cursor.upcoming is None:
-            return False  # the stream loop writes the last event (faults may sit before it)
-        if self.stop is not None and cursor.position >= self.stop:
-            return False
-        self.next_due = self.start + next(self.offsets)
-        return True
+        data, size = self.run.step()
+        transport.write(data)
+        self.ledger.event_written(self.request, size)
+        return self.run.more
 
 
 class Pacer:
@@ -148,21 +105,21 @@ class Pacer:
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int]] = []
-        self._runs: dict[int, PacedRun] = {}
+        self._runs: dict[int, _Playing] = {}
         self._keys = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def play(self, run: PacedRun) -> None:
+    async def play(self, run: PacedRun, sink: Sink, ledger: Ledger, request: RequestRecord) -> None:
         """Write the run's events at their deadlines; return when it reaches its end."""
         loop = self._loop = asyncio.get_running_loop()
-        run.done = loop.create_future()
+        playing = _Playing(run, sink, ledger, request, loop.create_future())
         key = next(self._keys)
-        self._runs[key] = run
+        self._runs[key] = playing
         self._push(run.next_due, key)
         try:
-            await run.done
+            await playing.done
         finally:
             self._runs.pop(key, None)  # a cancelled stream: its heap entry is skipped
 
@@ -188,7 +145,7 @@ class Pacer:
         while heap and heap[0][0] <= horizon:
             key = pop(heap)[1]
             run = runs.get(key)
-            if run is None or run.done is None or run.done.done():
+            if run is None or run.done.done():
                 continue
             try:
                 more = run.step()
@@ -196,7 +153,7 @@ class Pacer:
                 run.done.set_exception(exc)
                 continue
             if more:
-                push(heap, (run.next_due, key))
+                push(heap, (run.run.next_due, key))
             else:
                 run.done.set_result(None)
         self._arm()

@@ -169,6 +169,9 @@ def _common(sub: argparse.ArgumentParser) -> None:
 
 
 def _serve_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
+    from fake_providers.limits import Limits
+
+    defaults = Limits()
     serve = commands.add_parser(
         "serve",
         help="run a standalone fake provider to point an agent at",
@@ -194,6 +197,29 @@ def _serve_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
         default=[],
         metavar="SPEC",
         help="fault rule such as 'pace=100ms,hang-after=5' (repeatable; first match wins)",
+    )
+    serve.add_argument(
+        "--ledger-log",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="append every connection to this JSONL file as it ends (the in-memory ledger "
+        "keeps the recent 10,000 connections)",
+    )
+    serve.add_argument(
+        "--request-timeout",
+        type=float,
+        default=defaults.request_timeout,
+        metavar="S",
+        help="a request must be whole this many seconds after its first byte (default "
+        f"{defaults.request_timeout:g}); a streaming response is never timed out",
+    )
+    serve.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=defaults.idle_timeout,
+        metavar="S",
+        help=f"close a keep-alive connection idle this long (default {defaults.idle_timeout:g})",
     )
 
 
@@ -415,6 +441,7 @@ def _mutants(options: _Options) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from fake_providers.faults import parse_rule
+    from fake_providers.limits import Limits
     from fake_providers.process import configure_server_process
     from harness.serve import serve
 
@@ -423,6 +450,17 @@ def _serve(args: argparse.Namespace) -> int:
     for spec in args.fault:
         parse_rule(spec)  # fail before binding anything
     kinds = [ProviderKind.parse(kind) for kind in args.provider]
+    for flag, value in (
+        ("--request-timeout", args.request_timeout),
+        ("--idle-timeout", args.idle_timeout),
+    ):
+        if not 0 < value <= 86_400:
+            raise UsageError(f"{flag} {value:g}: give seconds above 0, at most 86400")
+    limits = Limits(request_timeout=args.request_timeout, idle_timeout=args.idle_timeout)
+    if args.tls_dir is not None:
+        _usable_dir(args.tls_dir, "--tls-dir")
+    if args.ledger_log is not None:
+        _usable_file(args.ledger_log)
     configure_server_process()
     try:
         anyio.run(
@@ -433,11 +471,38 @@ def _serve(args: argparse.Namespace) -> int:
                 faults=args.fault,
                 providers=kinds,
                 tls_dir=args.tls_dir,
+                limits=limits,
+                ledger_log=args.ledger_log,
             )
         )
     except KeyboardInterrupt:
         print("stopped.", file=sys.stderr)
     return EXIT_OK
+
+
+def _usable_dir(path: Path, flag: str) -> None:
+    """A directory we can write into (made if missing), or one line saying why not."""
+    import os
+
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{flag} {path} is a file; give a directory (it is made if missing)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: cannot make it ({exc.strerror or exc})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {path}: not writable; give a directory you can write to")
+
+
+def _usable_file(path: Path) -> None:
+    """--ledger-log: a file we can append to, in a directory that exists."""
+    if path.is_dir():
+        raise UsageError(f"--ledger-log {path} is a directory; give a file path")
+    try:
+        with path.open("a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"--ledger-log {path}: cannot write it ({exc.strerror or exc})") from None
 
 
 def _explore_parser(commands: argparse._SubParsersAction[_Parser]) -> None:

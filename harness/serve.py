@@ -16,6 +16,7 @@ import anyio
 from fake_providers import FakeProvider
 from fake_providers.kinds import ProviderKind
 from fake_providers.ledger import LedgerEvent, now_ns
+from fake_providers.limits import Limits
 
 
 class LiveLog:
@@ -66,9 +67,19 @@ async def serve(
     tls_dir: Path | None,
     out: TextIO = sys.stdout,
     ready: anyio.Event | None = None,
+    limits: Limits | None = None,
+    ledger_log: Path | None = None,
 ) -> None:
     """Run until cancelled (Ctrl+C). Raises FaultSpecError/ProviderStartError on bad input."""
-    provider = FakeProvider(host=host, port=port, tls=tls, faults=tuple(faults), tls_dir=tls_dir)
+    provider = FakeProvider(
+        host=host,
+        port=port,
+        tls=tls,
+        faults=tuple(faults),
+        tls_dir=tls_dir,
+        limits=limits,
+        ledger_log=ledger_log,
+    )
     async with provider:
         provider.ledger.subscribe(LiveLog(out, now_ns()))
         print(f"cancel-harness fake provider listening on {provider.origin}", file=out)
@@ -79,6 +90,8 @@ async def serve(
             print(f"  CA file           {provider.tls.ca_path}", file=out)
             print(f"  trust it with     export {env}", file=out)
         print(f"  ledger            {provider.origin}/__harness/ledger", file=out)
+        if ledger_log is not None:
+            print(f"  ledger log        {ledger_log} (one JSON line per connection)", file=out)
         rules = [r.spec() or "(no faults)" for _, r, _ in provider.resolver.rules()]
         print(
             f"  faults            {'; '.join(rules) if rules else 'none: answers at once'}",

@@ -100,3 +100,14 @@ async def test_unknown_control_endpoint_lists_the_real_ones(provider: FakeProvid
         r = await client.get(provider.origin + "/__harness/nope")
     assert r.status_code == 404
     assert "GET /__harness/ledger" in r.json()["error"]["message"]
+
+
+async def test_reset_over_http_gives_the_ledger_memory_back(provider: FakeProvider) -> None:
+    async with httpx.AsyncClient() as client:
+        for _ in range(3):
+            await client.post(provider.url() + "/chat/completions", json=CHAT)
+        await client.post(provider.origin + "/__harness/reset")
+        ledger = (await client.get(provider.origin + "/__harness/ledger")).json()
+    # The keep-alive connection that asked for the reset stays open, but holds nothing.
+    assert ledger["totals"] == {"connections": 0, "requests": 0, "events": 0, "bytes": 0}
+    assert provider.ledger.requests() == []

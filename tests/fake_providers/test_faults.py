@@ -5,20 +5,26 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fake_providers.faults import (
+    FAULT_KEYS,
+    FAULTS,
+    SELECTOR_KEYS,
     CloseAfter,
     FaultPlan,
     FaultSpecError,
     HangAfter,
     HangBeforeHeaders,
     Hold,
-    HttpError,
     Match,
     Pace,
     ResetAfter,
     parse_rule,
 )
+from fake_providers.faults.schedule import Cut, Silence, WaitAtGate
+from fake_providers.ledger import CloseKind
 from fake_providers.rules import PlanResolver, RequestView
 
 
@@ -67,6 +73,16 @@ def test_spec_round_trips(spec: str) -> None:
     assert FaultPlan.parse(plan.spec()) == plan
 
 
+@pytest.mark.parametrize(
+    "example",
+    sorted({e.split(" (")[0] for fault in FAULTS for e in fault.examples.values()}),
+)
+def test_every_registered_faults_examples_round_trip(example: str) -> None:
+    plan = FaultPlan.parse(example)
+    assert plan.steps
+    assert FaultPlan.parse(plan.spec()) == plan
+
+
 def test_rule_spec_round_trips_selectors() -> None:
     rule = parse_rule("model=gpt-4o*,stream=true,header=x-title:*,nth=2,status=500,times=2")
     assert rule.match == Match(model="gpt-4o*", stream=True, header=("x-title", "*"), nth=2)
@@ -87,6 +103,19 @@ def test_rule_spec_round_trips_selectors() -> None:
         ("hang-for=1s", "hang-for needs hang-after"),
         ("header=x-title", "expected NAME:VALUE"),
         ("pace", "needs a value"),
+        ("pace=-5ms", "pace=-5ms: a duration cannot be negative"),
+        ("pace=0ms", "expected a duration above 0"),
+        ("seed=x", "seed=x: expected a whole number, such as seed=7"),
+        ("kind=antropic", "unknown provider 'antropic' (did you mean 'anthropic'?)"),
+        ("pace=10ms;pace=20ms", "'pace' is given twice (pace=10ms and pace=20ms); keep one"),
+        ("hang-after=" + "9" * 5000, "expected a whole number of events from 0 to 1,000,000"),
+        ("tokens=100001", "from 0 to 100,000"),
+        ("times=0", "from 1 to"),
+        ("nth=0", "from 1 to"),
+        ("hang-after=1,hang-for=100000s", "at most 24h"),
+        ("drip=1e9999", "bytes per second above 0"),
+        ("retry-after=1e400,status=429", "expected seconds"),
+        ("status=" + "4" * 5000, "expected an error status"),
     ],
 )
 def test_bad_specs_name_the_token_and_the_fix(spec: str, fragment: str) -> None:
@@ -95,6 +124,33 @@ def test_bad_specs_name_the_token_and_the_fix(spec: str, fragment: str) -> None:
     message = str(caught.value)
     assert fragment in message
     assert "\n" not in message
+
+
+def test_kind_accepts_the_alias_and_stores_the_kind() -> None:
+    assert parse_rule("kind=openai").match.kind == "openai-chat"
+    assert parse_rule("kind=Anthropic").match.kind == "anthropic"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([*FAULT_KEYS, *SELECTOR_KEYS, "bogus"]),
+            st.one_of(st.text(max_size=30), st.integers().map(str), st.just("9" * 5000)),
+        ),
+        max_size=6,
+    )
+)
+def test_no_spec_raises_anything_but_one_line_of_fault_spec_error(
+    tokens: list[tuple[str, str]],
+) -> None:
+    spec = ",".join(f"{key}={value}" for key, value in tokens)
+    try:
+        rule = parse_rule(spec)
+    except FaultSpecError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert parse_rule(rule.spec()) == rule
 
 
 def test_unknown_token_lists_the_valid_ones() -> None:
@@ -113,22 +169,22 @@ def test_semicolons_separate_tokens_too() -> None:
 
 def test_schedule_places_actions_between_events() -> None:
     schedule = FaultPlan.parse("hold-before=3,hang-after=5,reset-after=5").compile()
-    assert [a.kind for a in schedule.at(2)] == ["hold"]  # before event 3 = after 2 events
-    assert [a.kind for a in schedule.at(5)] == ["hang", "reset"]
+    assert schedule.at(2) == (WaitAtGate("default"),)  # before event 3 = after 2 events
+    assert schedule.at(5) == (Silence(None), Cut(CloseKind.RST))
     assert schedule.at(4) == ()
 
 
 def test_faults_past_the_end_happen_before_the_last_event() -> None:
     schedule = FaultPlan.parse("close-after=500").compile()
     assert schedule.at(10) == ()
-    assert [a.kind for a in schedule.at(10, last=True)] == ["close"]
+    assert schedule.at(10, last=True) == (Cut(CloseKind.FIN),)
 
 
 def test_before_headers_actions_and_error_status() -> None:
     schedule = FaultPlan.parse("hang-before-headers=1s,status=429,retry-after=2").compile()
-    assert [a.kind for a in schedule.before_headers] == ["hang"]
-    assert schedule.before_headers[0].duration == 1.0
-    assert schedule.error == HttpError(429, retry_after=2.0)
+    assert schedule.before_headers == (Silence(1.0),)
+    assert schedule.refusal is not None
+    assert (schedule.refusal.status, schedule.refusal.headers) == (429, ((b"retry-after", b"2"),))
 
 
 def test_pace_deadlines_are_absolute_so_they_never_drift() -> None:
@@ -197,3 +253,11 @@ def test_model_name_carries_a_spec_and_is_cleaned() -> None:
 def test_bad_spec_in_model_name_says_where_it_came_from() -> None:
     with pytest.raises(ValueError, match="fault spec in model name 'gpt~pase=1ms'"):
         PlanResolver().select(view(model="gpt~pase=1ms"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(min_value=1e-6, max_value=86_400, allow_nan=False))
+def test_every_duration_in_range_is_written_back_so_it_parses(seconds: float) -> None:
+    plan = FaultPlan.parse(f"hang-after=1,hang-for={seconds:.6f}s")
+    again = FaultPlan.parse(plan.spec())
+    assert again.steps[0].duration == pytest.approx(plan.steps[0].duration, rel=1e-6)  # type: ignore[attr-defined]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import struct
+from pathlib import Path
 
 import anyio
 import httpx
@@ -236,3 +237,14 @@ async def test_tls_streams_to_a_client_that_trusts_the_exported_ca() -> None:
         async with httpx.AsyncClient() as untrusting:
             with pytest.raises(httpx.ConnectError):
                 await untrusting.get(provider.url() + "/models")
+
+
+async def test_ledger_log_keeps_the_whole_history_on_disk(tmp_path: Path) -> None:
+    log = tmp_path / "ledger.jsonl"
+    async with FakeProvider(ledger_log=log) as provider, httpx.AsyncClient() as client:
+        for _ in range(2):
+            await client.post(provider.url() + "/chat/completions", json={**CHAT, "stream": False})
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [len(c["requests"]) for c in lines] == [2]  # one keep-alive connection, two calls
+    assert lines[0]["closed_by"] == "server"  # the provider shut down under it
+    assert all(r["outcome"] == "complete" for r in lines[0]["requests"])
