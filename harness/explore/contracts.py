@@ -10,7 +10,6 @@ orphan process, and the next turn in every session completes.
 from __future__ import annotations
 
 import itertools
-import re
 import time
 
 import anyio
@@ -20,12 +19,11 @@ from fake_providers.roles import Role
 from harness.checks import STOPPED_MARKS, CheckFailed, ms, requests_story, wait_quietly
 from harness.context import ScenarioContext
 from harness.explore.expect import max_retries
-from harness.explore.schedule import Profile, session_name
+from harness.explore.schedule import Fault, FaultKind, Profile, session_name
 from harness.explore.trace import STOPPED, Trace, TurnTrace
 from harness.processes import marked_processes
 from harness.target import TERMINAL_EVENT_KINDS, Capability, Transcript, TranscriptEntry
 
-RETRY_AFTER_MS = re.compile(r"retry-after-ms=(\d+)")
 CLOCK_SLACK_NS = 2_000_000  # the provider stamps the error's end a hair after it is sent
 
 
@@ -173,19 +171,30 @@ class Contracts:
                     f"{call.retries}: {requests_story(call.attempts, self.ctx.rel)}"
                 )
         for turn in self.trace.turns.values():
-            for failed, retry in itertools.pairwise(self.trace.main_requests(turn)):
-                asked = RETRY_AFTER_MS.search(failed.plan)
+            sent = self.trace.main_requests(turn)
+            for (failed, retry), planned in zip(
+                itertools.pairwise(sent), turn.plan.requests, strict=False
+            ):
+                asked = self._asked_wait(failed, planned.fault)
                 if asked is None or failed.finished_ns is None:
                     continue
-                wait_ns = int(asked.group(1)) * 1_000_000
-                if retry.started_ns < failed.finished_ns + wait_ns - CLOCK_SLACK_NS:
+                if retry.started_ns < failed.finished_ns + int(asked * 1e9) - CLOCK_SLACK_NS:
                     gap = (retry.started_ns - failed.finished_ns) / 1e9
                     raise CheckFailed(
-                        f"expected the agent to wait the {asked.group(1)} ms the provider asked "
-                        f"for (retry-after) before retrying t{turn.turn}'s request "
+                        f"expected the agent to wait the {ms(asked)} the provider asked for "
+                        f"(retry-after) before retrying t{turn.turn}'s request "
                         f"#{failed.ordinal}; the retry (request #{retry.ordinal}) came {ms(gap)} "
                         "after the error"
                     )
+
+    def _asked_wait(self, served: RequestRecord, fault: Fault) -> float | None:
+        """The wait (s) the error served for this request asked for: a `retry-after` or a
+        quota's reset, from the plan, when the request got that very error."""
+        if fault.kind not in (FaultKind.HTTP, FaultKind.QUOTA) or fault.retry_after is None:
+            return None
+        if served.status != fault.status:
+            return None  # the agent took another path; other contracts judge that
+        return self.ctx.tempo(fault.retry_after)
 
     async def no_orphans(self) -> None:
         """No process the turns' tools started outlives the example (bounded poll)."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from harness.explore.schedule import (
     HOLDS,
+    OPEN_ENDED,
     STALE_TEMPO,
     FaultKind,
     Point,
@@ -73,7 +74,7 @@ def route(prompt: Prompt, profile: Profile, *, retries: bool) -> Route:
             stops.append(Stop(Point.HELD, n))
             return _ended(stops, {"error"}, profile, budget + STALE_TEMPO * 3)
         elif fault.fails:
-            if fault.kind is FaultKind.STREAM_ERROR or not retries:
+            if fault.kind in OPEN_ENDED or not retries:
                 return _ended(stops, {"completed", "error"}, profile, budget, certain=False)
             failures += 1
             if failures > allowed:
@@ -87,6 +88,8 @@ def route(prompt: Prompt, profile: Profile, *, retries: bool) -> Route:
         if request.tool is None:
             stops.append(Stop(Point.ANSWERED, n))
             return _ended(stops, {"completed"}, profile, budget)
+        if request.tool is ToolKind.BROKEN:  # the agent may report it to the model, or fail
+            return _ended(stops, {"completed", "error"}, profile, budget, certain=False)
         if request.tool is not ToolKind.QUICK:
             stops.append(Stop(Point.TOOL, n, blocking=True))  # a tool hold
     # Requests beyond the plan get a plain answer.

@@ -71,6 +71,10 @@ def plan_of(ctx: ScenarioContext, turn: TurnTrace, number: int, request: Request
             plan += faults.stream_error(fault.at)
         case FaultKind.HANG:
             plan += faults.hang_after(fault.at)
+        case FaultKind.QUOTA:
+            plan += faults.quota(fault.quota, reset=ctx.tempo(fault.retry_after or 0))
+        case FaultKind.CONTEXT:
+            plan += faults.context_window(ctx.kind)
         case FaultKind.OK:
             pass
     return plan + content
@@ -96,7 +100,10 @@ def tool_of(ctx: ScenarioContext, turn: TurnTrace, number: int) -> ToolCall:
     else:
         command = held_command(turn.hold_paths[number], tree=kind is ToolKind.TREE)
     marked = marked_command(turn.tool_tag, command)
-    return tool_call("shell", {"command": marked}, id=f"call_t{turn.turn}_{number}")
+    call = tool_call("shell", {"command": marked}, id=f"call_t{turn.turn}_{number}")
+    if kind is ToolKind.BROKEN:  # cut short: not valid JSON
+        return ToolCall(call.id, call.name, call.arguments[: len(call.arguments) // 2])
+    return call
 
 
 class Player:

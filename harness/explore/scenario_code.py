@@ -382,9 +382,15 @@ def _plan(request: Request, gate: str, long: bool) -> str:
             parts.append(f"stream_error({fault.at})")
         case FaultKind.HANG:
             parts.append(f"hang_after({fault.at})")
+        case FaultKind.QUOTA:
+            parts.append(f'quota("{fault.quota}", reset=ctx.tempo({fault.retry_after or 0:g}))')
+        case FaultKind.CONTEXT:
+            parts.append("context_window(ctx.kind)")
         case FaultKind.OK:
             pass
-    if request.tool is not None and not fault.fails:
+    if request.tool is ToolKind.BROKEN and not fault.fails:
+        parts.append('says(tokens=0, tools=(ToolCall("call_1", "shell", \'{"command": "ec\'),))')
+    elif request.tool is not None and not fault.fails:
         command = _command(request.tool, TOOL_LONG if long else TOOL_SHORT)
         parts.append(f"says(tokens=0, tools=(shell_tool(ctx, {command}),))")
     else:
@@ -399,7 +405,7 @@ def _command(kind: ToolKind, tempo: int) -> str:
             return '"echo done"'
         case ToolKind.SLOW:
             return f'f"sleep {seconds}"'
-        case ToolKind.TREE:
+        case ToolKind.TREE | ToolKind.BROKEN:
             return f"f\"sh -c 'sleep {seconds} & sleep {seconds} & wait'\""
 
 
@@ -446,13 +452,14 @@ def _settings(profile: Profile) -> str:
 
 
 _IMPORTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("fake_providers", ("ToolCall",)),
     ("harness.checks", ("CheckFailed",)),
     ("harness.context", ("ScenarioContext",)),
     (
         "harness.faults",
         (
-            *("close_after", "drip", "hang_after", "hold", "http_error", "pace"),
-            *("reset_after", "says", "side_of", "stream_error"),
+            *("close_after", "context_window", "drip", "hang_after", "hold", "http_error"),
+            *("pace", "quota", "reset_after", "says", "side_of", "stream_error"),
         ),
     ),
     ("harness.scenario", ("scenario",)),

@@ -56,11 +56,15 @@ class FaultKind(StrEnum):
     HTTP = "http"  # an error status, with `retry_after` (tempo) when given
     STREAM_ERROR = "stream-error"  # the provider's in-stream error event after `at` events
     HANG = "hang"  # silent forever after `at` events, no gate (stale profile)
+    QUOTA = "quota"  # 429: a per-minute quota of `quota` is used up until `retry_after` tempo
+    CONTEXT = "context-window"  # 400: the request is too long for the model's context window
 
 
 HOLDS = frozenset({FaultKind.HOLD, FaultKind.HOLD_HEADERS})
 # Failures an agent that retries (Capability.RETRIES) must retry as configured.
-RETRYABLE = frozenset({FaultKind.FIN, FaultKind.RST, FaultKind.HTTP})
+RETRYABLE = frozenset({FaultKind.FIN, FaultKind.RST, FaultKind.HTTP, FaultKind.QUOTA})
+# Failures where the contract leaves the next move to the agent (retry, compact, give up).
+OPEN_ENDED = frozenset({FaultKind.STREAM_ERROR, FaultKind.CONTEXT})
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,10 +77,11 @@ class Fault:
     retry_after: float | None = None
     pace: float = 0.0
     drip: int = 0  # bytes per second
+    quota: str = ""  # requests | tokens, for a quota fault
 
     @property
     def fails(self) -> bool:
-        return self.kind in RETRYABLE or self.kind is FaultKind.STREAM_ERROR
+        return self.kind in RETRYABLE or self.kind in OPEN_ENDED
 
     def describe(self) -> str:
         paced = f", paced {self.pace:g} tempo/event" if self.pace else ""
@@ -103,15 +108,22 @@ class Fault:
                 return f"in-stream error after {self.at} events" + paced
             case FaultKind.HANG:
                 return f"silent forever after {self.at} events"
+            case FaultKind.QUOTA:
+                reset = self.retry_after or 0
+                return f"429: the quota of {self.quota} per minute is used up for {reset:g} tempo"
+            case FaultKind.CONTEXT:
+                return "400: too long for the model's context window"
 
 
 class ToolKind(StrEnum):
     """A tool the model asks for: `quick` echoes; `slow` runs until released (a tool hold),
-    `tree` starts a small process tree that does."""
+    `tree` starts a small process tree that does; `broken` comes with arguments that are not
+    valid JSON (only where the wire format can carry them)."""
 
     QUICK = "quick"
     SLOW = "slow"
     TREE = "tree"
+    BROKEN = "broken"
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,8 +136,10 @@ class Request:
 
     def describe(self) -> str:
         said = f"; asks for a {self.tool} tool" if self.tool is not None else ""
-        if self.tool is not None and self.tool is not ToolKind.QUICK:
+        if self.tool in (ToolKind.SLOW, ToolKind.TREE):
             said += " (held until released)"
+        if self.tool is ToolKind.BROKEN:
+            said = "; asks for a tool with arguments that are not valid JSON"
         return self.fault.describe() + ("" if self.fault.fails else said)
 
 
@@ -362,7 +376,7 @@ def _step_data(step: Step) -> dict[str, Any]:
 def _request_data(request: Request) -> dict[str, Any]:
     fault = request.fault
     data: dict[str, Any] = {"fault": fault.kind.value}
-    for name in ("at", "status", "pace", "drip"):
+    for name in ("at", "status", "pace", "drip", "quota"):
         if getattr(fault, name):
             data[name] = getattr(fault, name)
     if fault.retry_after is not None:
@@ -412,6 +426,7 @@ def _request_from(data: dict[str, Any]) -> Request:
         retry_after=None if retry_after is None else float(retry_after),
         pace=float(data.get("pace", 0.0)),
         drip=int(data.get("drip", 0)),
+        quota=str(data.get("quota", "")),
     )
     tool = data.get("tool")
     return Request(fault, None if tool is None else ToolKind(tool))

@@ -47,7 +47,13 @@ MAX_QUEUED = 2
 STATUSES = (500, 429, 503, 529)
 FAILED_ATTEMPTS = (0, 0, 0, 0, 0, 0, 1, 1, 2, 3)  # failures before a call's last attempt
 TOOL_COUNTS = (0, 0, 0, 1, 1, 2)  # tools a turn asks for
+# Wire formats whose tool-call arguments are a string, so they can be broken JSON (and
+# Anthropic's when streamed, as `partial_json`); Gemini's are always an object.
+BROKEN_ARGUMENTS = frozenset(
+    {ProviderKind.OPENAI_CHAT, ProviderKind.OPENAI_RESPONSES, ProviderKind.AZURE}
+)
 RETRY_AFTERS: tuple[float | None, ...] = (None, 1.0, 2.0, 3.0, 15.0, 20.0, 25.0, 30.0)
+QUOTAS = ("requests", "tokens")
 PACES = ((0.0, 0), (0.25, 0), (0.5, 0), (0.0, 4000), (0.25, 4000))  # tempo/event, drip B/s
 
 type Draw = Callable[[st.SearchStrategy[Any]], Any]
@@ -67,13 +73,22 @@ def choose[T](draw: Draw, options: Sequence[T]) -> T:
 
 
 def failure(draw: Draw, *, streaming: bool) -> Fault:
-    """A request that fails: an HTTP error (with a short, long or no retry-after), a FIN or
-    RST mid-stream, an in-stream error."""
-    kinds = (FaultKind.HTTP, FaultKind.RST, FaultKind.FIN)
+    """A request that fails: an HTTP error (with a short, long or no retry-after), a used-up
+    quota (429 with rate-limit headers), a FIN or RST mid-stream, an in-stream error, or a
+    request too long for the context window."""
+    kinds = (FaultKind.HTTP, FaultKind.RST, FaultKind.FIN, FaultKind.QUOTA, FaultKind.CONTEXT)
     kind = choose(draw, (*kinds, FaultKind.STREAM_ERROR) if streaming else kinds)
-    if kind is FaultKind.HTTP:
-        return Fault(kind, status=choose(draw, STATUSES), retry_after=choose(draw, RETRY_AFTERS))
-    return Fault(kind, at=draw(_below(11)) if streaming else 0)
+    match kind:
+        case FaultKind.HTTP:
+            status, after = choose(draw, STATUSES), choose(draw, RETRY_AFTERS)
+            return Fault(kind, status=status, retry_after=after)
+        case FaultKind.QUOTA:
+            reset = choose(draw, RETRY_AFTERS[1:])
+            return Fault(kind, status=429, retry_after=reset, quota=choose(draw, QUOTAS))
+        case FaultKind.CONTEXT:
+            return Fault(kind, status=400)
+        case _:
+            return Fault(kind, at=draw(_below(11)) if streaming else 0)
 
 
 def last_attempt(draw: Draw, menu: Menu, profile: Profile) -> Fault:
@@ -97,12 +112,26 @@ def last_attempt(draw: Draw, menu: Menu, profile: Profile) -> Fault:
     return Fault(kind, at=at, pace=pace, drip=drip if kind is FaultKind.OK else 0)
 
 
-def requests(draw: Draw, menu: Menu, profile: Profile) -> tuple[Request, ...]:
+def tool_kinds(profile: Profile, kind: ProviderKind) -> tuple[ToolKind, ...]:
+    """Quick tools always; held ones unless a stale timeout is set (how long an agent lets a
+    tool run is its own business); broken arguments where the wire can carry them."""
+    found = [ToolKind.QUICK]
+    if profile is not Profile.STALE:
+        found += [ToolKind.SLOW, ToolKind.TREE]
+    streamed = profile is not Profile.JSON
+    if kind in BROKEN_ARGUMENTS or (kind is ProviderKind.ANTHROPIC and streamed):
+        found.append(ToolKind.BROKEN)
+    return tuple(found)
+
+
+def requests(
+    draw: Draw, menu: Menu, profile: Profile, kind: ProviderKind = ProviderKind.OPENAI_CHAT
+) -> tuple[Request, ...]:
     """A turn's requests: for each tool it asks for, then for its answer, a few failed
     attempts (retried) and the attempt that answers or is held."""
     tools: list[ToolKind | None] = []
     if menu.tools:
-        kinds = (ToolKind.QUICK,) if profile is Profile.STALE else tuple(ToolKind)
+        kinds = tool_kinds(profile, kind)
         tools = [choose(draw, kinds) for _ in range(choose(draw, TOOL_COUNTS))]
     planned: list[Request] = []
     for tool in (*tools, None):
@@ -130,7 +159,7 @@ def _prompt(
     memory = world.profile is Profile.MEMORY  # the memory profile is there to hold it
 
     def prompt(draw: Draw) -> Step:
-        planned = requests(draw, world.menu, world.profile)
+        planned = requests(draw, world.menu, world.profile, world.kind)
         held = compaction and not followup and choose(draw, (False, True))
         return Prompt(turn, session, planned, followup, held, memory)
 
@@ -238,7 +267,7 @@ def schedules(
     """A whole schedule: a profile, a provider kind, then steps the world allows."""
     profile = choose(draw, menu.profiles)
     kind = ProviderKind.parse(choose(draw, list(kinds)))
-    world = World(menu, profile)
+    world = World(menu, profile, kind)
     steps: list[Step] = []
     while len(steps) < max_steps:
         if steps and draw(_below(8)) == 0:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from fake_providers.kinds import ProviderKind
 from harness.explore.expect import Stop, route
 from harness.explore.menu import Menu
 from harness.explore.schedule import (
@@ -47,6 +48,7 @@ class World:
 
     menu: Menu
     profile: Profile
+    kind: ProviderKind = ProviderKind.OPENAI_CHAT
     turns: dict[int, _Turn] = field(default_factory=dict)
     history: set[int] = field(default_factory=set)  # sessions with a completed turn
     used: set[int] = field(default_factory=lambda: {0})

@@ -167,3 +167,16 @@ def test_the_schedule_fails_on_its_defect(hosts: dict[str, Host], defect: str) -
     assert verdict.status is Status.FAILED, f"{verdict.status}: {verdict.message}"
     assert contract in verdict.message
     assert "+" in verdict.timeline  # the failure comes with its timeline
+
+
+def test_new_provider_faults_are_judged_without_false_failures(hosts: dict[str, Host]) -> None:
+    """A quota, a context-window overflow and broken tool arguments, on the correct agent."""
+    quota = Request(Fault(FaultKind.QUOTA, status=429, retry_after=2, quota="requests"))
+    overflow = Request(Fault(FaultKind.CONTEXT, status=400))
+    for plan in (
+        schedule(plain(1, quota, Request()), Await(1)),
+        schedule(plain(1, overflow, Request()), Await(1)),
+        schedule(plain(1, Request(tool=ToolKind.BROKEN), Request()), Await(1)),
+    ):
+        verdict = judged(hosts[""], plan)
+        assert verdict.status is Status.PASSED, f"{verdict.message}\n{verdict.timeline}"

@@ -41,3 +41,16 @@ def test_a_gate_or_a_held_tool_holds_the_turn_unless_the_agent_has_a_clock() -> 
         assert not surely_held(plan, Profile.DEADLINE, retries=True)
     assert "timeout" in route(gated, Profile.DEADLINE, retries=True).outcomes
     assert not surely_held(turn(OK, Request(Fault(FaultKind.HOLD))), Profile.PLAIN, retries=True)
+
+
+def test_a_used_up_quota_is_retried_after_its_reset_and_other_failures_are_left_open() -> None:
+    quota = Request(Fault(FaultKind.QUOTA, status=429, retry_after=20, quota="tokens"))
+    planned = route(turn(quota, OK), Profile.PLAIN, retries=True)
+    assert planned.outcomes == {"completed"}
+    assert planned.stops[0].point is Point.BACKOFF
+    overflow = route(
+        turn(Request(Fault(FaultKind.CONTEXT, status=400)), OK), Profile.PLAIN, retries=True
+    )
+    assert overflow.outcomes == {"completed", "error"}  # it may compact and try again
+    broken = route(turn(Request(tool=ToolKind.BROKEN), OK), Profile.PLAIN, retries=True)
+    assert broken.outcomes == {"completed", "error"}  # it may tell the model, or give up
