@@ -39,6 +39,9 @@ from harness.target import AgentBroke, AgentSettings, Capability, Endpoint, Targ
 from harness.timeline import Timeline
 
 STOP_LIMIT = 10.0
+# An agent is restarted after this many examples: what it keeps of past sessions (events,
+# transcripts) would otherwise make every later example a little slower.
+AGENT_EXAMPLES = 100
 
 
 class Status(StrEnum):
@@ -87,6 +90,7 @@ class _Agent:
     finish: anyio.Event = field(default_factory=anyio.Event)
     stopped: anyio.Event = field(default_factory=anyio.Event)
     error: BaseException | None = None
+    examples: int = 0
 
     async def run(self) -> None:
         try:
@@ -227,12 +231,16 @@ class Host:
             status, message = Status.ERROR, f"steps never awaited: {', '.join(forgotten)}"
         if status is not Status.PASSED:
             timeline.stamp(f"verdict: {status}")
-        rendered = timeline.render(provider.ledger, agent.target.notes(), limit=60)
+        rendered = ""
+        if status is not Status.PASSED:  # the agent's notes of this example only
+            notes = [n for n in agent.target.notes() if n.t_ns >= timeline.start_ns]
+            rendered = timeline.render(provider.ledger, notes, limit=60)
         clean = await self._quiesce()
-        if status is not Status.PASSED or not clean:
+        agent.examples += 1
+        if status is not Status.PASSED or not clean or agent.examples >= AGENT_EXAMPLES:
             await self._retire(schedule)
         seconds = time.perf_counter() - began
-        return Verdict(status, message, rendered if status is not Status.PASSED else "", seconds)
+        return Verdict(status, message, rendered, seconds)
 
     async def _quiesce(self) -> bool:
         """Open every gate and let what is still in flight end; False when something hangs."""
