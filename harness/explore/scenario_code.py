@@ -16,11 +16,9 @@ import textwrap
 from dataclasses import dataclass, field
 
 from harness.explore.expect import route
-from harness.explore.profiles import COMPACTION_CHARS, STALE_OTHERWISE
+from harness.explore.scenario_frame import TEMPLATE, fault_code, imports, requires, settings
 from harness.explore.schedule import (
-    DEADLINE_TEMPO,
     HOLDS,
-    STALE_TEMPO,
     Await,
     Cancel,
     FaultKind,
@@ -30,17 +28,12 @@ from harness.explore.schedule import (
     Prompt,
     Reach,
     Release,
-    Request,
     Schedule,
-    ToolKind,
     Twice,
     session_name,
 )
 
 CLOCKS = (Profile.DEADLINE, Profile.STALE)  # profiles where the agent's own clock may end turns
-# Explore holds a slow tool until released; a pasted scenario sleeps instead: long where
-# the cancel comes while it runs, short elsewhere.
-TOOL_LONG, TOOL_SHORT = 100, 5
 
 
 @dataclass
@@ -140,7 +133,7 @@ class _Writer:
                 isinstance(s, Reach) and s.turn == n and s.request == number
                 for s in self.schedule.steps
             )
-            plan = _plan(request, gate, long)
+            plan = fault_code(request, gate, long)
             self.out("ctx.fault(", f"    {plan},", f"    on=p{n},", "    times=1,", ")")
         self.out(f"ctx.fault(says(tokens=8), on=p{n})")
         earlier = [t for t in self.turns if t < n and self.turns[t].plan.session == step.session]
@@ -328,13 +321,13 @@ def scenario_source(schedule: Schedule, finding: str, *, retries: bool = True) -
     head = finding.splitlines()[0] if finding else "a schedule explore found"
     doc = textwrap.wrap(head.replace('"', "'").replace("\\", "/"), 88)
     body = "\n".join(writer.lines)
-    return _TEMPLATE.format(
+    return TEMPLATE.format(
         digest=digest,
         kind=schedule.kind.value,
-        requires=", ".join(sorted(_requires(schedule))),
-        settings=_settings(schedule.profile),
+        requires=", ".join(sorted(requires(schedule))),
+        settings=settings(schedule.profile),
         doc="\n    ".join(doc),
-        imports=_imports(body),
+        imports=imports(body),
         body=body,
     )
 
@@ -353,162 +346,3 @@ def _drop_unused_cancel_times(lines: list[str]) -> None:
             else:
                 lines[i] = line.replace(f", {at} = ", ", _ = ")
     lines[:] = [line for line in lines if line]
-
-
-def _plan(request: Request, gate: str, long: bool) -> str:
-    fault, parts = request.fault, []
-    if fault.pace:
-        parts.append(f"pace(ctx.tempo({fault.pace:g}))")
-    if fault.drip:
-        parts.append(f"drip({fault.drip})")
-    match fault.kind:
-        case FaultKind.HOLD_HEADERS:
-            parts.append(f'hold(before="headers", gate="{gate}")')
-        case FaultKind.HOLD:
-            parts.append(f'hold(before={fault.at + 1}, gate="{gate}")')
-        case FaultKind.FIN:
-            parts.append(f"close_after({fault.at})")
-        case FaultKind.RST:
-            parts.append(f"reset_after({fault.at})")
-        case FaultKind.HTTP if fault.retry_after is not None:
-            ra = f"ctx.tempo({fault.retry_after:g})"
-            parts.append(
-                f"http_error({fault.status}, retry_after=round({ra}, 3), "
-                f"retry_after_ms=round({ra} * 1000))"
-            )
-        case FaultKind.HTTP:
-            parts.append(f"http_error({fault.status})")
-        case FaultKind.STREAM_ERROR:
-            parts.append(f"stream_error({fault.at})")
-        case FaultKind.HANG:
-            parts.append(f"hang_after({fault.at})")
-        case FaultKind.QUOTA:
-            parts.append(f'quota("{fault.quota}", reset=ctx.tempo({fault.retry_after or 0:g}))')
-        case FaultKind.CONTEXT:
-            parts.append("context_window(ctx.kind)")
-        case FaultKind.OK:
-            pass
-    if request.tool is ToolKind.BROKEN and not fault.fails:
-        parts.append('says(tokens=0, tools=(ToolCall("call_1", "shell", \'{"command": "ec\'),))')
-    elif request.tool is not None and not fault.fails:
-        command = _command(request.tool, TOOL_LONG if long else TOOL_SHORT)
-        parts.append(f"says(tokens=0, tools=(shell_tool(ctx, {command}),))")
-    else:
-        parts.append("says(tokens=8)")
-    return " + ".join(parts)
-
-
-def _command(kind: ToolKind, tempo: int) -> str:
-    seconds = f"{{ctx.tempo({tempo}):.3f}}"
-    match kind:
-        case ToolKind.QUICK:
-            return '"echo done"'
-        case ToolKind.SLOW:
-            return f'f"sleep {seconds}"'
-        case ToolKind.TREE | ToolKind.BROKEN:
-            return f"f\"sh -c 'sleep {seconds} & sleep {seconds} & wait'\""
-
-
-def _requires(schedule: Schedule) -> set[str]:
-    steps, needs = schedule.steps, {"Capability.CANCEL"}
-    prompts = [s for s in steps if isinstance(s, Prompt)]
-    if any(s.followup for s in prompts):
-        needs.add("Capability.QUEUE")
-    if any(isinstance(s, Cancel) and s.names is not None for s in steps):
-        needs.add("Capability.STREAM_IDS")
-    if any(isinstance(s, Prompt | Cancel) and s.session > 0 for s in steps):
-        needs.add("Capability.SESSIONS")
-    if any(r.tool for s in prompts for r in s.requests):
-        needs.add("Capability.TOOLS")
-    if any(isinstance(s, Leave) for s in steps):
-        needs.add("Capability.LEAVE_EARLY")
-    profile_needs = {
-        Profile.DEADLINE: "Capability.TIMEOUT",
-        Profile.STALE: "Capability.STALE_TIMEOUT",
-        Profile.MEMORY: "Capability.BACKGROUND",
-        Profile.COMPACTION: "Capability.COMPACTION",
-    }
-    if schedule.profile in profile_needs:
-        needs.add(profile_needs[schedule.profile])
-    return needs
-
-
-def _settings(profile: Profile) -> str:
-    stale = f"tempo({STALE_TEMPO})" if profile is Profile.STALE else f"{STALE_OTHERWISE:g}"
-    fields = [
-        f"max_retries={0 if profile is Profile.STALE else 2}",
-        "backoff_base=tempo(1)",
-        "backoff_max=tempo(40)",
-        f"stale_timeout={stale}",
-        f"memory_extraction={profile is Profile.MEMORY}",
-    ]
-    if profile is Profile.DEADLINE:
-        fields.append(f"turn_timeout=tempo({DEADLINE_TEMPO})")
-    if profile is Profile.COMPACTION:
-        fields.append(f"compaction_threshold_chars={COMPACTION_CHARS}")
-    if profile is Profile.JSON:
-        fields.append("stream=False")
-    return ",\n        ".join(fields) + ","
-
-
-_IMPORTS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("fake_providers", ("ToolCall",)),
-    ("harness.checks", ("CheckFailed",)),
-    ("harness.context", ("ScenarioContext",)),
-    (
-        "harness.faults",
-        (
-            *("close_after", "context_window", "drip", "hang_after", "hold", "http_error"),
-            *("pace", "quota", "reset_after", "says", "side_of", "stream_error"),
-        ),
-    ),
-    ("harness.scenario", ("scenario",)),
-    (
-        "harness.steps",
-        (
-            *("connection_of", "leave", "main_requests", "no_live_tools", "reach"),
-            *("shell_tool", "tool_started", "wait_limit"),
-        ),
-    ),
-    ("harness.target", ("AgentSettings", "Capability")),
-)
-
-
-def _imports(body: str) -> str:
-    """The import block: only what the body (and the decorator) uses."""
-    used = body + "\nscenario( ScenarioContext) AgentSettings( Capability."
-    plain = [f"import {m}" for m in ("time", "anyio") if f"{m}." in body]
-    froms = []
-    for module, names in _IMPORTS:
-        wanted = [n for n in names if f"{n}(" in used or f"{n}." in used or f"{n})" in used]
-        if len(wanted) == 1:
-            froms.append(f"from {module} import {wanted[0]}")
-        elif wanted:
-            froms.append(f"from {module} import (\n" + "".join(f"    {n},\n" for n in wanted) + ")")
-    return "\n\n".join(
-        b for b in ("\n".join(plain[:1]), "\n".join(plain[1:]), "\n".join(froms)) if b
-    )
-
-
-_TEMPLATE = '''"""Found by `cancel-harness explore`; paste it into a module of your catalogue."""
-
-from __future__ import annotations
-
-{imports}
-
-
-@scenario(
-    id="explore.found-{digest}",
-    title="Found by explore ({digest})",
-    incident="explore",
-    tags=("explore",),
-    providers=("{kind}",),
-    requires=frozenset({{{requires}}}),
-    settings=lambda tempo: AgentSettings(
-        {settings}
-    ),
-)
-async def found_{digest}(ctx: ScenarioContext) -> None:
-    """{doc}"""
-{body}
-'''

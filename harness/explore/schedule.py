@@ -10,19 +10,16 @@ reads "A: prompt t1 (request #1: hold after 4 events); wait until t1's request #
 cancel session A". Everything the harness then does (the end phase: release, every turn
 ends, the next turn completes) is implied. Durations are in tempo units, so a schedule
 means the same at any `--tempo`. A schedule round-trips through its JSON text
-(`to_text`/`parse`), which is what a replay command carries.
+(`to_text`/`parse`, in `schedule_text.py`), which is what a replay command carries.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
 
-from fake_providers.kinds import ProviderKind, UnknownProviderKind
+from fake_providers.kinds import ProviderKind
 
-TEXT_VERSION = 1
 SESSION_NAMES = "AB"
 
 
@@ -251,56 +248,16 @@ class Schedule:
 
     def to_text(self) -> str:
         """The compact JSON text a replay command carries (round-trips through `parse`)."""
-        data = {
-            "v": TEXT_VERSION,
-            "profile": self.profile.value,
-            "kind": self.kind.value,
-            "steps": [_step_data(s) for s in self.steps],
-        }
-        return json.dumps(data, separators=(",", ":"))
+        from harness.explore.schedule_text import encode
+
+        return encode(self)
 
     @classmethod
     def parse(cls, text: str) -> Schedule:
         """Read a schedule text; raises `ScheduleError` saying what is wrong."""
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise ScheduleError(
-                f"the schedule is not JSON ({exc}); paste it exactly as explore printed it, "
-                "in single quotes"
-            ) from None
-        if not isinstance(data, dict) or data.get("v") != TEXT_VERSION:
-            raise ScheduleError(
-                f"expected a version-{TEXT_VERSION} schedule object, as explore prints them"
-            )
-        try:
-            kind = ProviderKind.parse(str(data["kind"]))
-            profile = Profile(data["profile"])
-            steps = tuple(_step_from(item) for item in data["steps"])
-        except UnknownProviderKind as exc:
-            raise ScheduleError(str(exc)) from None
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ScheduleError(f"the schedule has a bad part ({exc!r}); {_FIX}") from None
-        schedule = cls(profile, kind, steps)
-        check(schedule)
-        return schedule
+        from harness.explore.schedule_text import decode
 
-
-_FIX = "paste it exactly as explore printed it"
-
-
-def check(schedule: Schedule) -> None:
-    """Every step names a turn that was prompted before it."""
-    seen: set[int] = set()
-    for n, step in enumerate(schedule.steps, start=1):
-        if isinstance(step, Prompt):
-            if step.turn in seen or not step.requests:
-                raise ScheduleError(f"step {n} prompts turn {step.turn} again or with no request")
-            seen.add(step.turn)
-            continue
-        turn = step.names if isinstance(step, Cancel) else getattr(step, "turn", None)
-        if turn is not None and turn not in seen:
-            raise ScheduleError(f"step {n} names turn {turn} before it was prompted; {_FIX}")
+        return decode(text)
 
 
 def describe_step(step: Step, prompts: dict[int, Prompt]) -> str:
@@ -343,90 +300,3 @@ def _point(step: Reach, prompts: dict[int, Prompt]) -> str:
             return "has its final answer written in full (between commit and end)"
         case Point.MEMORY:
             return "has ended and its memory extraction is held"
-
-
-# ------------------------------------------------------------------------- JSON text
-
-
-def _step_data(step: Step) -> dict[str, Any]:
-    name = next(k for k, v in STEP_TYPES.items() if isinstance(step, v))
-    data: dict[str, Any] = {"step": name}
-    match step:
-        case Prompt():
-            data.update(turn=step.turn, session=step.session)
-            data["requests"] = [_request_data(r) for r in step.requests]
-            for flag in ("followup", "hold_compaction", "hold_memory"):
-                if getattr(step, flag):
-                    data[flag] = True
-        case Reach():
-            data.update(turn=step.turn, point=step.point.value)
-            if step.request:
-                data["request"] = step.request
-        case Cancel():
-            data["session"] = step.session
-            if step.names is not None:
-                data["names"] = step.names
-            if step.twice is not Twice.NO:
-                data["twice"] = step.twice.value
-        case Leave() | Release() | Await():
-            data["turn"] = step.turn
-    return data
-
-
-def _request_data(request: Request) -> dict[str, Any]:
-    fault = request.fault
-    data: dict[str, Any] = {"fault": fault.kind.value}
-    for name in ("at", "status", "pace", "drip", "quota"):
-        if getattr(fault, name):
-            data[name] = getattr(fault, name)
-    if fault.retry_after is not None:
-        data["retry_after"] = fault.retry_after
-    if request.tool is not None:
-        data["tool"] = request.tool.value
-    return data
-
-
-def _step_from(data: dict[str, Any]) -> Step:
-    name = data["step"]
-    if name not in STEP_TYPES:
-        raise ValueError(f"unknown step {name!r}")
-    match name:
-        case "prompt":
-            return Prompt(
-                turn=int(data["turn"]),
-                session=int(data["session"]),
-                requests=tuple(_request_from(r) for r in data["requests"]),
-                followup=bool(data.get("followup", False)),
-                hold_compaction=bool(data.get("hold_compaction", False)),
-                hold_memory=bool(data.get("hold_memory", False)),
-            )
-        case "reach":
-            return Reach(int(data["turn"]), Point(data["point"]), int(data.get("request", 0)))
-        case "cancel":
-            names = data.get("names")
-            return Cancel(
-                int(data["session"]),
-                None if names is None else int(names),
-                Twice(data.get("twice", "")),
-            )
-        case "leave":
-            return Leave(int(data["turn"]))
-        case "release":
-            return Release(int(data["turn"]))
-        case _:
-            return Await(int(data["turn"]))
-
-
-def _request_from(data: dict[str, Any]) -> Request:
-    retry_after = data.get("retry_after")
-    fault = Fault(
-        FaultKind(data["fault"]),
-        at=int(data.get("at", 0)),
-        status=int(data.get("status", 0)),
-        retry_after=None if retry_after is None else float(retry_after),
-        pace=float(data.get("pace", 0.0)),
-        drip=int(data.get("drip", 0)),
-        quota=str(data.get("quota", "")),
-    )
-    tool = data.get("tool")
-    return Request(fault, None if tool is None else ToolKind(tool))
