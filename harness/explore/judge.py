@@ -25,6 +25,7 @@ from harness.target import CancelAck, Capability, Outcome
 from harness.timeline import describe_change, describe_request
 
 type Releaser = Callable[[TurnTrace], Awaitable[None]]
+MAX_WINDOWS = 4  # waits for a turn that keeps making progress, before it is indeterminate
 ANY_OUTCOME = frozenset({"completed", "cancelled", "timeout", "error", "max_turns", "max_budget"})
 
 
@@ -56,13 +57,53 @@ class Judge:
         """Wait for the turn to end (bounded by its plan), then judge how it ended."""
         if turn.outcome is not None:
             return turn.outcome
-        assert turn.sub is not None
-        limit = max(2.0, self.ctx.tempo(60 + turn.route.budget))
-        out = await self.ctx.outcome(turn.sub, limit)
+        out = await self._until_ended(turn)
         turn.outcome = out
         self.trace.latest[turn.session] = turn
         self._judge(turn, out)
         return out
+
+    async def _until_ended(self, turn: TurnTrace) -> Outcome:
+        """Wait for the turn to end: a window from its plan, renewed while it still makes
+        progress (requests, events, its tools), so a slow machine is not a failure. A turn
+        that stands still for a whole window is stuck: that is the failure.
+
+        The outcome is read in the same call that waits for it: a cancel drawn right after
+        the turn's end (the hand-off to a queued run) must not be pushed out of that window
+        by extra waits here."""
+        assert turn.sub is not None
+        window = max(2.0, self.ctx.tempo(60 + turn.route.budget))
+        began, seen = time.monotonic_ns(), self._progress(turn)
+        for _ in range(MAX_WINDOWS):
+            try:
+                return await self.ctx.outcome(turn.sub, window)
+            except CheckFailed:
+                pass  # still running after the window (the context stamped it)
+            now = self._progress(turn)
+            if now == seen:
+                self.ctx.timeline.stamp(f"t{turn.turn} still running, and stuck")
+                raise CheckFailed(
+                    f"expected t{turn.turn} ({turn.sub.turn_id}) to end: nothing held it; it "
+                    f"was still running at {self.ctx.rel(time.monotonic_ns())}, "
+                    f"{ms((time.monotonic_ns() - began) / 1e9)} after the harness began "
+                    f"waiting, with no progress in the last {ms(window)}"
+                )
+            seen = now
+        raise Indeterminate(
+            f"t{turn.turn} was still making progress after {MAX_WINDOWS} windows of "
+            f"{ms(window)}: too slow to judge on this machine"
+        )
+
+    def _progress(self, turn: TurnTrace) -> tuple[int, ...]:
+        """What changes while the turn moves: its requests, their events and ends, tools."""
+        mains = self.trace.main_requests(turn)
+        ended = sum(1 for r in mains if r.outcome is not None)
+        return (
+            len(mains),
+            sum(r.events_sent for r in mains),
+            ended,
+            len(self.trace.tool_running(turn)),
+        )
 
     def _judge(self, turn: TurnTrace, out: Outcome) -> None:
         if out.stop_reason == "cancelled" and turn.targeted_ns is None and not turn.left:

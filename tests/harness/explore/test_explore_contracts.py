@@ -75,7 +75,7 @@ CASES: dict[str, tuple[Schedule, str]] = {
     ),
     "stale-timeout-ignored": (
         schedule(plain(1, Request(Fault(FaultKind.HANG, at=3))), profile=Profile.STALE),
-        "to end within",
+        "to end: nothing held it",
     ),
     "drop-treated-as-cancel": (
         schedule(plain(1, Request(Fault(FaultKind.RST, at=3)), Request()), Await(1)),
