@@ -26,6 +26,12 @@ class Agent:
     cancel_path: str  # what the harness's cancel does inside the agent
     persists: str  # what it writes, and what the suite reads as its transcript
     notes: tuple[str, ...] = field(default=())
+    tempo: float | None = None  # None: the suite's default (the harness's own, 0.02 s)
+    jobs: int | None = None  # cases at a time; None: the suite's default (2)
+    tempo_why: str = ""  # the evidence for a tempo or jobs other than the default
+    tempo: float | None = None  # None: the suite's default (the harness's own, 0.02 s)
+    jobs: int | None = None  # cases at a time; None: the suite's default (2)
+    tempo_why: str = ""  # the evidence for a tempo or jobs other than the default
 
     @property
     def providers(self) -> tuple[str, ...]:
@@ -66,13 +72,20 @@ AGENTS: tuple[Agent, ...] = (
             "timeout from the scenario settings); no global settings touched"
         ),
         cancel_path=(
-            "the asyncio task running `agent.run_stream()` (or `agent.run()` when the scenario "
-            "asks for non-streaming) is cancelled; a deadline is `asyncio.timeout()` around it"
+            "a `CancellationToken` per run of `agent.run_stream()` (or `agent.run()` when the "
+            "scenario asks for non-streaming), fired by `cancel()`; the deadline is the run's own "
+            "`timeout=`; leaving is breaking out of `stream_text()` inside `run_stream()`"
         ),
         persists=(
             "nothing: the library returns `result.all_messages()` and the application keeps "
             "them; the adapter commits them per session only when a run returns (the "
             "documented message_history pattern), and that store is the transcript"
+        ),
+        tempo=0.05,
+        tempo_why=(
+            "in-process: the library shares the harness's event loop with the fake provider and "
+            "a second case; at the harness's 0.02 s on a loaded 2-core machine its 40 ms close "
+            "bound and 100 ms deadlines flaked (67 ms closes, 140 ms connects)"
         ),
     ),
     Agent(
@@ -91,10 +104,18 @@ AGENTS: tuple[Agent, ...] = (
             "per run (RunConfig(tracing_disabled=True)) so nothing is exported"
         ),
         cancel_path=(
-            "`Runner.run_streamed()` result's `cancel()` (the library's own cancel), then the "
-            "task draining `stream_events()` is cancelled if it has not ended"
+            "`Runner.run_streamed()` result's `cancel()` (the library's own cancel); "
+            "`Runner.run()` (non-streaming) by `task.cancel()` on its asyncio task; a deadline "
+            "is `asyncio.timeout()` followed by `cancel()`; leaving is breaking out of "
+            "`stream_events()` without `cancel()`"
         ),
         persists="its SQLiteSession (a file per target); the transcript reads it back",
+        tempo=0.05,
+        tempo_why=(
+            "in-process: the library shares the harness's event loop with the fake provider and "
+            "a second case; at the harness's 0.02 s on a loaded 2-core machine its 40 ms close "
+            "bound and 100 ms deadlines flaked (67 ms closes, 140 ms connects)"
+        ),
     ),
     Agent(
         name="langgraph",
@@ -117,8 +138,18 @@ AGENTS: tuple[Agent, ...] = (
             "ChatOpenAI(use_responses_api=True), ChatAnthropic(base_url=...) or "
             "AzureChatOpenAI, and an AsyncSqliteSaver checkpointer; LANGSMITH tracing unset"
         ),
-        cancel_path="the asyncio task iterating `graph.astream(..., stream_mode='messages')`",
+        cancel_path=(
+            "`task.cancel()` on the asyncio task iterating `graph.astream(..., "
+            "stream_mode='messages')`; a deadline is `asyncio.timeout()` around it; leaving is "
+            "breaking out of `astream()`"
+        ),
         persists="AsyncSqliteSaver checkpoints per thread; the transcript is the last state",
+        tempo=0.05,
+        tempo_why=(
+            "in-process: the library shares the harness's event loop with the fake provider and "
+            "a second case; at the harness's 0.02 s on a loaded 2-core machine its 40 ms close "
+            "bound and 100 ms deadlines flaked (67 ms closes, 140 ms connects)"
+        ),
     ),
     Agent(
         name="claude-agent-acp",
@@ -136,21 +167,28 @@ AGENTS: tuple[Agent, ...] = (
             "message to the `claude` subprocess), with a force-cancel backstop"
         ),
         persists="Claude Code JSONL transcripts under CLAUDE_CONFIG_DIR/projects/",
+        tempo=0.1,
+        jobs=1,
+        tempo_why=(
+            "start-up ~2 s, session/new ~3 s and ~2 s to its first model call all count in the "
+            "case budget (max(10 s, 200 tempo)); at 0.02 s the 2 s step waits ran out"
+        ),
     ),
     Agent(
         name="gemini-cli",
         ecosystem="npm",
         packages=("@google/gemini-cli@0.61.0",),
-        runs=(("gemini-cli", "anthropic"),),
+        runs=(("gemini-cli", "gemini"),),
         door="acp (`gemini --acp`)",
         configured=(
-            "GEMINI_API_KEY + GOOGLE_GEMINI_BASE_URL; settings.json in a fresh HOME selects "
-            "gemini-api-key auth and turns telemetry, usage statistics and auto-update off. "
-            "The harness has no `gemini` provider kind yet, so it runs under --provider "
-            "anthropic, whose {base_url} is the bare origin; the fake provider routes by path"
+            "GEMINI_API_KEY + GOOGLE_GEMINI_BASE_URL (the gemini kind's {base_url}, a bare "
+            "origin); settings.json in a fresh HOME selects gemini-api-key auth and turns "
+            "telemetry, usage statistics and auto-update off"
         ),
         cancel_path="ACP session/cancel -> the turn's AbortController",
         persists="chat recordings under ~/.gemini/tmp/<project>/chats/",
+        tempo=0.05,
+        tempo_why="a node process with a ~2 s start-up inside the case budget",
     ),
     Agent(
         name="qwen-code",
@@ -168,6 +206,12 @@ AGENTS: tuple[Agent, ...] = (
         ),
         cancel_path="ACP session/cancel -> the turn's AbortController",
         persists="chat recordings under ~/.qwen/",
+        tempo=0.15,
+        jobs=1,
+        tempo_why=(
+            "start-up and session/new take 4-10 s on a loaded 2-core machine, inside the case "
+            "budget; at 0.1 s two cases still ran out of it"
+        ),
     ),
     Agent(
         name="opencode",
@@ -186,6 +230,12 @@ AGENTS: tuple[Agent, ...] = (
         ),
         cancel_path="ACP session/cancel -> session abort in its server",
         persists="its SQLite database under XDG_DATA_HOME/opencode/",
+        tempo=0.2,
+        jobs=1,
+        tempo_why=(
+            "start-up 5-13 s and session/new 3-8 s on a loaded 2-core machine, inside the case "
+            "budget: at 0.1 s (20 s budget) half the cases ran out of it"
+        ),
     ),
     Agent(
         name="codex-acp",
@@ -199,6 +249,8 @@ AGENTS: tuple[Agent, ...] = (
         ),
         cancel_path="ACP session/cancel -> Codex's Op::Interrupt",
         persists="rollout JSONL files under CODEX_HOME/sessions/",
+        tempo=0.05,
+        tempo_why="a native binary: fast, but a separate process on a loaded machine",
     ),
 )
 
@@ -237,53 +289,80 @@ def select(names: list[str] | tuple[str, ...]) -> list[Agent]:
     return chosen
 
 
-# What the suite saw each agent do (conformance.probe and the catalogue run); the docs
+# What the suite saw each agent do (conformance.probe and the catalogue runs); the docs
 # show these under each agent. Keep them to facts a maintainer can check.
 OBSERVED: dict[str, tuple[str, ...]] = {
     "pydantic-ai": (
-        "one POST per turn, no side requests; CancellationToken.cancel() closes the stream "
-        "(FIN) in ~1 ms; nothing of a cancelled run is returned, so nothing is committed",
+        "one POST per turn, no side calls; CancellationToken.cancel() closes the stream (FIN) "
+        "in 1-2 ms; nothing of a cancelled run is returned, so nothing is committed and the "
+        "next call does not carry the cancelled prompt",
+        "leaving stream_text() inside run_stream() closes the stream at once; with the default "
+        "debounce_by=0.1 the caller gets deltas, and can leave, only every 100 ms",
+        "a stream dropped after its first events is not retried (the SDK's retries end once "
+        "the response has started); a drop before the body of a non-streaming call is",
     ),
     "openai-agents": (
-        "one POST per turn, no side requests; RunResultStreaming.cancel() closes the stream "
-        "(FIN) in 1-5 ms; the SQLiteSession keeps the cancelled user prompt (written at run "
-        "start) with no answer",
+        "one POST per turn, no side calls; RunResultStreaming.cancel() closes the stream (FIN) "
+        "in under 1 ms; the SQLiteSession keeps the cancelled prompt with no answer, so the "
+        "next call ends with both prompts",
+        "breaking out of stream_events() without cancel() does not stop the run: the "
+        "iterator's clean-up awaits the run loop, which reads the model's stream to its end, "
+        "so the connection stays open as long as the model writes",
+        "Runner.run() cancelled by task.cancel() closes at once; cancelled through an anyio "
+        "cancel scope (level-triggered) it leaves the request open",
     ),
     "langgraph": (
-        "cancelling the task running graph.astream() leaves the provider stream open: no "
-        "FIN/RST within 5 s, the socket closes only when the adapter closes its client at "
-        "stop (incident I1 seen from outside); the checkpointer keeps the cancelled prompt",
+        "one POST per turn; task.cancel() on the task iterating astream() closes the stream "
+        "(FIN) in under 1 ms, and leaving astream() closes it at once; the checkpointer keeps "
+        "the cancelled prompt with no answer",
+        "cancelled through an anyio cancel scope instead (level-triggered: every await is "
+        "cancelled again), its clean-up is cut short: the node task keeps the request open, "
+        "retries after the cancel, and after a deadline writes its answer to the checkpointer "
+        "(the first matrix's adapter did that and reported it as LangGraph's I1 and I2 bugs)",
     ),
     "claude-agent-acp": (
-        "POST /v1/messages?beta=true; per prompt a title request (system 'You are naming a "
-        "coding session...', tools 0, output_config, temperature, max_tokens 32000, stream) "
-        "besides the turn call (tools 12, context_management, max_tokens 32000)",
-        "the title request carries the prompt and may reach the provider before the turn "
-        "call; cancel closes the turn call by RST in 5-16 ms and lets the title call finish",
+        "POST /v1/messages?beta=true; per prompt a title call (tools 0) besides the turn call "
+        "(tools 12, context_management): calibration tells them apart; the title call may "
+        "start after a cancel (a side-traffic warning)",
+        "cancel closes the turn call by RST in 5-50 ms; the cancelled prompt stays in the "
+        "history unanswered and session/load replays it",
+        "once, on a loaded machine at tempo 0.02, it answered cancelled, read the stream "
+        "240 ms longer, and session/load showed the partial answer and '[Request interrupted "
+        "by user]' only ~1 s after the answer; not seen again at tempo 0.1",
         "runs as root only with IS_SANDBOX=1 (it allows bypass-permissions mode)",
     ),
     "gemini-cli": (
         "one POST /v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse per turn "
-        "(tools 1, no maxOutputTokens, x-goog-api-client google-genai-sdk); cancel closes by "
-        "FIN in 4-75 ms; the cancelled prompt is dropped from later history",
+        "(tools 1); cancel closes by FIN in 5-10 ms; the cancelled prompt is dropped from "
+        "later calls' history",
         "advertises loadSession, but session/load answers 'Internal error'",
     ),
     "qwen-code": (
-        "start-up ~3.6 s; after a completed turn a memory-extraction request ('Managed memory "
-        "has TWO directories...', tools 6) and a prompt-suggestion request ('[SUGGESTION "
-        "MODE...]'), same model, stream, max_tokens 16384, both carrying the history",
-        "cancel closes by FIN in ~6 ms; session/load of a session with no turn yet answers "
-        "'Session write ownership could not be verified'",
+        "start-up 4-13 s on a loaded machine, session/new ~0.2 s; after a completed turn a "
+        "memory-extraction call (tools 6) and a suggestion call, both side traffic (a warning "
+        "when they start after a cancel)",
+        "cancel closes by FIN in 10-200 ms; the cancelled prompt stays in the history "
+        "unanswered; session/load refuses a session with no prompt yet ('Session write "
+        "ownership could not be verified') and loads fine after a turn",
+        "over anthropic its front door once showed 'The harness' of three text deltas while "
+        "the provider was silent (the latest delta held back until the next one)",
     ),
     "opencode": (
-        "start-up ~5.5 s and session/new ~3.4 s (a 10 s case budget is nearly gone before the "
-        "first prompt); a title request on small_model (gpt-4o-mini, tools 0) after the "
-        "first turn; cancel closes the turn call by RST only after 140-400 ms",
+        "start-up 5-13 s and session/new 3-8 s on a loaded machine; a title call on "
+        "small_model (gpt-4o-mini / claude-haiku-4-5, tools 0) before the first turn call "
+        "(tools 10): calibration tells them apart",
+        "cancel closes the turn call by RST: ~0.1 s on a warm turn, 0.8-2.3 s on a first turn "
+        "under load",
+        "session/cancel during its retry back-off (after a 500 with retry-after) is answered "
+        "stopReason end_turn with no text, ~0.8 s later; no request follows",
+        "over anthropic it keeps the cancelled prompt unanswered; over openai-chat it records "
+        "an empty answer for it",
     ),
     "codex-acp": (
-        "one POST /v1/responses per turn (tools 10, store, prompt_cache_key; header "
-        "x-codex-turn-metadata says request_kind 'turn'); session/cancel is answered in ~5 ms "
-        "but the stream is not closed (no FIN/RST within 5 s)",
-        "session/load of a session with no turn yet answers 'Resource not found'",
+        "one POST /v1/responses per turn (tools 10, store, prompt_cache_key); session/cancel "
+        "is answered cancelled in ~5 ms, but the stream is closed only when its next chunk "
+        "arrives: with a silent provider it stays open until the process exits",
+        "keeps the cancelled prompt; session/load refuses a session with no prompt yet "
+        "('Resource not found')",
     ),
 }

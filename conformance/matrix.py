@@ -1,50 +1,33 @@
 """The conformance matrix: agent x scenario verdicts from `cancel-harness run --json` results.
 
-`load_run` reads one results.json (harness/report.py writes it); `build_matrix` joins the runs
-of every agent and provider kind with their versions; `diagnose` reads a failed case's message
-and timeline and says, in a line an agent's maintainer can act on, why it failed; `markdown`
-renders the matrix, the failures with their replay commands, and the diagnoses.
+`load_run` reads one results.json (harness/report.py writes it) into an `AgentRun`; a column
+of the matrix is one agent over one provider kind, run one or more times (`--repeat`);
+`build_matrix` joins the columns with their versions, calibration lines and diagnoses
+(conformance.diagnosis); `markdown` renders the matrix, then per column every case that did
+not pass cleanly with its diagnosis and replay command.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from conformance.diagnosis import Diagnosis, diagnose, warning_cause
+
+# A passed case with side-traffic warnings is "warning" here (results.json: passed + warnings).
+STATUSES = ("passed", "warning", "failed", "error", "not-applicable")
 STATUS_MARK = {
     "passed": "pass",
-    "warning": "pass?",
+    "warning": "warn",
     "failed": "FAIL",
     "error": "ERROR",
     "not-applicable": "n/a",
 }
-# A fault keyed on the reference agent's purpose header that no request ever matched: the case
-# "passed" without the fault it is about ever being served (a vacuous pass).
-_HEADER_FAULT = re.compile(r"fault rule #(\d+): [^\n]*header=x-agent-purpose")
-
-
-def unserved_header_rules(timeline: str) -> list[int]:
-    """Fault rules keyed on the purpose header that no request was ever served by."""
-    return [int(n) for n in _HEADER_FAULT.findall(timeline) if f"plan: rule #{n}:" not in timeline]
-
-
-def vacuous(timeline: str) -> bool:
-    """The case set a header-keyed fault that never fired: a pass that tested nothing."""
-    return bool(unserved_header_rules(timeline))
-
-
-@dataclass(frozen=True, slots=True)
-class Diagnosis:
-    """Why a case did not pass: a short cause key, and a sentence for the agent's maintainer."""
-
-    cause: str
-    text: str
-    harness_side: bool  # True when the harness, not the agent, is the likely culprit
+RUNTIME_NA = "not applicable to this agent: "
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +38,12 @@ class CaseVerdict:
     message: str
     replay: str
     duration: float
+    warnings: tuple[str, ...] = ()
     diagnosis: Diagnosis | None = None
+
+    @property
+    def applicable(self) -> bool:
+        return self.status != "not-applicable"
 
 
 @dataclass(slots=True)
@@ -69,189 +57,25 @@ class AgentRun:
     wall_seconds: float = 0.0
     exit_code: int | None = None
     cases: list[CaseVerdict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # calibration lines, one per kind
     setup_error: str = ""  # the run produced no results (the agent never started, ...)
 
     def counts(self) -> dict[str, int]:
         counted = Counter(c.status for c in self.cases)
-        return {s: counted.get(s, 0) for s in STATUS_MARK}
+        counts = {s: counted.get(s, 0) for s in STATUSES}
+        counts.update({s: n for s, n in counted.items() if s not in counts})  # e.g. indeterminate
+        return counts
 
+    @property
+    def applicable(self) -> int:
+        return sum(1 for c in self.cases if c.applicable)
 
-# ------------------------------------------------------------------------- diagnosis
-
-_RULES: tuple[tuple[str, str, bool, str], ...] = (
-    # (cause, regex on message + timeline, harness-side?, sentence)
-    (
-        "start-failed",
-        r"the target did not start|did not start:|ACP initialize failed",
-        False,
-        "the agent did not come up (see the message for its stderr tail): check its "
-        "install, config home and that it needs no network or login to start",
-    ),
-    (
-        "case-budget-startup",
-        r"did not finish within [\d.]+ s.*last harness step: (none|target .* started|new session)",
-        True,
-        "the case budget ran out while the agent was still starting or opening a session: "
-        "start-up is counted inside the case timeout (harness: move start-up out of it)",
-    ),
-    (
-        "main-call-by-header",
-        r"gave up waiting.*gate '(main|first|second|late|g\d|compaction)'",
-        True,
-        "the harness waited for a request marked `x-agent-purpose: turn` (or compaction), a "
-        "header only the reference agent sends; this agent's calls never match it (harness: "
-        "find the turn's call by the prompt's nonce)",
-    ),
-    (
-        "memory-by-header",
-        r"background 'memory' request|gate 'memory'",
-        True,
-        "the scenario looks for a background call marked `x-agent-purpose: memory`; this agent "
-        "has no such marker",
-    ),
-    (
-        "acp-no-load",
-        r"does not offer session/load",
-        True,
-        "the scenario reads the transcript through ACP session/load, which this agent does not "
-        "offer (declare no `transcript` for it)",
-    ),
-    (
-        "acp-request-refused",
-        r"RequestError: .*acp/connection\.py",
-        False,
-        "the agent refused an ACP request the harness made: on a session with no turn yet "
-        "this is session/load for the transcript (it advertises loadSession, but a session "
-        "is only loadable once persisted; harness: treat that as an empty transcript)",
-    ),
-    (
-        "agent-worker-counted-as-tool",
-        r"expected no tool subprocess left running",
-        True,
-        "the orphan check counted one of the agent's own worker processes (e.g. the CLI an "
-        "SDK drives) as a leftover tool process, though this target runs no harness tools "
-        "(harness: orphans are processes the case's tools started)",
-    ),
-    (
-        "no-close-on-cancel",
-        r"expected the client to close the provider connection.*(still open|only at)",
-        False,
-        "after the cancel the agent kept the provider's HTTP connection open (or closed it "
-        "late): the cancel did not reach the streaming request (incident I1)",
-    ),
-    (
-        "request-after-cancel",
-        r"expected no request to the provider",
-        False,
-        "the agent sent a model request after the cancel: a retry or a follow-up call the "
-        "cancel should have stopped (incident I5)",
-    ),
-    (
-        "ghost-turn",
-        r"no ghost turn|to stay as snapshotted",
-        False,
-        "the persisted conversation changed around a cancelled or timed-out turn (incident "
-        "I2); if it only holds the user's prompt, written before the cancel, that is the "
-        "agent's policy and the check's snapshot is taken too early",
-    ),
-    (
-        "wrong-stop-reason",
-        r"expected turn \S+ to end",
-        False,
-        "the turn ended with another stop reason than the scenario expects",
-    ),
-    (
-        "next-turn",
-        r"expected the next turn",
-        False,
-        "the turn after the cancel did not complete normally: the cancel poisoned the session",
-    ),
-    (
-        "retries",
-        r"expected exactly \d+ retries",
-        False,
-        "the number of retries differs from the configured policy",
-    ),
-    (
-        "left-open-after-stop",
-        r"connection to be closed once the agent stopped|still open: conn",
-        False,
-        "provider connections stayed open after the agent was stopped (a pooled or leaked "
-        "connection)",
-    ),
-    (
-        "in-flight-after-scenario",
-        r"expected no response still in flight",
-        False,
-        "a response was still being streamed to the agent after the scenario ended",
-    ),
-    (
-        "turn-hung",
-        r"still running after|expected turn \S+ to end within",
-        False,
-        "the turn never ended (no answer to the prompt) within the wait",
-    ),
-    (
-        "case-timeout",
-        r"did not finish within",
-        True,
-        "the case ran out of time; read its last harness step",
-    ),
-)
-
-
-def diagnose(message: str, timeline: str = "") -> Diagnosis:
-    """The first matching rule's diagnosis; unknown failures quote the message's first line."""
-    text = f"{message}\n{timeline}"
-    for cause, pattern, harness_side, sentence in _RULES:
-        if re.search(pattern, text, re.DOTALL):
-            return Diagnosis(cause, sentence, harness_side)
-    first = message.splitlines()[0] if message else "no message"
-    return Diagnosis("other", first[:240], False)
-
-
-VACUOUS = Diagnosis(
-    "vacuous-pass",
-    "passed without its fault ever being served: the fault was keyed on the "
-    "`x-agent-purpose` header, which this agent does not send, so nothing was tested",
-    True,
-)
-
-
-FAULT_NEVER_SERVED = Diagnosis(
-    "fault-never-served",
-    "the fault this case is about was keyed on the `x-agent-purpose` header and never served, "
-    "so the agent ran unfaulted and this verdict says nothing about it",
-    True,
-)
-
-
-MARKER_ON_SIDE_CALL = Diagnosis(
-    "marker-matched-side-call",
-    "one body-contains rule served several requests (the agent's side call, e.g. title "
-    "generation, carries the prompt too), and the connection the check watched was not the "
-    "turn's own; the turn's call did close (harness: tell side calls from the turn's call)",
-    True,
-)
-_SERVED_BY = re.compile(r"conn#(\d+) -> \d+ plan: rule #(\d+):")
-
-
-def _rule_served_twice(timeline: str) -> bool:
-    rules = [rule for _conn, rule in _SERVED_BY.findall(timeline)]
-    return any(rules.count(rule) > 1 for rule in set(rules))
-
-
-def _judged(message: str, timeline: str) -> Diagnosis:
-    found = diagnose(message, timeline)
-    if found.cause == "no-close-on-cancel" and _rule_served_twice(timeline):
-        return MARKER_ON_SIDE_CALL
-    unfaulted = found.cause in ("wrong-stop-reason", "retries", "turn-hung", "other")
-    if unfaulted and unserved_header_rules(timeline):
-        return FAULT_NEVER_SERVED
-    return found
-
-
-# ------------------------------------------------------------------------ reading
+    @property
+    def clean(self) -> bool:
+        """No case failed or broke (warnings and n/a are not failures)."""
+        return not self.setup_error and all(
+            c.status in ("passed", "warning", "not-applicable") for c in self.cases
+        )
 
 
 def load_run(
@@ -264,73 +88,225 @@ def load_run(
     except (OSError, ValueError) as exc:
         run.setup_error = f"no results ({exc.__class__.__name__}: {exc})"
         return run
+    run.notes = [str(n) for n in data.get("notes", [])]
     for result in data.get("results", []):
         status = str(result.get("status", "error"))
         message = str(result.get("message", ""))
-        timeline = str(result.get("timeline", ""))
-        warning = status == "passed" and vacuous(timeline)
-        if warning:
+        warnings = tuple(str(w) for w in result.get("warnings", []))
+        scenario = str(result.get("id", "?"))
+        if status == "passed" and warnings:
             status = "warning"
-        verdict = CaseVerdict(
-            scenario=str(result.get("id", "?")),
-            kind=str(result.get("kind", kind)),
-            status=status,
-            message=message,
-            replay=str(result.get("replay", "")),
-            duration=float(result.get("duration", 0.0)),
-            diagnosis=(
-                VACUOUS
-                if warning
-                else _judged(message, timeline)
-                if status in ("failed", "error")
-                else None
-            ),
+        diagnosis = None
+        if status in ("failed", "error"):
+            diagnosis = diagnose(message, str(result.get("timeline", "")), scenario)
+        elif status == "warning":
+            diagnosis = warning_cause(warnings[0])
+        run.cases.append(
+            CaseVerdict(
+                scenario=scenario,
+                kind=str(result.get("kind", kind)),
+                status=status,
+                message=message,
+                replay=str(result.get("replay", "")),
+                duration=float(result.get("duration", 0.0)),
+                warnings=warnings,
+                diagnosis=diagnosis,
+            )
         )
-        run.cases.append(verdict)
     return run
 
 
+# --------------------------------------------------------------------------- build
+
+
 def build_matrix(runs: Sequence[AgentRun], *, date: str, harness: str) -> dict[str, Any]:
-    """The matrix as JSON: columns (agent/kind), rows (scenarios), cells, counts, causes."""
+    """The matrix as JSON: columns (agent/kind, each with its repeats), rows, cells, causes."""
     scenarios = list(dict.fromkeys(c.scenario for run in runs for c in run.cases))
-    columns = []
+    grouped: dict[tuple[str, str, str], list[AgentRun]] = {}
     for run in runs:
-        causes = Counter(c.diagnosis.cause for c in run.cases if c.diagnosis is not None)
-        columns.append(
+        grouped.setdefault((run.agent, run.target, run.kind), []).append(run)
+    columns = [_column(repeats) for repeats in grouped.values()]
+    return {"date": date, "harness": harness, "scenarios": scenarios, "columns": columns}
+
+
+def _column(repeats: list[AgentRun]) -> dict[str, Any]:
+    first = repeats[0]
+    cells: dict[str, list[str]] = {}
+    for run in repeats:
+        for case in run.cases:
+            cells.setdefault(case.scenario, []).append(case.status)
+    causes = Counter(
+        c.diagnosis.cause for run in repeats for c in run.cases if c.diagnosis is not None
+    )
+    return {
+        "agent": first.agent,
+        "target": first.target,
+        "kind": first.kind,
+        "version": first.version,
+        "notes": list(dict.fromkeys(n for run in repeats for n in run.notes)),
+        "runs": [
             {
-                "agent": run.agent,
-                "target": run.target,
-                "kind": run.kind,
-                "version": run.version,
                 "wall_seconds": round(run.wall_seconds, 1),
                 "exit_code": run.exit_code,
                 "setup_error": run.setup_error,
                 "counts": run.counts(),
-                "causes": dict(causes.most_common()),
-                "cells": {c.scenario: c.status for c in run.cases},
-                "failures": [
-                    {
-                        "scenario": c.scenario,
-                        "status": c.status,
-                        "message": c.message,
-                        "replay": c.replay,
-                        "cause": c.diagnosis.cause if c.diagnosis else "",
-                        "diagnosis": c.diagnosis.text if c.diagnosis else "",
-                        "harness_side": c.diagnosis.harness_side if c.diagnosis else False,
-                    }
-                    for c in run.cases
-                    if c.status in ("failed", "error", "warning")
-                ],
+                "applicable": run.applicable,
+                "clean": run.clean,
+                "sides": dict(
+                    Counter(
+                        c.diagnosis.side.value
+                        for c in run.cases
+                        if c.diagnosis is not None and c.status in ("failed", "error")
+                    )
+                ),
             }
+            for run in repeats
+        ],
+        "causes": dict(causes.most_common()),
+        "cells": cells,
+        "findings": _findings(repeats),
+        "runtime_na": _runtime_na(repeats),
+    }
+
+
+def _findings(repeats: list[AgentRun]) -> list[dict[str, Any]]:
+    """Every scenario that did not pass cleanly in some repeat, with its first such case."""
+    out: dict[str, dict[str, Any]] = {}
+    statuses: dict[str, list[str]] = {}
+    for run in repeats:
+        for case in run.cases:
+            statuses.setdefault(case.scenario, []).append(case.status)
+    for index, run in enumerate(repeats):
+        for case in run.cases:
+            if case.status in ("passed", "not-applicable") or case.diagnosis is None:
+                continue
+            found = out.setdefault(
+                case.scenario,
+                {
+                    "scenario": case.scenario,
+                    "statuses": statuses[case.scenario],
+                    "first_run": index + 1,
+                    "status": case.status,
+                    "message": case.message,
+                    "warnings": list(case.warnings),
+                    "replay": case.replay,
+                    "cause": case.diagnosis.cause,
+                    "diagnosis": case.diagnosis.text,
+                    "side": case.diagnosis.side.value,
+                },
+            )
+            found.setdefault("causes", []).append(case.diagnosis.cause)
+    return list(out.values())
+
+
+def _runtime_na(repeats: list[AgentRun]) -> dict[str, str]:
+    """Scenarios the agent's own behaviour made not applicable, and why (first repeat)."""
+    found: dict[str, str] = {}
+    for run in repeats:
+        for case in run.cases:
+            if case.status == "not-applicable" and case.message.startswith(RUNTIME_NA):
+                found.setdefault(case.scenario, case.message[len(RUNTIME_NA) :])
+    return found
+
+
+# ------------------------------------------------------------------------- render
+
+
+def verdicts(matrix: Mapping[str, Any]) -> str:
+    """Per agent: applicable cases per kind, failures per run by side, and the verdict."""
+    by_agent: dict[str, list[Mapping[str, Any]]] = {}
+    for column in matrix["columns"]:
+        by_agent.setdefault(column["agent"], []).append(column)
+    repeats = max((len(c["runs"]) for c in matrix["columns"]), default=0)
+    runs = " | ".join(f"run {i + 1}" for i in range(repeats))
+    lines = [
+        "## Verdicts",
+        "",
+        "Failed or broken cases per run, all provider kinds together, as agent / harness side "
+        "(conformance.diagnosis decides the side; the findings below say why).",
+        "",
+        f"| agent | version | provider kinds | applicable cases | {runs} | verdict |",
+        "| --- |" + " --- |" * (repeats + 4),
+    ]
+    for agent, columns in by_agent.items():
+        kinds = ", ".join(c["kind"] for c in columns)
+        applicable = " / ".join(str(c["runs"][0]["applicable"]) for c in columns if c["runs"])
+        cells = []
+        for index in range(repeats):
+            sides: Counter[str] = Counter()
+            for column in columns:
+                if index < len(column["runs"]):
+                    sides.update(column["runs"][index].get("sides", {}))
+            cells.append(f"{sides.get('agent', 0)} / {sides.get('harness', 0)}")
+        lines.append(
+            f"| {agent} | `{columns[0]['version']}` | {kinds} | {applicable} | "
+            + " | ".join(cells)
+            + f" | {agent_verdict(columns)} |"
         )
-    return {"date": date, "harness": harness, "scenarios": scenarios, "columns": columns}
+    return "\n".join(lines) + "\n"
 
 
-# ---------------------------------------------------------------------- rendering
+def harness_side(matrix: Mapping[str, Any]) -> str:
+    """Every harness-side cause over the whole matrix: what it costs and the change wanted."""
+    found: dict[str, dict[str, Any]] = {}
+    for column in matrix["columns"]:
+        for f in column["findings"]:
+            if f["side"] != "harness":
+                continue
+            entry = found.setdefault(f["cause"], {"text": f["diagnosis"], "cases": 0, "where": {}})
+            failing = sum(1 for s in f["statuses"] if s in ("failed", "error"))
+            entry["cases"] += failing
+            entry["where"].setdefault(column["agent"], set()).add(f["scenario"])
+    if not found:
+        return ""
+    lines = [
+        "## Harness side: what the verdicts above are waiting for",
+        "",
+        "Failures whose cause is the harness, not the agent, with the change that would mend "
+        "each (counts are failed or broken cases over all runs and kinds).",
+        "",
+    ]
+    for cause, entry in sorted(found.items(), key=lambda kv: -kv[1]["cases"]):
+        where = "; ".join(
+            f"{agent}: {', '.join(sorted(names))}" for agent, names in entry["where"].items()
+        )
+        lines += [f"- **{cause}** ({entry['cases']} cases). {entry['text']}", f"  - {where}"]
+    return "\n".join(lines) + "\n"
 
 
-def _column_title(column: Mapping[str, Any]) -> str:
-    return f"{column['agent']}<br>{column['kind']}"
+def agent_verdict(columns: Sequence[Mapping[str, Any]]) -> str:
+    """One line: conforms, or the agent-side causes found, or blocked on the harness side."""
+    found = [f for c in columns for f in c["findings"]]
+    failed = [f for f in found if any(s in ("failed", "error") for s in f["statuses"])]
+    agent = sorted({f["cause"] for f in failed if f["side"] == "agent"})
+    harness = sorted({f["cause"] for f in failed if f["side"] == "harness"})
+    warned = any(f["status"] == "warning" for f in found)
+    runs = max((len(c["runs"]) for c in columns), default=0)
+    if not failed:
+        tail = ", with side-traffic warnings" if warned else ""
+        return f"conforms: no failure in {runs} run(s){tail}"
+    if agent:
+        also = f"; harness side: {', '.join(harness)}" if harness else ""
+        return f"agent findings: {', '.join(agent)}{also}"
+    return f"no agent finding; blocked on the harness side: {', '.join(harness)}"
+
+
+def cell_mark(statuses: Sequence[str]) -> str:
+    """One status for all repeats (`pass`), or each status with its count (`pass 2, FAIL 1`)."""
+    if not statuses:
+        return ""
+    counted = Counter(statuses)
+    if len(counted) == 1:
+        return STATUS_MARK.get(statuses[0], statuses[0])
+    return ", ".join(f"{STATUS_MARK.get(s, s)} {n}" for s, n in counted.most_common())
+
+
+def run_counts(run: Mapping[str, Any]) -> str:
+    """`pass/warn/fail/error/n.a.` of one repeat."""
+    if run["setup_error"]:
+        return "no results"
+    c = run["counts"]
+    return "/".join(str(c.get(s, 0)) for s in STATUSES)
 
 
 def markdown(
@@ -340,7 +316,7 @@ def markdown(
     preamble: str = "",
     replay_prefix: str = "",
 ) -> str:
-    """The matrix, then per agent and kind the failures with diagnosis and replay command."""
+    """The matrix, then per agent and kind the findings with diagnosis and replay command."""
     columns = list(matrix["columns"])
     lines = [preamble.rstrip(), ""] if preamble else []
     lines += [f"Run {matrix['date']} against cancel-harness {matrix['harness']}.", ""]
@@ -352,118 +328,53 @@ def markdown(
             for a in agent_rows
         ]
         lines.append("")
-    header = "| scenario | " + " | ".join(_column_title(c) for c in columns) + " |"
+    header = "| scenario | " + " | ".join(f"{c['agent']}<br>{c['kind']}" for c in columns) + " |"
     lines += [header, "| --- |" + " --- |" * len(columns)]
     for scenario in matrix["scenarios"]:
-        cells = [STATUS_MARK.get(c["cells"].get(scenario, ""), "") for c in columns]
+        cells = [cell_mark(c["cells"].get(scenario, [])) for c in columns]
         lines.append(f"| `{scenario}` | " + " | ".join(cells) + " |")
-    totals = [
-        "{passed}/{warning}/{failed}/{error}/{na}".format(
-            passed=c["counts"]["passed"],
-            warning=c["counts"]["warning"],
-            failed=c["counts"]["failed"],
-            error=c["counts"]["error"],
-            na=c["counts"]["not-applicable"],
-        )
-        for c in columns
-    ]
-    lines.append("| **pass/pass?/fail/error/n.a.** | " + " | ".join(totals) + " |")
-    walls = [f"{c['wall_seconds']:g} s" for c in columns]
-    lines += ["| wall time | " + " | ".join(walls) + " |", ""]
+    repeats = max((len(c["runs"]) for c in columns), default=0)
+    for index in range(repeats):
+        row = [run_counts(c["runs"][index]) if index < len(c["runs"]) else "" for c in columns]
+        head = f"| **run {index + 1}: pass/warn/fail/error/n.a.** | "
+        lines.append(head + " | ".join(row) + " |")
+    applicable = [str(c["runs"][0]["applicable"]) if c["runs"] else "" for c in columns]
+    lines.append("| **applicable cases** | " + " | ".join(applicable) + " |")
+    walls = [" / ".join(f"{r['wall_seconds']:g}" for r in c["runs"]) + " s" for c in columns]
+    lines += ["| wall time per run | " + " | ".join(walls) + " |", ""]
+    notes = [f"- {c['agent']} ({c['target']}): {n}" for c in columns for n in c["notes"]]
+    if notes:
+        head = "Calibration (one plain turn per provider kind, before the cases):"
+        lines += [head, "", *dict.fromkeys(notes), ""]
     for column in columns:
-        lines += _failures(column, replay_prefix)
+        lines += _column_details(column, replay_prefix)
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _failures(column: Mapping[str, Any], replay_prefix: str) -> list[str]:
+def _column_details(column: Mapping[str, Any], replay_prefix: str) -> list[str]:
     title = f"### {column['agent']} {column['version']} over {column['kind']}"
-    if column["setup_error"]:
-        return [title, "", f"No results: {column['setup_error']}", ""]
-    failures = column["failures"]
-    if not failures:
-        return [title, "", "No failures.", ""]
-    causes = ", ".join(f"{cause} x{n}" for cause, n in column["causes"].items())
-    out = [title, "", f"Causes: {causes}.", ""]
-    for failure in failures:
-        side = " (harness side)" if failure["harness_side"] else ""
-        first = failure["message"].splitlines()[0] if failure["message"] else ""
+    errors = [r["setup_error"] for r in column["runs"] if r["setup_error"]]
+    if errors:
+        return [title, "", f"No results: {errors[0]}", ""]
+    out = [title, ""]
+    findings = column["findings"]
+    if not findings:
+        out.append("Every applicable case passed in every run, with no warning.")
+    else:
+        causes = ", ".join(f"{cause} x{n}" for cause, n in column["causes"].items())
+        out += [f"Causes (over all runs): {causes}.", ""]
+    for f in findings:
+        side = "harness side" if f["side"] == "harness" else "agent"
+        seen = f["warnings"][0] if f["status"] == "warning" else f["message"]
+        first = seen.splitlines()[0] if seen else ""
         out += [
-            f"- **{failure['scenario']}** {failure['status']}: {failure['diagnosis']}{side}",
-            f"  - seen: {first[:400]}",
-            f"  - replay: `{replay_prefix}{failure['replay']}`",
+            f"- **{f['scenario']}** {cell_mark(f['statuses'])} ({side}, {f['cause']}): "
+            f"{f['diagnosis']}",
+            f"  - seen (run {f['first_run']}): {first[:500]}",
+            f"  - replay: `{replay_prefix}{f['replay']}`",
         ]
+    if column["runtime_na"]:
+        out += ["", "Not applicable, from the agent's own behaviour:", ""]
+        out += [f"- `{s}`: {why}" for s, why in column["runtime_na"].items()]
     out.append("")
     return out
-
-
-# ------------------------------------------------------------------------- probes
-
-
-def probe_row(report: Mapping[str, Any]) -> dict[str, Any]:
-    """The facts of one probe report (conformance.probe) that the lead and maintainers need."""
-    steps = {s["what"].split(" (")[0]: s for s in report.get("steps", [])}
-    held = steps.get("turn B", {})
-    close = held.get("close") or {}
-    requests = report.get("requests", [])
-    side = [r for r in requests if not r["body"].get("nonces")]
-    newest = [r for r in requests if r["body"].get("nonces")]
-    # A request whose newest nonce is a turn's own, but which is not that turn's first such
-    # request, is a side call that carries the prompt (title, memory, suggestion).
-    firsts: dict[str, int] = {}
-    for r in newest:
-        turn = max(r["body"]["nonces"])
-        firsts.setdefault(turn, r["ordinal"])
-    carrying_side = [r for r in newest if firsts[max(r["body"]["nonces"])] != r["ordinal"]]
-    return {
-        "target": report.get("target", "?"),
-        "kind": report.get("kind", "?"),
-        "start_ms": steps.get("started", {}).get("start_ms"),
-        "new_session_ms": steps.get("session", {}).get("new_session_ms"),
-        "first_request_ms": steps.get("turn A", {}).get("first_request_ms"),
-        "held": held.get("held"),
-        "close": (
-            f"{close.get('by')} {close.get('kind')} +{close.get('after_cancel_ms')} ms"
-            if close.get("by")
-            else ("not closed in 5 s" if held.get("held") else "-")
-        ),
-        "stop_reason": held.get("stop_reason"),
-        "after_cancel": len(held.get("requests_after_cancel", []) or []),
-        "requests": len(requests),
-        "side_without_nonce": len(side),
-        "side_with_nonce": len(carrying_side),
-        "after_C": steps.get("turn C", {}).get("stop_reason"),
-        "stop_ms": steps.get("stopped", {}).get("stop_ms"),
-        "error": next((s.get("error") for s in report.get("steps", []) if s.get("error")), ""),
-    }
-
-
-def probe_table(reports: Iterable[Mapping[str, Any]]) -> str:
-    rows = [probe_row(r) for r in reports]
-    if not rows:
-        return ""
-    head = (
-        "| agent / kind | start ms | session ms | 1st request ms | close after cancel | "
-        "turn B | requests after cancel | requests (side: no nonce / with nonce) | turn C | "
-        "stop ms |"
-    )
-    lines = [
-        "## Probe: one session, three turns, the middle one held and cancelled",
-        "",
-        "The turn's call is found by a nonce in the prompt (`body-contains`), never by a "
-        "header. Side calls are requests without the turn's nonce, or later requests that "
-        "carry it (titles, memory, suggestions). Raw reports: `probes/*.json`.",
-        "",
-        head,
-        "| --- |" + " --- |" * 9,
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['target']} / {r['kind']} | {r['start_ms']} | {r['new_session_ms']} | "
-            f"{r['first_request_ms']} | {r['close']} | {r['stop_reason']} | "
-            f"{r['after_cancel']} | {r['requests']} ({r['side_without_nonce']} / "
-            f"{r['side_with_nonce']}) | {r['after_C']} | {r['stop_ms']} |"
-        )
-    errors = [f"- {r['target']} / {r['kind']}: {r['error']}" for r in rows if r["error"]]
-    if errors:
-        lines += ["", "Probe errors:", "", *errors]
-    return "\n".join(lines) + "\n"

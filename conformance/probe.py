@@ -1,14 +1,15 @@
-"""Probe one agent: what it sends, and how it behaves on a cancel, found by prompt nonces.
+"""Probe one agent: what it sends, and how it behaves on a cancel, seen as the harness sees it.
 
 `python -m conformance.probe TARGET KIND --out PATH` (run inside the loopback-only netns, in a
 directory whose cancel-harness.toml defines TARGET). Three turns in one session, each prompt
-carrying its own nonce: A completes, B is held at a gate (selected by `body-contains=NONCE`,
-not by any header) and cancelled, C must complete afterwards. The report says, per request,
-which nonce it carries (verbatim in the raw body or only JSON-escaped), its path, model,
-stream flag, token limit and identifying headers, so side requests (titles, token counts,
-probes) can be told from the turn's own call; and it measures start-up, time to the first
-model request, cancel-to-close latency, and whether anything was sent after the cancel.
-This is the evidence for identifying an agent's main call without its cooperation.
+tagged as the harness tags its prompts (`[ch-xxxxxxxx]`): A completes, B's main call is held
+at a gate (`role=main,prompt=TAG`, the rule the scenarios use) and cancelled, C must complete
+afterwards. The report gives, per request, the role the fake provider classified it as (main,
+side or probe, and why), which prompts' tags its body carries, its path, model, stream flag,
+token limit, tools and identifying headers; and it measures start-up, session set-up, time to
+the first main call, cancel-to-close latency, and whether anything was sent after the cancel.
+No calibration runs first, so a side call shaped like a turn's (a title from the prompt)
+shows up here as a second main call of its prompt: the evidence calibration works from.
 """
 
 from __future__ import annotations
@@ -19,16 +20,19 @@ import json
 import secrets
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import anyio
 
 from fake_providers import FakeProvider
+from fake_providers.kinds import ProviderKind
 from fake_providers.ledger import RequestRecord
+from fake_providers.roles import Role
 from fake_providers.signals import WaitTimeout
-from harness.runner import BASE_URL_KIND
+from harness.prompts import Prompt, new_tag
 from harness.target import AgentSettings, Capability, Endpoint, Submission, Target
 from harness.targets import make_target
 
@@ -43,7 +47,6 @@ HEADERS_KEPT = (
     "x-stainless-retry-count",
     "x-stainless-helper-method",
     "x-goog-api-client",
-    "x-agent-purpose",
     "originator",
     "session_id",
     "x-session-affinity",
@@ -70,10 +73,10 @@ def _find_text(obj: Any, out: list[str]) -> None:
             _find_text(item, out)
 
 
-def body_facts(body: bytes, nonces: Mapping[str, str]) -> dict[str, Any]:
-    """What a request body says: shape, limits, and which turn's nonce it carries (and how)."""
+def body_facts(body: bytes, tags: Mapping[str, str]) -> dict[str, Any]:
+    """What a request body says: shape, limits, and which turns' tags it carries (and how)."""
     facts: dict[str, Any] = {"size": len(body)}
-    facts["nonces"] = [turn for turn, nonce in nonces.items() if nonce.encode() in body]
+    facts["tags"] = [turn for turn, tag in tags.items() if tag.encode() in body]
     try:
         data = json.loads(body) if body else None
     except ValueError:
@@ -97,10 +100,10 @@ def body_facts(body: bytes, nonces: Mapping[str, str]) -> dict[str, Any]:
     facts["tools"] = len(tools) if isinstance(tools, list) else 0
     texts: list[str] = []
     _find_text(data, texts)
-    # A nonce only in decoded text (not in the raw bytes) was escaped, e.g. nested JSON.
+    # A tag only in decoded text (not in the raw bytes) was escaped, e.g. nested JSON.
     decoded = "\n".join(texts)
-    facts["nonces_escaped_only"] = [
-        turn for turn, nonce in nonces.items() if nonce in decoded and turn not in facts["nonces"]
+    facts["tags_escaped_only"] = [
+        turn for turn, tag in tags.items() if tag in decoded and turn not in facts["tags"]
     ]
     last = texts[-1] if texts else ""
     facts["last_text"] = " ".join(last.split())[:160]
@@ -110,9 +113,13 @@ def body_facts(body: bytes, nonces: Mapping[str, str]) -> dict[str, Any]:
     return facts
 
 
-def describe(req: RequestRecord, t0: int, nonces: Mapping[str, str]) -> dict[str, Any]:
+def describe(req: RequestRecord, t0: int, tags: Mapping[str, str]) -> dict[str, Any]:
+    turn_of = {tag: turn for turn, tag in tags.items()}
     return {
         "ordinal": req.ordinal,
+        "role": req.role.value,
+        "prompt": turn_of.get(req.prompt or "", req.prompt),
+        "role_reason": req.role_reason,
         "conn": req.connection_id,
         "method": req.method,
         "path": req.path,
@@ -127,7 +134,7 @@ def describe(req: RequestRecord, t0: int, nonces: Mapping[str, str]) -> dict[str
         "call": req.call_id,
         "attempt": req.attempt,
         "headers": {k: v for k, v in req.headers if k in HEADERS_KEPT or k.startswith("x-")},
-        "body": body_facts(req.body, nonces),
+        "body": body_facts(req.body, tags),
     }
 
 
@@ -136,8 +143,18 @@ class Probe:
 
     def __init__(self, target: Target, provider: FakeProvider, kind: str, patience: float):
         self.target, self.provider, self.kind, self.patience = target, provider, kind, patience
-        tag = secrets.token_hex(3)
-        self.nonces = {turn: f"cxh{tag}{turn.lower()}nonce" for turn in ("A", "B", "C")}
+        rng = secrets.SystemRandom()
+        self.prompts = {
+            turn: Prompt(said, new_tag(rng))
+            for turn, said in (
+                ("A", "Say hello."),
+                ("B", "Tell me a long story."),
+                ("C", "Say hello again."),
+            )
+        }
+        for prompt in self.prompts.values():
+            provider.expect_prompt(prompt.tag)
+        self.tags = {turn: prompt.tag for turn, prompt in self.prompts.items()}
         self.t0 = time.monotonic_ns()
         self.report: dict[str, Any] = {"kind": kind, "target": target.name, "steps": []}
 
@@ -146,24 +163,31 @@ class Probe:
         self.report["steps"].append(entry)
         print(f"  {entry['at_ms']:>9.1f}ms  {what} {facts if facts else ''}", flush=True)
 
-    def prompt(self, turn: str, text: str) -> str:
-        return f"{text} (probe {self.nonces[turn]})"
-
-    def carrying(self, turn: str) -> Callable[[Any], RequestRecord | None]:
-        nonce = self.nonces[turn].encode()
+    def main_call(self, turn: str) -> Callable[[Any], RequestRecord | None]:
+        """The turn's first main call: a main call that carries its tag and none of the later
+        turns' (an agent that keeps the cancelled prompt B sends it again before C's)."""
+        tag = self.tags[turn].encode()
+        later = [t.encode() for name, t in self.tags.items() if name > turn]
 
         def first(ledger: Any) -> RequestRecord | None:
-            return next((r for r in ledger.requests() if nonce in r.body), None)
+            return next(
+                (
+                    r
+                    for r in ledger.requests()
+                    if r.role is Role.MAIN and tag in r.body and not any(t in r.body for t in later)
+                ),
+                None,
+            )
 
         return first
 
-    async def turn(self, session: str, turn: str, text: str) -> dict[str, Any]:
+    async def turn(self, session: str, turn: str) -> dict[str, Any]:
         submitted = time.monotonic_ns()
-        sub = await self.target.submit(session, self.prompt(turn, text))
+        sub = await self.target.submit(session, self.prompts[turn].text)
         accepted = time.monotonic_ns()
         facts: dict[str, Any] = {"accept_ms": _ms(accepted - submitted)}
         try:
-            req = await self.provider.ledger.wait_for(self.carrying(turn), self.patience)
+            req = await self.provider.ledger.wait_for(self.main_call(turn), self.patience)
             facts["first_request_ms"] = _ms(req.started_ns - submitted)
         except WaitTimeout:
             facts["first_request_ms"] = None
@@ -179,10 +203,12 @@ class Probe:
         return {"stop_reason": out.stop_reason, "text": out.text[:80], "error": out.error}
 
     async def cancelled_turn(self, session: str) -> dict[str, Any]:
-        nonce = self.nonces["B"]
-        self.provider.add_fault(f"body-contains={nonce},pace=50ms,hold-before=4,gate=probe,times=1")
+        tag = self.tags["B"]
+        self.provider.add_fault(
+            f"role=main,prompt={tag},pace=50ms,hold-before=4,gate=probe,times=1"
+        )
         submitted = time.monotonic_ns()
-        sub = await self.target.submit(session, self.prompt("B", "Tell me a long story."))
+        sub = await self.target.submit(session, self.prompts["B"].text)
         facts: dict[str, Any] = {}
         try:
             await self.provider.gate("probe").wait_reached(timeout=self.patience)
@@ -190,7 +216,7 @@ class Probe:
             facts["held"] = False
             facts.update(await self.outcome(sub))
             return facts
-        held = self.carrying("B")(self.provider.ledger)
+        held = self.main_call("B")(self.provider.ledger)
         assert held is not None
         facts.update(
             held=True, held_request=held.ordinal, held_after_ms=_ms(held.started_ns - submitted)
@@ -218,28 +244,23 @@ class Probe:
             )
         late = self.provider.ledger.requests_after(t_cancel)
         facts["requests_after_cancel"] = [
-            {
-                "ordinal": r.ordinal,
-                "path": r.path,
-                "nonces": body_facts(r.body, self.nonces)["nonces"],
-            }
-            for r in late
+            {"ordinal": r.ordinal, "path": r.path, "role": r.role.value} for r in late
         ]
         facts["events_after_cancel"] = self.provider.ledger.events_after(t_cancel)
         return facts
 
-    async def run(self, session_ready: Callable[[], Any]) -> None:
+    async def run(self) -> None:
         began = time.monotonic_ns()
         session = await self.target.new_session()
         self.step("session", session=session, new_session_ms=_ms(time.monotonic_ns() - began))
-        self.step("turn A (completes)", **await self.turn(session, "A", "Say hello."))
+        self.step("turn A (completes)", **await self.turn(session, "A"))
         self.step("turn B (held, cancelled)", **await self.cancelled_turn(session))
-        self.step("turn C (after the cancel)", **await self.turn(session, "C", "Say hello again."))
+        self.step("turn C (after the cancel)", **await self.turn(session, "C"))
         if Capability.TRANSCRIPT in self.target.capabilities:
             try:
                 snap = await self.target.transcript(session)
                 roles = [e.role for e in snap.entries]
-                has_b = any(self.nonces["B"] in e.content for e in snap.entries)
+                has_b = any(self.tags["B"] in e.content for e in snap.entries)
                 self.step("transcript", roles=roles, cancelled_prompt_kept=has_b)
             except Exception as exc:
                 self.step("transcript failed", error=f"{type(exc).__name__}: {exc}"[:300])
@@ -275,10 +296,10 @@ class _Host:
             self.stopped.set()
 
 
-async def run_probe(target_name: str, kind: str, patience: float) -> dict[str, Any]:
+async def run_probe(target_name: str, kind: ProviderKind, patience: float) -> dict[str, Any]:
     target = make_target(target_name)
     async with FakeProvider() as provider:
-        endpoint = Endpoint(kind, provider.url(BASE_URL_KIND[kind]))
+        endpoint = Endpoint(kind, provider.url(kind))
         probe = Probe(target, provider, kind, patience)
         host = _Host(target, endpoint)
         async with anyio.create_task_group() as tg:
@@ -290,7 +311,7 @@ async def run_probe(target_name: str, kind: str, patience: float) -> dict[str, A
                 probe.step("started", start_ms=_ms(host.start_ns))
                 try:
                     with anyio.fail_after(patience * 6):
-                        await probe.run(lambda: None)
+                        await probe.run()
                 except Exception as exc:
                     probe.step("probe stopped", error=f"{type(exc).__name__}: {exc}"[:600])
             host.finish.set()
@@ -299,11 +320,9 @@ async def run_probe(target_name: str, kind: str, patience: float) -> dict[str, A
         with anyio.move_on_after(2):
             await provider.ledger.wait_for(lambda led: not led.open_connections() or None, 2)
         report = probe.report
-        report["nonces"] = probe.nonces
+        report["tags"] = probe.tags
         report["open_after_stop"] = [c.id for c in provider.ledger.open_connections()]
-        report["requests"] = [
-            describe(r, probe.t0, probe.nonces) for r in provider.ledger.requests()
-        ]
+        report["requests"] = [describe(r, probe.t0, probe.tags) for r in provider.ledger.requests()]
         report["connections"] = [
             {
                 "id": c.id,
@@ -327,7 +346,7 @@ async def run_probe(target_name: str, kind: str, patience: float) -> dict[str, A
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m conformance.probe")
     parser.add_argument("target")
-    parser.add_argument("kind", choices=sorted(BASE_URL_KIND))
+    parser.add_argument("kind", type=ProviderKind.parse, metavar="KIND")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--patience", type=float, default=45.0, help="seconds per wait")
     args = parser.parse_args(argv)
@@ -339,8 +358,8 @@ def main(argv: list[str] | None = None) -> int:
         body = req["body"]
         print(
             f"  #{req['ordinal']:<3} {req['at_ms']:>9.1f}ms {req['method']} {req['path']} "
-            f"model={req['model']} stream={req['stream']} status={req['status']} "
-            f"nonces={body.get('nonces')} limit="
+            f"{req['role']} of {req['prompt']} model={req['model']} stream={req['stream']} "
+            f"status={req['status']} tags={body.get('tags')} limit="
             f"{[body[k] for k in (*TOKEN_LIMIT_KEYS, 'maxOutputTokens') if k in body]} "
             f"tools={body.get('tools')} last={body.get('last_text', '')[:70]!r}"
         )
@@ -349,3 +368,69 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# ------------------------------------------------------------------------ the table
+
+
+def probe_row(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The facts of one probe report that the lead and maintainers need."""
+    steps = {s["what"].split(" (")[0]: s for s in report.get("steps", [])}
+    held = steps.get("turn B", {})
+    close = held.get("close") or {}
+    requests = report.get("requests", [])
+    roles = Counter(r.get("role", "?") for r in requests)
+    return {
+        "target": report.get("target", "?"),
+        "kind": report.get("kind", "?"),
+        "start_ms": steps.get("started", {}).get("start_ms"),
+        "new_session_ms": steps.get("session", {}).get("new_session_ms"),
+        "first_request_ms": steps.get("turn A", {}).get("first_request_ms"),
+        "held": held.get("held"),
+        "close": (
+            f"{close.get('by')} {close.get('kind')} +{close.get('after_cancel_ms')} ms"
+            if close.get("by")
+            else ("not closed in 5 s" if held.get("held") else "-")
+        ),
+        "stop_reason": held.get("stop_reason"),
+        "after_cancel": len(held.get("requests_after_cancel", []) or []),
+        "requests": len(requests),
+        "main": roles.get("main", 0),
+        "side": roles.get("side", 0),
+        "probe": roles.get("probe", 0),
+        "after_C": steps.get("turn C", {}).get("stop_reason"),
+        "stop_ms": steps.get("stopped", {}).get("stop_ms"),
+        "error": next((s.get("error") for s in report.get("steps", []) if s.get("error")), ""),
+    }
+
+
+def probe_table(reports: Iterable[Mapping[str, Any]]) -> str:
+    """The probe reports as a markdown table (empty without reports)."""
+    rows = [probe_row(r) for r in reports]
+    if not rows:
+        return ""
+    head = (
+        "| agent / kind | start ms | session ms | 1st main call ms | close after cancel | "
+        "turn B | requests after cancel | requests: main / side / probe | turn C | stop ms |"
+    )
+    lines = [
+        "## Probe: one session, three turns, the middle one held and cancelled",
+        "",
+        "No calibration: requests are classified from their conversation alone, so a title "
+        "call shaped like a turn's counts as a second main call here. Raw reports: "
+        "`probes/*.json` in the report directory.",
+        "",
+        head,
+        "| --- |" + " --- |" * 9,
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['target']} / {r['kind']} | {r['start_ms']} | {r['new_session_ms']} | "
+            f"{r['first_request_ms']} | {r['close']} | {r['stop_reason']} | "
+            f"{r['after_cancel']} | {r['requests']}: {r['main']} / {r['side']} / "
+            f"{r['probe']} | {r['after_C']} | {r['stop_ms']} |"
+        )
+    errors = [f"- {r['target']} / {r['kind']}: {r['error']}" for r in rows if r["error"]]
+    if errors:
+        lines += ["", "Probe errors:", "", *errors]
+    return "\n".join(lines) + "\n"

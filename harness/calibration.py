@@ -13,11 +13,9 @@ Once per run for each provider kind; nothing the agent says about itself is used
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import random
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,6 +27,7 @@ from fake_providers.kinds import ProviderKind
 from fake_providers.roles import MainCallProfile, Role
 from harness.prompts import Prompt, new_tag
 from harness.target import AgentSettings, Endpoint, Target
+from harness.target_host import TargetHost
 
 TURN_LIMIT = 30.0  # the plain turn may take this long (a cold agent warms up on it)
 SETTLE = 1.0  # after the turn: side calls that follow it (titles, suggestions) arrive
@@ -96,14 +95,15 @@ async def calibrate(
     async with FakeProvider(tls=tls) as provider:
         ca_file = str(provider.tls.ca_path) if provider.tls is not None else None
         endpoint = Endpoint(kind, provider.url(kind), ca_file=ca_file)
-        host = _Host(target, endpoint)
+        host = TargetHost(target, endpoint, AgentSettings())
         async with anyio.create_task_group() as tg:
             tg.start_soon(host.run)
             try:
                 with anyio.fail_after(startup):
                     await host.started.wait()
-                if host.error is not None:
-                    return Calibration(kind, None, error=f"the agent did not start ({host.error})")
+                if host.start_error is not None:
+                    error = f"the agent did not start ({host.start_error})"
+                    return Calibration(kind, None, error=error)
                 with anyio.fail_after(TURN_LIMIT):
                     found = await _plain_turn(target, provider, kind)
             except TimeoutError:
@@ -144,38 +144,3 @@ def calibration_budget(make_target: Callable[[], Target]) -> float:
     except Exception:
         startup = DEFAULT_STARTUP
     return startup + TURN_LIMIT + STOP_LIMIT
-
-
-class _Host:
-    """The target's start..stop in one task, so its own task groups nest correctly."""
-
-    def __init__(self, target: Target, endpoint: Endpoint) -> None:
-        self.target, self.endpoint = target, endpoint
-        self.started, self.finish, self.stopped = anyio.Event(), anyio.Event(), anyio.Event()
-        self.error: Exception | None = None
-        self.took = 0.0
-        self._task: asyncio.Task[object] | None = None
-
-    def force_cancel(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-
-    async def run(self) -> None:
-        with contextlib.suppress(RuntimeError):  # not on asyncio: no native task to cancel
-            self._task = asyncio.current_task()
-        began = time.monotonic()
-        try:
-            await self.target.start(self.endpoint, AgentSettings())
-        except Exception as exc:
-            self.error = exc
-            self.started.set()
-            self.stopped.set()
-            return
-        self.took = time.monotonic() - began
-        self.started.set()
-        try:
-            await self.finish.wait()
-        finally:
-            with contextlib.suppress(Exception):
-                await self.target.stop()
-            self.stopped.set()

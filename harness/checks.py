@@ -22,9 +22,10 @@ import anyio
 from fake_providers.ledger import Closer, ConnectionRecord, Ledger, Outcome, RequestRecord
 from fake_providers.roles import Role
 from fake_providers.signals import WaitTimeout
-from harness.target import Capability, Submission, Target, Transcript
+from harness.target import AgentSettings, Capability, Submission, Target, Transcript
 from harness.target import Outcome as TurnOutcome
 from harness.timeline import Timeline, describe_change, describe_request, quote
+from harness.timing import StallMonitor, clock_start
 
 if TYPE_CHECKING:
     from fake_providers import FakeProvider
@@ -52,6 +53,10 @@ class CheckContext(Protocol):
     close_within: float | None
     ended_at: dict[str, int]
     settled: dict[str, Transcript]
+    stalls: StallMonitor  # the harness's and the agent's own stalls (harness/timing.py)
+    submits: list[int]
+    cancels: list[int]
+    settings: AgentSettings
 
     @property
     def last_cancel_ns(self) -> int | None: ...
@@ -123,12 +128,27 @@ class Checks:
             if (connection_id is None and _main_in_flight_at(c, t)) or c.id == connection_id
         ]
         if not conns:
-            raise CheckFailed(
+            failure = (
                 f"{head}; no main call was in flight at the provider then (wait for the stream "
                 "first, e.g. `await stream_held(...)`)"
             )
+            # A T the scenario computed (a deadline) can be overtaken by a stall: a response
+            # that began after T, by no more than the stall measured since the step T was
+            # computed from, is indeterminate (harness/timing.py).
+            began = [
+                r.started_ns
+                for r in self.ledger.requests()
+                if r.role is Role.MAIN and r.started_ns > t
+            ]
+            if after_ns is not None and began:
+                since = clock_start(t, [*self.ctx.submits, *self.ctx.cancels])
+                failure = self.ctx.stalls.judge_late(t, 0.0, [min(began)], failure, since_ns=since)
+            raise CheckFailed(failure)
         bound = within + (self.ctx.tempo(10) if slack is None else slack)
-        await wait_quietly(self.ledger, lambda _: all(not c.open for c in conns), bound)
+        # The watch window grows by the harness's own stalls (harness/timing.py).
+        await self.ctx.stalls.watch(
+            lambda s: wait_quietly(self.ledger, lambda _: all(not c.open for c in conns), s), bound
+        )
         seen = time.monotonic_ns()
         limit = t + int(within * 1e9)
         bad = [
@@ -137,9 +157,17 @@ class Checks:
             if c.closed_by is not Closer.CLIENT or c.closed_ns is None or c.closed_ns > limit
         ]
         if bad:
-            raise CheckFailed(
-                f"{head}; " + "; ".join(self._close_story(c, t, label, seen) for c in bad)
+            failure = f"{head}; " + "; ".join(self._close_story(c, t, label, seen) for c in bad)
+            # Closed by the client, late only by a stall the harness measured: Indeterminate
+            # (re-run); still open, or closed by the server: failed.
+            failure = self.ctx.stalls.judge_late(
+                t,
+                within,
+                [c.closed_ns if c.closed_by is Closer.CLIENT else None for c in bad],
+                failure,
+                since_ns=clock_start(t, [*self.ctx.submits, *self.ctx.cancels]),
             )
+            raise CheckFailed(failure)
         return conns
 
     @_check
@@ -199,7 +227,7 @@ class Checks:
                 r for r in self.ledger.requests() if r.role is Role.MAIN and r.events_after(cutoff)
             ]
             first = min(ns for r in reqs for ns in r.event_ns if ns > cutoff)
-            raise CheckFailed(
+            failure = (
                 f"expected no bytes written to the agent later than {ms(grace)} after {label} "
                 f"at {self._rel(t)}; the provider was still writing at {self._rel(first)} "
                 f"({main_bytes(self.ledger)} bytes so far, "
@@ -207,6 +235,22 @@ class Checks:
                 + ", ".join(f"request #{r.ordinal} conn#{r.connection_id}" for r in reqs)
                 + ")"
             )
+            # Only streams in flight at T can be excused (harness/timing.py),
+            # and only once the agent closed them; their last write must fit grace + stall.
+            if all(r.started_ns <= t for r in reqs):
+                await self.ctx.stalls.watch(
+                    lambda s: wait_quietly(
+                        self.ledger, lambda _: all(r.outcome is not None for r in reqs), s
+                    ),
+                    self._remaining(t, grace + window),
+                )
+                failure = self.ctx.stalls.judge_late(
+                    t,
+                    grace,
+                    [r.event_ns[-1] if r.outcome is Outcome.CLIENT_CLOSED else None for r in reqs],
+                    failure,
+                )
+            raise CheckFailed(failure)
 
     @_check
     async def retries(
@@ -383,8 +427,24 @@ class Checks:
         if out.stop_reason != "completed":
             detail = f" (error: {out.error})" if out.error else ""
             at = self._rel(self.ctx.ended_at[out.turn_id])
-            raise CheckFailed(f"{head}; it ended {out.stop_reason!r} at {at}{detail}")
+            failure = f"{head}; it ended {out.stop_reason!r} at {at}{detail}"
+            # Ran out of its own deadline while the harness or the agent was starved?
+            deadline = self.ctx.settings.turn_timeout
+            if out.stop_reason == "timeout" and deadline:
+                ended = self.ctx.ended_at[out.turn_id]
+                failure = self.ctx.stalls.judge_deadline(
+                    self.ctx.submits[-1], ended, deadline, failure
+                )
+            raise CheckFailed(failure)
         mains = [r for r in self.ledger.requests() if r.role is Role.MAIN]
+        if mains and mains[-1].outcome is None:
+            # The agent has its answer; the provider (on its own thread) may not have
+            # written down yet that the response is complete.
+            last_call = mains[-1]
+            await self.ctx.stalls.watch(
+                lambda s: wait_quietly(self.ledger, lambda _: last_call.outcome, s),
+                self.ctx.tempo(10),
+            )
         if not mains or mains[-1].outcome is not Outcome.COMPLETE:
             last = self._requests_story(mains[-1:]) if mains else "none"
             raise CheckFailed(

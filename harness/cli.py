@@ -1,6 +1,10 @@
 """The `cancel-harness` command line: list, run, mutants, serve.
 
-Exit codes: 0 success, 1 a check failed, 2 bad usage or setup (one line, no traceback).
+Exit codes (harness/cases.py, `RunResult.exit_code`): 0 every case passed (or was not
+applicable); 1 a check failed or the harness broke; 2 bad usage or setup: a one-line error
+before any case runs, a target that did not start, or a report that could not be written
+(the summary is printed first, so no result is lost); 3 nothing failed, but some case stayed
+indeterminate after its re-runs (the machine was too loaded to judge it: see harness/timing.py).
 """
 
 from __future__ import annotations
@@ -16,18 +20,37 @@ import anyio
 
 from fake_providers import FaultSpecError, ProviderStartError
 from fake_providers.kinds import ProviderKind, UnknownProviderKind
-from harness.cases import Case, CaseResult, RunConfig, RunResult, Status, new_seed, plan_cases
+from harness import mutants
+from harness.cases import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    RERUNS_MAX,
+    TEMPO_MAX,
+    TEMPO_MIN,
+    TEMPO_RELIABLE,
+    Case,
+    CaseResult,
+    ConfigError,
+    RunConfig,
+    RunResult,
+    Status,
+    check_seconds,
+    check_tempo,
+    new_seed,
+    plan_cases,
+)
+from harness.guard import run_guarded
 from harness.report import (
     DEFAULT_DIR,
+    ReportPathError,
+    check_report_path,
     failure_details,
-    mutant_matrix,
-    render_matrix,
     summary_table,
     write_json,
     write_junit,
-    write_mutants,
 )
-from harness.runner import Runner, run_guarded
+from harness.runner import Runner
 from harness.scenario import (
     ALL_KINDS,
     DEFAULT_TEMPO,
@@ -38,13 +61,14 @@ from harness.scenario import (
     UnknownSelectorError,
     load_catalogue,
 )
+from harness.seeds import SEED_LIMIT, shuffled
 from harness.target import Target
 from harness.targets import TargetSpecError, make_target
 from reference_agent.defects import Defect, UnknownDefectError, parse_defect
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_JOBS = 2
-START_FAILURE = "the target did not start"  # how the runner words a target's start error
+DEFAULT_RERUNS = 2  # run: re-runs of an indeterminate case; mutants: of a failing cell
+UNTIL_FAILURE_CAP = 1000  # repetitions of `--until-failure` without `--repeat`
 
 type TargetMaker = Callable[[str, Sequence[str]], Target]
 
@@ -96,8 +120,44 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="switch a known bug on in the reference agent (repeatable)",
     )
-    run.add_argument("--junit", type=Path, default=None, metavar="PATH", help="JUnit XML path")
-    run.add_argument("--json", type=Path, default=None, metavar="PATH", help="results.json path")
+    run.add_argument(
+        "--reruns",
+        type=int,
+        default=DEFAULT_RERUNS,
+        metavar="N",
+        help="re-run a case whose verdict is indeterminate (the harness itself was stalled) "
+        f"up to N times (default {DEFAULT_RERUNS}, at most {RERUNS_MAX})",
+    )
+    run.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run the selection N times, repetition i with seed SEED+i (flake hunting)",
+    )
+    run.add_argument(
+        "--until-failure",
+        action="store_true",
+        help="repeat until a repetition has a failure (at most --repeat N, "
+        f"else {UNTIL_FAILURE_CAP} repetitions)",
+    )
+    run.add_argument(
+        "--shuffle", action="store_true", help="run the cases in an order drawn from the seed"
+    )
+    run.add_argument(
+        "--junit",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help=f"JUnit XML path (default {DEFAULT_DIR}/junit.xml; missing directories are made)",
+    )
+    run.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help=f"results.json path (default {DEFAULT_DIR}/results.json)",
+    )
     run.add_argument("-v", "--verbose", action="store_true", help="every case, full timelines")
     run.add_argument(
         "--no-calibration",
@@ -111,30 +171,38 @@ def _parser() -> argparse.ArgumentParser:
         help="fail a case when side traffic (titles, memory, summaries) outlives a cancel or "
         "starts after it; by default that is a warning",
     )
-    mutants = commands.add_parser(
+    mutant = commands.add_parser(
         "mutants",
         help="prove the catalogue catches every reference-agent defect",
-        description="Run the catalogue on the clean reference agent, then once per defect.",
+        description="Run the catalogue on the clean reference agent, then once per defect; a "
+        "case catches a defect only if it fails in every one of its runs.",
     )
-    mutants.add_argument("selectors", nargs="*", metavar="SELECTOR")
-    mutants.add_argument(
+    mutant.add_argument("selectors", nargs="*", metavar="SELECTOR")
+    mutant.add_argument(
         "--target",
         default="reference",
-        help="the reference agent's door to go through: reference, acp, http or pty",
+        help=f"the reference agent's door to go through: {', '.join(mutants.DOORS)}",
     )
-    mutants.add_argument(
+    mutant.add_argument(
         "--defect",
         action="append",
         default=[],
         metavar="NAME",
         help="only these defects (repeatable; default: every defect)",
     )
-    _common(mutants)
-    mutants.add_argument(
-        "--json", type=Path, default=None, metavar="PATH", help="mutants.json path"
+    _common(mutant)
+    mutant.add_argument(
+        "--reruns",
+        type=int,
+        default=DEFAULT_RERUNS,
+        metavar="K",
+        help=f"re-run a failing case K more times; it catches the defect only if every run "
+        f"fails (default {DEFAULT_RERUNS}: 3 runs in all)",
     )
+    mutant.add_argument("--json", type=Path, default=None, metavar="PATH", help="mutants.json path")
     _serve_parser(commands)
     _explore_parser(commands)
+    _proxy_parser(commands)
     return parser
 
 
@@ -152,12 +220,27 @@ def _common(sub: argparse.ArgumentParser) -> None:
         type=float,
         default=DEFAULT_TEMPO,
         metavar="SECONDS",
-        help=f"the interval every wait is a multiple of (default {DEFAULT_TEMPO})",
+        help=f"the interval every wait is a multiple of (default {DEFAULT_TEMPO}; valid "
+        f"{TEMPO_MIN:g} to {TEMPO_MAX:g}, below {TEMPO_RELIABLE:g} too fast to time reliably)",
+    )
+    sub.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="per case, agent start-up excluded (default: 200 x tempo, at least 10 s)",
     )
     sub.add_argument(
         "--tls",
         action="store_true",
         help="the fake provider serves https; the agent is given its CA ({ca_file})",
+    )
+    sub.add_argument(
+        "--via",
+        choices=("direct", "proxy"),
+        default=None,
+        help="how the agent reaches the fake provider: its base URL (direct), or its real base "
+        "URL through `cancel-harness proxy` (proxy; docs/proxy.md); default: the target's",
     )
     sub.add_argument(
         "--jobs",
@@ -241,6 +324,8 @@ def main(
             return _serve(args)
         if args.command == "explore":
             return _explore(args, catalogue, targets or make_target)
+        if args.command == "proxy":
+            return _proxy(args)
         if args.command not in ("list", "run", "mutants"):
             parser.print_help()
             return EXIT_USAGE
@@ -259,6 +344,9 @@ def main(
         return _mutants(options)
     except (
         UsageError,
+        ConfigError,
+        ReportPathError,
+        mutants.MutantsTargetError,
         UnknownProviderKind,
         FaultSpecError,
         ProviderStartError,
@@ -328,15 +416,40 @@ class _Options:
     junit: Path | None
     json: Path | None
     verbose: bool
+    repeat: int = 1
+    until_failure: bool = False
+    shuffle: bool = False
+    reruns: int = DEFAULT_RERUNS
 
 
 def _options(args: argparse.Namespace, registry: Registry, make: TargetMaker) -> _Options:
     """Validate everything before running anything; each mistake is one line, exit 2."""
     kinds = [ProviderKind.parse(kind) for kind in args.provider]
-    if not args.tempo > 0:
+    if args.tempo <= 0:
         raise UsageError(f"--tempo {args.tempo:g}: expected seconds above 0, such as 0.02")
+    warning = check_tempo(args.tempo, "--tempo")
+    if args.timeout is not None:
+        check_seconds(args.timeout, "--timeout")
+    if args.seed is not None and not 0 <= args.seed < SEED_LIMIT:
+        raise UsageError(f"--seed {args.seed}: expected a whole number from 0 to 2**63-1")
+    if args.jobs < 1:
+        raise UsageError(f"--jobs {args.jobs}: run at least one case at a time (--jobs 1)")
+    if not 0 <= args.reruns <= RERUNS_MAX:
+        raise UsageError(f"--reruns {args.reruns}: expected 0 to {RERUNS_MAX}, such as 2")
+    repeat = getattr(args, "repeat", None)
+    if repeat is not None and repeat < 1:
+        raise UsageError(f"--repeat {repeat}: expected 1 or more repetitions")
     defects = tuple(parse_defect(d).value for d in getattr(args, "defect", []))
     target = getattr(args, "target", "reference")
+    if args.command == "mutants":
+        mutants.check_door(target)
+    via = getattr(args, "via", None)
+    if via is not None:
+        make = _via(make, via)
+        if via == "proxy" and args.tls:
+            raise UsageError(
+                "--tls with --via proxy: the agent already speaks TLS to the proxy; drop --tls"
+            )
     made = make(target, defects)  # a bad --target fails here, before any case runs
     specs = registry.select(args.selectors)
     if not specs:
@@ -350,30 +463,47 @@ def _options(args: argparse.Namespace, registry: Registry, make: TargetMaker) ->
             f"none of the selected scenarios runs on {', '.join(providers)}; "
             "`cancel-harness list` shows each scenario's providers"
         )
+    junit, json_path = getattr(args, "junit", None), args.json
+    default_json = "results.json" if args.command == "run" else "mutants.json"
+    reports = [("--json", json_path or DEFAULT_DIR / default_json, default_json)]
+    if args.command == "run":
+        reports.append(("--junit", junit or DEFAULT_DIR / "junit.xml", "junit.xml"))
+    for flag, path, example in reports:
+        check_report_path(path, flag, example)
     seed = args.seed if args.seed is not None else new_seed()
-    if args.jobs < 1:
-        raise UsageError(f"--jobs {args.jobs}: run at least one case at a time (--jobs 1)")
+    until = getattr(args, "until_failure", False)
     config = RunConfig(
         seed=seed,
         target=target,
         defects=defects,
         tempo=args.tempo,
+        timeout=args.timeout,
         jobs=args.jobs,
         tls=args.tls,
         strict_side_traffic=getattr(args, "strict_side_traffic", False),
         calibrate=not getattr(args, "no_calibration", False),
+        via=via,
+        reruns=args.reruns if args.command == "run" else DEFAULT_RERUNS,
     )
+    if warning:
+        print(f"cancel-harness: warning: {warning}", file=sys.stderr)
     return _Options(
         cases,
         config,
         make,
-        getattr(args, "junit", None),
-        args.json,
+        junit,
+        json_path,
         getattr(args, "verbose", False),
+        repeat=repeat or (UNTIL_FAILURE_CAP if until else 1),
+        until_failure=until,
+        shuffle=getattr(args, "shuffle", False),
+        reruns=args.reruns,
     )
 
 
-def _execute(options: _Options, config: RunConfig, *, live: bool) -> RunResult:
+def _execute(
+    options: _Options, config: RunConfig, cases: Sequence[Case], *, live: bool
+) -> RunResult:
     maker, spec, defects = options.make, config.target, config.defects
     runner = Runner(config, lambda: maker(spec, defects), verbose=options.verbose)
 
@@ -383,31 +513,59 @@ def _execute(options: _Options, config: RunConfig, *, live: bool) -> RunResult:
             if options.verbose:
                 print(result.timeline, flush=True)
 
-    return run_guarded(runner, options.cases, progress)
+    return run_guarded(runner, cases, progress)
 
 
 def _run(options: _Options) -> int:
     config = options.config
+    reps = options.repeat
     print(
         f"cancel-harness run: {len(options.cases)} case(s) against {config.target}"
         f"{' with ' + ','.join(config.defects) if config.defects else ''}, "
-        f"seed {config.seed}, tempo {config.tempo:g}s",
+        f"seed {config.seed}, tempo {config.tempo:g}s"
+        + (f", up to {reps} repetitions" if reps > 1 else "")
+        + (", shuffled" if options.shuffle else ""),
         flush=True,
     )
-    result = _execute(options, config, live=options.verbose)
-    junit = write_junit(result, options.junit or DEFAULT_DIR / "junit.xml")
-    results = write_json(result, options.json or DEFAULT_DIR / "results.json")
+    result = RunResult(config, config.target, "", repetitions=0, shuffled=options.shuffle)
+    for rep in range(reps):
+        this = replace(config, seed=config.seed + rep, repetition=rep)
+        cases = shuffled(options.cases, this.seed) if options.shuffle else options.cases
+        done = _execute(options, this, cases, live=options.verbose)
+        result.started = result.started or done.started
+        result.finished, result.repetitions = done.finished, rep + 1
+        result.wall_seconds += done.wall_seconds
+        result.results.extend(done.results)
+        if reps > 1:
+            counts = ", ".join(f"{done.count(s)} {s.value}" for s in Status if done.count(s))
+            print(f"repetition {rep + 1} (seed {this.seed}): {counts}", flush=True)
+        failed = done.count(Status.FAILED) + done.count(Status.ERROR)
+        if options.until_failure and failed:
+            break
     details = failure_details(result)
     if details:
         print(f"\n{details}\n")
-    print(summary_table(result))
-    print(f"reports: {junit}, {results}")
-    unstarted = [r for r in result.results if r.message.startswith(START_FAILURE)]
-    if unstarted and len(unstarted) == len(result.results):
+    print(summary_table(result), flush=True)
+    code = result.exit_code
+    written, unwritten = [], []
+    for write, path in (
+        (write_junit, options.junit or DEFAULT_DIR / "junit.xml"),
+        (write_json, options.json or DEFAULT_DIR / "results.json"),
+    ):
+        try:
+            written.append(str(write(result, path)))
+        except OSError as exc:
+            unwritten.append(f"cannot write {path}: {exc.strerror or exc}")
+    if written:
+        print(f"reports: {', '.join(written)}")
+    if unwritten:
+        print(f"cancel-harness: error: {'; '.join(unwritten)}", file=sys.stderr)
+        return EXIT_USAGE
+    unstarted = [r for r in result.results if r.status is Status.DID_NOT_START]
+    if code == EXIT_USAGE and unstarted:
         # The agent never came up: a setup problem, not a verdict on its cancellation.
         print(f"cancel-harness: error: {unstarted[0].message}", file=sys.stderr)
-        return EXIT_USAGE
-    return EXIT_OK if result.ok else EXIT_FAILED
+    return code
 
 
 def all_defects() -> list[str]:
@@ -421,22 +579,152 @@ def _mutants(options: _Options) -> int:
     base = replace(options.config, defects=())
     print(
         f"cancel-harness mutants: {len(options.cases)} case(s) x (clean + {len(defects)} "
-        f"defects), seed {base.seed}, tempo {base.tempo:g}s",
+        f"defects), seed {base.seed}, tempo {base.tempo:g}s, a catch must fail "
+        f"{options.reruns + 1} of {options.reruns + 1} runs",
         flush=True,
     )
-    clean = _execute(options, base, live=False)
-    print(f"clean: {clean.count(Status.FAILED)} failed, {clean.count(Status.ERROR)} errors")
-    runs: dict[str, RunResult] = {}
-    for defect in defects:
-        run = _execute(options, replace(base, defects=(defect,)), live=False)
-        runs[defect] = run
-        print(f"{defect}: caught by {run.count(Status.FAILED)} case(s)", flush=True)
-    matrix = mutant_matrix(clean, runs)
-    path = write_mutants(matrix, options.json or DEFAULT_DIR / "mutants.json")
-    if not clean.ok:
-        print(f"\n{failure_details(clean)}")
-    print(f"\n{render_matrix(matrix)}\nreport: {path}")
+
+    def execute(config: RunConfig, cases: Sequence[Case]) -> RunResult:
+        return _execute(options, config, cases, live=False)
+
+    matrix = mutants.prove(
+        execute,
+        options.cases,
+        base,
+        defects,
+        reruns=options.reruns,
+        progress=lambda line: print(line, flush=True),
+    )
+    print(f"\n{mutants.render(matrix)}")
+    path = options.json or DEFAULT_DIR / "mutants.json"
+    try:
+        print(f"report: {mutants.write(matrix, path)}")
+    except OSError as exc:
+        print(f"cancel-harness: error: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
     return EXIT_OK if matrix["ok"] else EXIT_FAILED
+
+
+def _via(make: TargetMaker, via: str) -> TargetMaker:
+    """`make`, with --via overriding how the target reaches the provider."""
+    from harness.targets import Via
+    from harness.targets.build import route_via
+
+    if make is make_target:
+        return lambda spec, defects: make_target(spec, defects, via=via)
+    return lambda spec, defects: route_via(make(spec, defects), Via(via), f"target '{spec}'")
+
+
+def _proxy_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
+    proxy = commands.add_parser(
+        "proxy",
+        help="mitmproxy in front of the real provider hosts, for agents with a fixed base URL",
+        description="Intercept api.openai.com, api.anthropic.com, "
+        "generativelanguage.googleapis.com and *.openai.azure.com for an agent that honours "
+        "HTTPS_PROXY; route them to a fake provider (default) or, when asked, the real "
+        "hosts. Prints the proxy URL, its CA and the agent's environment (docs/proxy.md).",
+    )
+    proxy.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1; "
+        "anywhere else the proxy requires a token in its URL)",
+    )
+    proxy.add_argument("--port", type=int, default=0, help="port (default 0: any free port)")
+    proxy.add_argument(
+        "--intercept",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="another host to intercept, or *.domain (repeatable)",
+    )
+    proxy.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="fault rule, as for serve (repeatable): for the embedded fake provider, or with "
+        "--pass-through applied to the real provider's live stream",
+    )
+    proxy.add_argument(
+        "--upstream",
+        default=None,
+        metavar="URL",
+        help="route to a fake provider already running (e.g. cancel-harness serve's origin)",
+    )
+    proxy.add_argument(
+        "--pass-through",
+        action="store_true",
+        help="send the provider hosts to the real services (needs network and real keys)",
+    )
+    proxy.add_argument(
+        "--upstream-ca",
+        type=Path,
+        default=None,
+        metavar="PEM",
+        help="with --pass-through: trust this CA for the upstream hosts (default: certifi's)",
+    )
+    proxy.add_argument(
+        "--upstream-for",
+        action="append",
+        default=[],
+        metavar="HOST=URL",
+        help="with --pass-through: send HOST's traffic to URL instead (a staging endpoint)",
+    )
+    proxy.add_argument(
+        "--confdir",
+        type=Path,
+        default=None,
+        help="keep the proxy's CA here, to trust it once (default: a fresh CA per run)",
+    )
+    proxy.add_argument(
+        "--env-file", type=Path, default=None, help="write the agent's `export` lines here"
+    )
+
+
+def _proxy(args: argparse.Namespace) -> int:
+    try:
+        from harness.proxy.standalone import run_proxy
+    except ImportError as exc:
+        raise UsageError(
+            f"cancel-harness proxy needs mitmproxy ({exc}); install the proxy extra: "
+            "pip install -e '.[proxy]'"
+        ) from None
+    from fake_providers.faults import parse_rule
+    from harness.proxy.standalone import parse_upstream_for
+
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port} is out of range; use 0-65535 (0 picks a free port)")
+    for spec in args.fault:
+        parse_rule(spec)  # fail before binding anything
+    try:
+        upstream_for = parse_upstream_for(args.upstream_for)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        anyio.run(
+            lambda: run_proxy(
+                host=args.host,
+                port=args.port,
+                faults=args.fault,
+                intercept=args.intercept,
+                pass_through=args.pass_through,
+                upstream=args.upstream,
+                confdir=args.confdir,
+                env_file=args.env_file,
+                upstream_ca=args.upstream_ca,
+                upstream_for=upstream_for,
+            )
+        )
+    except KeyboardInterrupt:
+        print("stopped.", file=sys.stderr)
+    except (ValueError, BaseExceptionGroup) as exc:  # ProxySetupError, FaultSpecError
+        while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+            exc = exc.exceptions[0]
+        if not isinstance(exc, ValueError):
+            raise
+        raise UsageError(str(exc)) from None
+    return EXIT_OK
 
 
 def _serve(args: argparse.Namespace) -> int:

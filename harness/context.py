@@ -32,6 +32,7 @@ from harness.target import (
     Transcript,
 )
 from harness.timeline import Timeline
+from harness.timing import NO_STALLS, StallMonitor
 
 if TYPE_CHECKING:
     from harness.scenario import ScenarioSpec, Tempo
@@ -96,6 +97,7 @@ class ScenarioContext:
         settings: AgentSettings,
         close_within: float | None = None,
         strict_side_traffic: bool = False,
+        stalls: StallMonitor = NO_STALLS,
     ) -> None:
         self.spec = spec
         self.provider = provider
@@ -108,6 +110,7 @@ class ScenarioContext:
         self.settings = settings
         self.close_within = close_within  # the target's bound on closing after a cancel
         self.strict_side_traffic = strict_side_traffic
+        self.stalls = stalls  # the harness's own stalls this case (harness/timing.py)
         # Marks the processes this case's tools start. Not from the seed: a process left by
         # an earlier run of the same seed must never count as this run's.
         self.case_tag = new_tag(random.SystemRandom())

@@ -12,10 +12,18 @@ schedule search as a hypothesis property, docs/explore.md). The catalogue as tes
 or `pytest --cancel-harness`, which adds every case as a test item. A project plugs in its own
 agent or catalogue with the hooks `pytest_cancel_harness_make_target(spec, defects)` and
 `pytest_cancel_harness_catalogue(config)` in its conftest. Unused, the plugin changes nothing.
+
+A failure's replay line is a pytest command (the test's node id and the seed, tempo, target
+and defects it ran with), so it replays with the same target, whatever built it: a
+`target_factory`, a conftest hook or `--cancel-harness-target`. A case the harness could not
+judge (indeterminate after its re-runs) is skipped with the reason; one whose agent did not
+start fails.
 """
 
 from __future__ import annotations
 
+import os
+import shlex
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +32,8 @@ import pytest
 
 from fake_providers import FakeProvider
 from harness.cases import Case, CaseResult, RunConfig, Status, new_seed, plan_cases
-from harness.runner import Runner, run_guarded
+from harness.guard import run_guarded
+from harness.runner import Runner
 from harness.scenario import ALL_KINDS, DEFAULT_TEMPO, Registry, load_catalogue
 from harness.target import Target
 
@@ -131,7 +140,25 @@ class HarnessCase:
     def runner(self) -> Runner:
         config = self.config()
         factory = self.target_factory or (lambda: _make_target(config.target, config.defects))
-        return Runner(config, factory)
+        return Runner(config, factory, replay=self.replay)
+
+    def replay(self, case: Case, config: RunConfig) -> str:
+        """The command that runs this case again with everything that decides its verdict."""
+        current = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]
+        if current.startswith("cancel-harness::") or (not current and self.target_factory):
+            args = ["pytest", "--cancel-harness", "--cancel-harness-select", case.spec.id]
+            args += ["--cancel-harness-provider", case.kind, "-k", case.name]
+        elif current:
+            args = ["pytest", current]
+        else:
+            return config.replay(case.spec.id, case.kind)
+        args += ["--cancel-harness-seed", str(config.seed)]
+        args += ["--cancel-harness-tempo", f"{config.tempo:g}"]
+        if config.target != "reference" and self.target_factory is None:
+            args += ["--cancel-harness-target", config.target]
+        for defect in config.defects:
+            args += ["--cancel-harness-defect", defect]
+        return shlex.join(args)
 
     async def arun(self) -> CaseResult:
         """Run the case and return its result (no pytest outcome); for async tests."""
@@ -146,8 +173,15 @@ def judge(result: CaseResult) -> CaseResult:
     """Turn a case result into the pytest outcome a user expects."""
     if result.status is Status.NOT_APPLICABLE:
         pytest.skip(f"not applicable: {result.message}")
-    if result.status in (Status.FAILED, Status.ERROR):
-        kind = "failed" if result.status is Status.FAILED else "error"
+    if result.status is Status.INDETERMINATE:
+        pytest.skip(
+            f"indeterminate after {len(result.attempts)} run(s), the harness itself was "
+            f"stalled: {result.message}\nreplay: {result.replay}"
+        )
+    if result.status is not Status.PASSED:
+        kind = {Status.FAILED: "failed", Status.DID_NOT_START: "did not start"}.get(
+            result.status, "error"
+        )
         pytest.fail(
             f"{result.name} {kind}: {result.message}\n{result.timeline}\nreplay: {result.replay}",
             pytrace=False,

@@ -1,22 +1,29 @@
 """Runs (scenario, provider kind) cases: a fresh fake provider and target each, then checks.
 
-Every case ends in one status: passed, failed (a check or invariant did not hold, or the
-case ran out of time), error (the harness, scenario or target broke), or not-applicable
-(the target lacks a required capability). Each result carries the exact replay command.
+Every case ends in one status (`harness.cases.Status`): passed; failed (a check or invariant
+did not hold, or the case ran out of time); error (the harness, scenario or target broke);
+not-applicable (the target lacks a required capability); did-not-start (the agent never came
+up); or indeterminate (a timed bound was missed, but the harness measured a stall of its own
+that explains it, see harness/timing.py). An indeterminate case is re-run, up to
+`config.reruns` times; its result keeps every attempt.
+
+Start-up is outside the case budget: the target has its own `startup_timeout` (30 s unless
+it declares one) to start, then the scenario has `config.case_timeout`. Each case gets its own
+seed from the run seed (harness/seeds.py) and its provider runs on its own thread
+(harness/provider_host.py). `harness.guard.run_guarded` runs cases on a worker thread so a
+target that swallows cancellation cannot hang the caller. Each result carries the exact
+replay command.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
-import queue
 import random
-import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from dataclasses import replace
 
 import anyio
 
@@ -24,15 +31,25 @@ from fake_providers import FakeProvider
 from fake_providers.kinds import ProviderKind
 from fake_providers.signals import WaitTimeout
 from harness import invariants
-from harness.calibration import Calibration, calibrate, calibration_budget
-from harness.cases import Case, CaseResult, RunConfig, RunResult, Status, now_iso
+from harness.calibration import Calibration, calibrate
+from harness.cases import Attempt, Case, CaseResult, RunConfig, RunResult, Status, now_iso
 from harness.checks import CheckFailed
 from harness.context import NotApplicable, ScenarioContext
+from harness.provider_host import ProviderThread
 from harness.scenario import Tempo
-from harness.target import AgentBroke, AgentSettings, Endpoint, Target, TargetStartError
+from harness.seeds import case_seed
+from harness.slots import JobSlots, Slot, alone
+from harness.target import AgentBroke, Endpoint, Target, TargetStartError
+from harness.target_host import TargetHost
 from harness.timeline import Timeline
+from harness.timing import ChildSampler, Indeterminate, StallLog, StallMonitor, heartbeat
 
 type TargetFactory = Callable[[], Target]
+type ReplayCommand = Callable[[Case, RunConfig], str]
+
+DEFAULT_STARTUP = 30.0  # s, for targets that declare no startup_timeout of their own
+STARTUP_GRACE = 5.0  # s at most beyond the target's startup_timeout, for it to say why
+STALLED_WAIT = 5  # tempo of stall during a set-up wait that makes its timeout indeterminate
 
 
 class _Outcome(Exception):
@@ -43,18 +60,36 @@ class _Outcome(Exception):
         self.status, self.message = status, message
 
 
+def cli_replay(case: Case, config: RunConfig) -> str:
+    return config.replay(case.spec.id, case.kind)
+
+
 class Runner:
-    """Runs cases one after another with a target factory (one fresh target per case)."""
+    """Runs cases with a target factory (one fresh target per attempt), `config.jobs` at once.
+
+    `replay` words the command that replays a case (default: `cancel-harness run ...`).
+    """
 
     def __init__(
-        self, config: RunConfig, target_factory: TargetFactory, *, verbose: bool = False
+        self,
+        config: RunConfig,
+        target_factory: TargetFactory,
+        *,
+        verbose: bool = False,
+        replay: ReplayCommand = cli_replay,
     ) -> None:
         self.config = config
         self.target_factory = target_factory
         self.tempo = Tempo(config.tempo)
         self.verbose = verbose
-        self._live: dict[Case, tuple[float, Timeline, FakeProvider]] = {}
+        self.replay = replay
+        self._live: dict[Case, tuple[float, Timeline, FakeProvider | None]] = {}
         self._verdict: dict[Case, str] = {}  # a live case's message before its target stopped
+        # time.monotonic() by which each live case must have ended (read by run_guarded).
+        self.deadlines: dict[Case, float] = {}
+        self._started_any = False
+        self._start_failure = ""  # the first did-not-start, while no target has started
+        self._loop_stalls: StallLog | None = None  # run_each's heartbeat, shared by its cases
         self._findings: dict[Case, tuple[str, ...]] = {}  # warnings a case's scenario raised
         self.calibrations: dict[ProviderKind, Calibration] = {}
 
@@ -65,28 +100,19 @@ class Runner:
         run = RunResult(self.config, self.config.target, now_iso())
         began = time.perf_counter()
         done: dict[int, CaseResult] = {}
-        limiter = anyio.CapacityLimiter(max(1, self.config.jobs))
-
-        def deliver() -> None:
-            while len(run.results) in done:
-                result = done.pop(len(run.results))
-                run.results.append(result)
-                if on_result is not None:
-                    on_result(result)
-
-        async def one(index: int, case: Case) -> None:
-            async with limiter:
-                done[index] = await self.run_case(case)
-            deliver()
-
         if self.config.calibrate:
             await self.calibrate(cases)
             run.notes += [c.describe() for c in self.calibrations.values()]
-        # Cases share nothing (each has its own provider and target), and mostly wait in
-        # watch windows, so a couple at a time keeps the catalogue fast on two cores.
-        async with anyio.create_task_group() as tg:
-            for index, case in enumerate(cases):
-                tg.start_soon(one, index, case)
+
+        def arrived(index: int, result: CaseResult) -> None:
+            done[index] = result
+            while len(run.results) in done:
+                ready = done.pop(len(run.results))
+                run.results.append(ready)
+                if on_result is not None:
+                    on_result(ready)
+
+        await self.run_each(cases, arrived)
         run.finished = now_iso()
         run.wall_seconds = time.perf_counter() - began
         return run
@@ -103,6 +129,35 @@ class Runner:
                 found = await calibrate(self.target_factory, kind, tls=self.config.tls)
                 self.calibrations[kind] = found
 
+    async def run_each(
+        self, cases: Sequence[Case], on_done: Callable[[int, CaseResult], None]
+    ) -> None:
+        """Run the cases, `config.jobs` at a time, reporting each as it ends (any order)."""
+        slots = JobSlots(max(1, self.config.jobs))
+
+        async def one(index: int, case: Case) -> None:
+            held = await slots.take()
+            try:
+                result = await self.run_case(case, slots=slots, held=held)
+            finally:
+                held.give_back()
+            on_done(index, result)
+
+        # Cases share nothing (each has its own provider and target), and mostly wait in
+        # watch windows, so a couple at a time keeps the catalogue fast on two cores. One
+        # heartbeat on this loop serves every case.
+        loop_stalls = StallLog("the harness loop")
+        async with anyio.create_task_group() as beat:
+            beat.start_soon(heartbeat, loop_stalls)
+            self._loop_stalls = loop_stalls
+            try:
+                async with anyio.create_task_group() as tg:
+                    for index, case in enumerate(cases):
+                        tg.start_soon(one, index, case)
+            finally:
+                self._loop_stalls = None
+                beat.cancel_scope.cancel()
+
     def _result(
         self,
         case: Case,
@@ -110,6 +165,7 @@ class Runner:
         status: Status,
         message: str,
         rendered: str = "",
+        seed: int = 0,
         warnings: tuple[str, ...] = (),
     ) -> CaseResult:
         return CaseResult(
@@ -121,122 +177,187 @@ class Runner:
             duration=time.perf_counter() - began,
             message=message,
             timeline=rendered,
-            replay=self.config.replay(case.spec.id, case.kind),
+            replay=self.replay(case, self.config),
             catches=case.spec.catches,
             warnings=warnings,
+            seed=seed or case_seed(self.config.seed, case.name),
+            repetition=self.config.repetition,
         )
 
-    async def run_case(self, case: Case) -> CaseResult:
+    async def run_case(
+        self, case: Case, *, slots: JobSlots | None = None, held: Slot | None = None
+    ) -> CaseResult:
+        """Run one case; while its verdict is indeterminate, re-run it (`config.reruns`).
+
+        A re-run runs alone (with `slots`: no other case of this run beside it), since the
+        harness's own concurrency is part of the load that made the verdict indeterminate.
+        """
+        seed = case_seed(self.config.seed, case.name)
+        attempts: list[Attempt] = []
+        try:
+            result = await self._attempt(case, seed)
+            attempts.append(Attempt(result.status, result.message, result.duration))
+            while result.status is Status.INDETERMINATE and len(attempts) <= self.config.reruns:
+                self.deadlines.pop(case, None)  # waiting for the others is not hanging
+                async with alone(slots, held):
+                    result = await self._attempt(case, seed)
+                attempts.append(Attempt(result.status, result.message, result.duration))
+        finally:
+            self.deadlines.pop(case, None)
+        total = sum(a.duration for a in attempts)
+        return replace(result, duration=total, attempts=tuple(attempts))
+
+    def _deadline(self, case: Case, seconds: float) -> None:
+        self.deadlines[case] = time.monotonic() + seconds
+
+    def overdue(self, slack: float) -> Case | None:
+        """A live case past its deadline by `slack` s: its target could not be stopped."""
+        now = time.monotonic()
+        late = [(d, c) for c, d in list(self.deadlines.items()) if now > d + slack]
+        return min(late, key=lambda pair: pair[0])[1] if late else None
+
+    async def _attempt(self, case: Case, seed: int) -> CaseResult:
         began = time.perf_counter()
         timeline = Timeline()
         try:
             target = self.target_factory()
         except Exception as exc:
             message = f"cannot make the target: {_describe_error(exc)}"
-            return self._result(case, began, Status.ERROR, message)
+            return self._result(case, began, Status.DID_NOT_START, message, seed=seed)
         missing = sorted(c.value for c in case.spec.requires - target.capabilities)
         if missing:
             message = (
                 f"needs capability {', '.join(missing)}, which target '{target.name}' does not have"
             )
-            return self._result(case, began, Status.NOT_APPLICABLE, message)
-        provider = FakeProvider(tls=self.config.tls)
+            return self._result(case, began, Status.NOT_APPLICABLE, message, seed=seed)
+        if self._start_failure and not self._started_any:
+            message = f"not run: no target has started in this run ({self._start_failure})"
+            return self._result(case, began, Status.DID_NOT_START, message, seed=seed)
         known = self.calibrations.get(case.kind)
-        provider.resolver.profile = known.profile if known is not None else None
-        self._live[case], self._verdict[case] = (began, timeline, provider), ""
+        profile = known.profile if known is not None else None
+        host = ProviderThread(seed=seed, tls=self.config.tls, profile=profile)
+        shared = self._loop_stalls
+        loop_stalls = shared or StallLog("the harness loop")
+        monitor = StallMonitor((loop_stalls, host.stalls, ChildSampler.acquire()))
+        self._live[case], self._verdict[case] = (began, timeline, None), ""
         try:
             with _no_gc_pauses():
-                async with provider:
-                    status, message = await self._drive(case, provider, target, timeline)
+                async with anyio.create_task_group() as beat:
+                    if shared is None:  # a case run on its own (run_case), not by run_each
+                        beat.start_soon(heartbeat, loop_stalls)
+                    try:
+                        async with host as provider:
+                            self._live[case] = (began, timeline, provider)
+                            status, message = await self._drive(
+                                case, provider, target, timeline, monitor, seed
+                            )
+                    finally:
+                        beat.cancel_scope.cancel()
         except Exception as exc:  # the provider itself failed to start or stop
             status, message = Status.ERROR, _describe_error(exc)
         finally:
             self._live.pop(case, None)
+            ChildSampler.release()
         try:
             notes = target.notes()
         except Exception:
             notes = []
-        rendered = timeline.render(provider.ledger, notes, limit=None if self.verbose else 25)
+        ledger = host.provider.ledger if host.provider is not None else None
+        rendered = timeline.render(ledger, notes, limit=None if self.verbose else 25)
         warnings = self._findings.pop(case, ())
-        return self._result(case, began, status, message, rendered, warnings)
+        return self._result(case, began, status, message, rendered, seed, warnings)
 
-    def abandoned(self, case: Case, waited: float) -> CaseResult:
+    def abandoned(self, case: Case) -> CaseResult:
         """The result for a case whose target could be neither stopped nor cancelled."""
+        live = self._live.get(case)
+        began = live[0] if live is not None else time.perf_counter()
+        waited = time.perf_counter() - began
         message = (
-            f"the case did not end within {waited:g} s: the target ignores cancellation "
+            f"the case did not end within {waited:.1f} s: the target ignores cancellation "
             "(a shielded or blocking wait) and could not be stopped; the run was abandoned here"
         )
-        live = self._live.get(case)
         if live is None:
-            return self._result(case, time.perf_counter() - waited, Status.ERROR, message)
-        began, timeline, provider = live
+            return self._result(case, began, Status.ERROR, message)
+        _, timeline, provider = live
         if self._verdict.get(case):
             message += f"; before that: {self._verdict[case]}"
         timeline.stamp("case abandoned")
-        rendered = timeline.render(provider.ledger, limit=None if self.verbose else 25)
+        ledger = provider.ledger if provider is not None else None
+        rendered = timeline.render(ledger, limit=None if self.verbose else 25)
         return self._result(case, began, Status.ERROR, message, rendered)
 
     async def _drive(
-        self, case: Case, provider: FakeProvider, target: Target, timeline: Timeline
+        self,
+        case: Case,
+        provider: FakeProvider,
+        target: Target,
+        timeline: Timeline,
+        monitor: StallMonitor,
+        seed: int,
     ) -> tuple[Status, str]:
         ca_file = str(provider.tls.ca_path) if provider.tls is not None else None
         endpoint = Endpoint(case.kind, provider.url(case.kind), ca_file=ca_file)
         settings = case.spec.agent_settings(self.tempo)
+        if not settings.seed:
+            settings = replace(settings, seed=seed)
         ctx = ScenarioContext(
             spec=case.spec,
             provider=provider,
             target=target,
             endpoint=endpoint,
             tempo=self.tempo,
-            rng=random.Random(f"{self.config.seed}:{case.spec.id}:{case.kind}"),
+            rng=random.Random(seed),
             timeline=timeline,
             settings=settings,
             close_within=getattr(target, "close_within", None),
             strict_side_traffic=self.config.strict_side_traffic,
+            stalls=monitor,
         )
         self._findings[case] = ()
-        host = _TargetHost(target, endpoint, settings)
+        host = TargetHost(target, endpoint, settings)
         grace = self.tempo(10)
-        timeout = self.config.case_timeout
+        startup = _startup_timeout(target)
+        startup_limit = startup + min(STARTUP_GRACE, max(1.0, startup))
+        stop_limit = self.config.stop_timeout
         status, message = Status.PASSED, ""
         async with anyio.create_task_group() as tg:
             tg.start_soon(host.run)
-            with anyio.move_on_after(timeout) as scope:
-                try:
-                    await host.started.wait()
-                    if host.start_error is not None:
-                        raise _Outcome(Status.ERROR, _describe_error(host.start_error))
-                    timeline.stamp(f"target {target.name} started against {endpoint.base_url}")
-                    await _run_scenario(ctx, grace)
-                except _Outcome as out:
-                    status, message = out.status, out.message
-                finally:
-                    self._findings[case] = tuple(dict.fromkeys(ctx.warnings))
-            if scope.cancelled_caught:
-                last = _last_step(timeline)
-                timeline.stamp(f"case timed out after {timeout:g} s")
-                why = "" if self.config.timeout else " (200 x tempo, at least 10 s)"
-                status = Status.FAILED
+            # Start-up is outside the case budget: the target's own startup_timeout bounds it.
+            self._deadline(case, startup_limit + stop_limit)
+            with anyio.move_on_after(startup_limit):
+                await host.started.wait()
+            if not host.started.is_set():
+                timeline.stamp(f"target did not start within {startup:g} s")
+                status = Status.DID_NOT_START
                 message = (
-                    f"the case did not finish within {timeout:g} s{why}; last harness step: {last}"
+                    f"the target did not start within its startup_timeout of {startup:g} s "
+                    "and did not report why; raise startup_timeout or check the agent"
                 )
+            elif host.start_error is not None:
+                status, message = Status.DID_NOT_START, _describe_error(host.start_error)
+            else:
+                self._started_any = True
+                timeline.stamp(f"target {target.name} started against {endpoint.base_url}")
+                status, message = await self._scenario(case, ctx, grace, timeline)
+            if status is Status.DID_NOT_START and not self._started_any:
+                self._start_failure = self._start_failure or message
             self._verdict[case] = message
             host.finish.set()
-            stop_limit = self.config.stop_timeout
-            with anyio.move_on_after(stop_limit):
-                await host.stopped.wait()
+            if host.started.is_set():
+                with anyio.move_on_after(stop_limit):
+                    await host.stopped.wait()
             if not host.stopped.is_set():
-                timeline.stamp(f"target did not stop within {stop_limit:g} s; abandoned")
+                if host.started.is_set():
+                    timeline.stamp(f"target did not stop within {stop_limit:g} s; abandoned")
                 tg.cancel_scope.cancel()
                 host.force_cancel()
+                if not host.started.is_set():
+                    return status, message
                 stuck = f"the target did not stop within {stop_limit:g} s"
                 return (
                     (Status.ERROR, stuck)
                     if status is Status.PASSED
-                    else (
-                        status,
-                        f"{message} (and {stuck})",
-                    )
+                    else (status, f"{message} (and {stuck})")
                 )
         timeline.stamp("target stopped")
         if host.stop_error is not None and status is Status.PASSED:
@@ -248,73 +369,30 @@ class Runner:
                 return Status.FAILED, str(exc)
         return status, message
 
-
-def run_guarded(
-    runner: Runner,
-    cases: Sequence[Case],
-    on_result: Callable[[CaseResult], None] | None = None,
-    *,
-    slack: float = 10.0,
-) -> RunResult:
-    """Run on a worker thread, so a target that swallows cancellation cannot hang the caller.
-
-    A case that reports nothing within its timeout + stop limit + `slack` is abandoned with its
-    timeline so far; the cases after it are reported as not run (errors).
-    """
-    inbox: queue.Queue[CaseResult | BaseException | None] = queue.Queue()
-    calibrated = threading.Event()
-
-    def work() -> None:
-        try:
-            if runner.config.calibrate:
-                anyio.run(runner.calibrate, cases)
-            calibrated.set()
-            anyio.run(runner.run, cases, inbox.put)
-        except BaseException as exc:  # handed to the caller's thread
-            inbox.put(exc)
-        finally:
-            calibrated.set()
-
-    threading.Thread(target=work, name="cancel-harness-run", daemon=True).start()
-    run = RunResult(runner.config, runner.config.target, now_iso())
-    began = time.perf_counter()
-    limit = calibration_budget(runner.target_factory) + slack
-    if not calibrated.wait(limit):
-        why = (
-            f"not run: the plain calibration turn did not end within {limit:g} s; the target "
-            "could not be stopped (it ignores cancellation), so the run was abandoned"
-        )
-        run.results = [runner._result(c, time.perf_counter(), Status.ERROR, why) for c in cases]
-        if on_result is not None:
-            for result in run.results:
-                on_result(result)
-        run.finished = now_iso()
-        return run
-    budget = runner.config.case_timeout + runner.config.stop_timeout + slack
-    for i, case in enumerate(cases):
-        try:
-            item = inbox.get(timeout=budget)
-        except queue.Empty:
-            results = [runner.abandoned(case, budget)]
-            why = f"not run: the run was abandoned when {case.name} hung"
-            results += [
-                runner._result(c, time.perf_counter(), Status.ERROR, why) for c in cases[i + 1 :]
-            ]
-            for result in results:
-                run.results.append(result)
-                if on_result is not None:
-                    on_result(result)
-            break
-        if isinstance(item, BaseException):
-            raise item
-        assert item is not None
-        run.results.append(item)
-        if on_result is not None:
-            on_result(item)
-    run.finished = now_iso()
-    run.wall_seconds = time.perf_counter() - began
-    run.notes = [c.describe() for c in runner.calibrations.values()]
-    return run
+    async def _scenario(
+        self, case: Case, ctx: ScenarioContext, grace: float, timeline: Timeline
+    ) -> tuple[Status, str]:
+        """The scenario and its invariants, bounded by the case timeout (start-up excluded)."""
+        timeout = self.config.case_timeout
+        self._deadline(case, timeout + self.config.stop_timeout)
+        status, message = Status.PASSED, ""
+        with anyio.move_on_after(timeout) as scope:
+            try:
+                await _run_scenario(ctx, grace)
+            except _Outcome as out:
+                status, message = out.status, out.message
+            finally:
+                self._findings[case] = tuple(dict.fromkeys(ctx.warnings))
+        if scope.cancelled_caught:
+            last = _last_step(timeline)
+            timeline.stamp(f"case timed out after {timeout:g} s")
+            why = "" if self.config.timeout else " (200 x tempo, at least 10 s)"
+            status = Status.FAILED
+            message = (
+                f"the case did not finish within {timeout:g} s{why}, start-up excluded; "
+                f"last harness step: {last}"
+            )
+        return status, message
 
 
 async def _run_scenario(ctx: ScenarioContext, grace: float) -> None:
@@ -327,9 +405,11 @@ async def _run_scenario(ctx: ScenarioContext, grace: float) -> None:
     except CheckFailed as exc:
         ctx.timeline.stamp("check failed")
         raise _Outcome(Status.FAILED, str(exc)) from None
+    except Indeterminate as exc:
+        ctx.timeline.stamp("check indeterminate (the harness was stalled)")
+        raise _Outcome(Status.INDETERMINATE, str(exc)) from None
     except WaitTimeout as exc:
-        ctx.timeline.stamp("gave up waiting")
-        raise _Outcome(Status.FAILED, f"gave up waiting: {exc}") from None
+        raise _gave_up(ctx, exc) from None
     except TargetStartError as exc:
         raise _Outcome(Status.ERROR, f"the target failed: {exc}") from None
     except AgentBroke as exc:
@@ -352,45 +432,36 @@ async def _run_scenario(ctx: ScenarioContext, grace: float) -> None:
     except CheckFailed as exc:
         ctx.timeline.stamp("invariant failed")
         raise _Outcome(Status.FAILED, str(exc)) from None
+    except Indeterminate as exc:
+        ctx.timeline.stamp("invariant indeterminate (the harness was stalled)")
+        raise _Outcome(Status.INDETERMINATE, str(exc)) from None
 
 
-class _TargetHost:
-    """Runs a target's start..stop in one task, so its own task groups nest correctly.
+def _gave_up(ctx: ScenarioContext, exc: WaitTimeout) -> _Outcome:
+    """A wait for the scenario's own set-up (a stream held at a gate) ran out.
 
-    The scenario talks to the target from the runner's task; stopping is bounded from there.
+    If the harness or the agent could not run for STALLED_WAIT tempo of that wait, the agent's
+    own timers (deadlines of a few tempo) may have raced the set-up: indeterminate.
     """
+    steps = [e.t_ns for e in ctx.timeline.entries() if e.source == "harness"]
+    now = ctx.timeline.stamp("gave up waiting")
+    since = steps[-1] if steps else now
+    stalled = ctx.stalls.stalled_ns(since, now)
+    message = f"gave up waiting: {exc}"
+    if stalled >= ctx.tempo(STALLED_WAIT) * 1e9:
+        return _Outcome(
+            Status.INDETERMINATE,
+            f"{message}; but the harness measured {stalled / 1e6:.0f} ms of stall while it "
+            f"waited ({ctx.stalls.describe(since, now)}): this run cannot judge it",
+        )
+    return _Outcome(Status.FAILED, message)
 
-    def __init__(self, target: Target, endpoint: Endpoint, settings: AgentSettings) -> None:
-        self.target, self.endpoint, self.settings = target, endpoint, settings
-        self.started, self.finish, self.stopped = anyio.Event(), anyio.Event(), anyio.Event()
-        self.start_error: Exception | None = None
-        self.stop_error: Exception | None = None
-        self._task: asyncio.Task[Any] | None = None
 
-    def force_cancel(self) -> None:
-        """Break a stop() stuck in a shielded scope: a native cancel reaches through shields."""
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-
-    async def run(self) -> None:
-        with contextlib.suppress(RuntimeError):  # not on asyncio: no native task to cancel
-            self._task = asyncio.current_task()
-        try:
-            await self.target.start(self.endpoint, self.settings)
-        except Exception as exc:
-            self.start_error = exc
-            self.started.set()
-            self.stopped.set()
-            return
-        self.started.set()
-        try:
-            await self.finish.wait()
-        finally:
-            try:
-                await self.target.stop()
-            except Exception as exc:
-                self.stop_error = exc
-            self.stopped.set()
+def _startup_timeout(target: Target) -> float:
+    declared = getattr(target, "startup_timeout", None)
+    if isinstance(declared, int | float) and declared > 0:
+        return float(declared)
+    return DEFAULT_STARTUP
 
 
 _gc_holds = 0

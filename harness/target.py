@@ -9,6 +9,7 @@ configured in TOML (harness/targets/__init__.py, docs/targets.md).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
@@ -45,6 +46,10 @@ class Endpoint:
     base_url: str
     api_key: str = "sk-cancel-harness-test"
     ca_file: str | None = None
+    # Variables the agent's process needs to reach the endpoint: the proxy and the CA to
+    # trust when the target goes through `cancel-harness proxy` (harness.proxy). Process
+    # targets add them to the agent's environment; a Python adapter applies them itself.
+    env: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", ProviderKind.parse(self.kind))
@@ -63,6 +68,7 @@ class AgentSettings:
     memory_extraction: bool | None = None
     max_output_tokens: int | None = None
     stream: bool | None = None  # stream model responses (False: non-streaming requests)
+    seed: int = 0  # for the agent's own random choices (retry jitter); 0: the agent's default
 
 
 @dataclass(frozen=True, slots=True)

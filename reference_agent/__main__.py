@@ -33,6 +33,9 @@ def common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compaction-threshold", type=int, default=None, metavar="CHARS")
     parser.add_argument("--max-output-tokens", type=int, default=None, metavar="N")
     parser.add_argument(
+        "--seed", type=int, default=None, metavar="N", help="seed of the retry jitter"
+    )
+    parser.add_argument(
         "--no-stream", action="store_true", help="plain JSON model responses, no streaming"
     )
     parser.add_argument(
@@ -62,6 +65,7 @@ def config_from(args: argparse.Namespace) -> AgentConfig:
         ("backoff_max", "backoff_max"),
         ("compaction_threshold", "compaction_threshold_chars"),
         ("max_output_tokens", "max_output_tokens"),
+        ("seed", "seed"),
     ):
         if getattr(args, flag) is not None:
             changes[setting] = getattr(args, flag)

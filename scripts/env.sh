@@ -19,7 +19,7 @@ find_python() {
     return 1
 }
 
-extras="${CANCEL_HARNESS_EXTRAS:-test}"
+extras="${CANCEL_HARNESS_EXTRAS:-test,proxy}"
 stamp=".venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)-${extras//,/-}"
 if [ ! -x .venv/bin/python ]; then
     "$(find_python)" -m venv .venv

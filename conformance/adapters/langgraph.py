@@ -5,7 +5,8 @@ The agent is the smallest real graph: `START -> model -> END` over `MessagesStat
 `AsyncSqliteSaver` checkpointer, one thread per session. A turn iterates
 `graph.astream(..., stream_mode="messages")` (tokens as they arrive) or awaits
 `graph.ainvoke()` for non-streaming scenarios. LangGraph's cancel path is asyncio's: the task
-running the graph is cancelled. A deadline is the application's `fail_after` around it.
+running the graph is cancelled (`task.cancel()`). A deadline is the application's
+`asyncio.timeout()` around it. Leaving early (`leave`) is breaking out of `astream()`.
 
 The transcript is what the checkpointer persisted for the thread (`aget_state`), so a ghost
 turn is a checkpoint written after the run was cancelled or timed out.
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from conformance.adapters.library import AZURE_API_VERSION, LibraryTarget, Turn
+from fake_providers.kinds import ProviderKind
 from harness.target import Transcript, TranscriptEntry
 
 MODELS = {
@@ -36,7 +38,7 @@ MODELS = {
 
 class LangGraphTarget(LibraryTarget):
     name = "langgraph"
-    kinds = frozenset(MODELS)
+    providers = tuple(ProviderKind(kind) for kind in MODELS)
 
     def __init__(self) -> None:
         super().__init__()
@@ -127,11 +129,10 @@ class LangGraphTarget(LibraryTarget):
         if not self.streaming:
             state = await self._graph.ainvoke(inputs, config)
             return str(state["messages"][-1].content)
-        parts: list[str] = []
         async for chunk, _meta in self._graph.astream(inputs, config, stream_mode="messages"):
-            content = getattr(chunk, "content", "")
-            parts.append(content if isinstance(content, str) else _text(content))
-        return "".join(parts)
+            if turn.show(_text(getattr(chunk, "content", ""))):
+                break  # left: the caller stops reading
+        return turn.shown
 
     async def read_transcript(self, session_id: str) -> Transcript:
         snapshot = await self._graph.aget_state(self._config(session_id))

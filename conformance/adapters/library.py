@@ -1,26 +1,32 @@
-"""What every Python-library adapter shares: sessions, turns run as background tasks, outcomes.
+"""What every Python-library adapter shares: sessions, turns run as asyncio tasks, outcomes.
 
 A library has no front door of its own, so the adapter plays the application a user would
-write: `submit` starts the library's run in a task of the adapter's task group and returns at
-once (accepted); `cancel` calls the library's own cancel path (`cancel_turn`, by default
-cancelling the task's scope); `wait_outcome` reports how the run ended. Each adapter object
+write: `submit` starts the library's run in an asyncio task and returns at once (accepted);
+`cancel` calls the library's own cancel path (`cancel_turn`; by default `task.cancel()`, what
+an asyncio application does); `wait_outcome` reports how the run ended. Each adapter object
 owns its clients (no process-wide defaults), so cases under `--jobs` never share state.
 
+Why plain asyncio tasks and not an anyio cancel scope: these libraries start asyncio tasks of
+their own and clean up with awaits after the first `CancelledError`. anyio cancels a scope
+*level-triggered* (every await inside it is cancelled again), which cuts that clean-up short:
+LangGraph's `astream()` and openai-agents' `Runner.run()` then leave the model request open.
+`task.cancel()` is delivered once, as asyncio code expects, and both close at once.
+
 Stop reasons: the run returned -> completed; the cancel was asked and the run ended by it ->
-cancelled; the scenario's deadline passed -> timeout; anything else the library raised ->
-error (with its type and message).
+cancelled; the caller left the stream (`leave`) -> cancelled; the scenario's deadline passed
+-> timeout; anything else the library raised -> error (with its type and message).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-import anyio.abc
 
+from fake_providers.kinds import ProviderKind
 from harness.target import (
     AgentSettings,
     CancelAck,
@@ -34,7 +40,7 @@ from harness.target import (
 )
 
 # What a library run can be judged on once the adapter passes the scenario's settings to the
-# library's own client (deadline, retries, read timeout, stream flag).
+# library's own client (deadline, retries, read timeout, stream flag), and reads its stream.
 LIBRARY_CAPABILITIES = frozenset(
     {
         Capability.CANCEL,
@@ -43,9 +49,11 @@ LIBRARY_CAPABILITIES = frozenset(
         Capability.RETRIES,
         Capability.STALE_TIMEOUT,
         Capability.SESSIONS,
+        Capability.LEAVE_EARLY,
     }
 )
 CONNECT_TIMEOUT = 10.0
+STOP_WAIT = 5.0  # stop() waits this long for cancelled turns to unwind
 
 
 class TurnCancelled(Exception):
@@ -58,34 +66,52 @@ class TurnTimedOut(Exception):
 
 @dataclass(eq=False)
 class Turn:
-    """One submitted prompt and how it ended."""
+    """One submitted prompt, the text its stream has shown so far, and how it ended."""
 
     id: str
     session_id: str
     prompt: str
-    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    task: asyncio.Task[None] | None = None
     done: anyio.Event = field(default_factory=anyio.Event)
     cancel_ns: int | None = None
+    left_ns: int | None = None  # when the caller stopped consuming the stream (`leave`)
     outcome: Outcome | None = None
     handle: object = None  # the library's run object, when it offers its own cancel
+    parts: list[str] = field(default_factory=list)
 
     @property
     def running(self) -> bool:
         return not self.done.is_set()
 
+    def show(self, text: str) -> bool:
+        """Record streamed text as shown to the caller; True once the caller has left, so the
+        consuming loop breaks out, as `break` in the application's `async for` does."""
+        if text:
+            self.parts.append(text)
+        return self.left_ns is not None
+
+    @property
+    def shown(self) -> str:
+        return "".join(self.parts)
+
 
 class LibraryTarget:
-    """Base for adapters: subclasses implement `open`, `close`, `run_turn` and `read_transcript`."""
+    """Base for adapters: subclasses implement `open`, `close`, `run_turn` and `read_transcript`.
+
+    `run_turn` reads the library's stream and passes each text delta to `turn.show()`,
+    breaking out of the stream when it returns True (the caller left).
+    """
 
     name = "library"
     capabilities: frozenset[Capability] = LIBRARY_CAPABILITIES
-    kinds: frozenset[str] = frozenset()  # provider kinds the adapter can speak
+    providers: tuple[ProviderKind, ...] = ()  # the wire formats the adapter can speak
+    # None: the scenarios' own close bound (the library runs in the harness's event loop).
+    close_within: float | None = None
 
     def __init__(self) -> None:
         self.endpoint: Endpoint | None = None
         self.settings = AgentSettings()
-        self._stack: AsyncExitStack | None = None
-        self._tg: anyio.abc.TaskGroup | None = None
+        self._started = False
         self._turns: dict[str, Turn] = {}
         self._latest: dict[str, Turn] = {}
         self._sessions: list[str] = []
@@ -108,7 +134,8 @@ class LibraryTarget:
 
     async def cancel_turn(self, turn: Turn) -> None:
         """The library's own cancel path; by default cancel the task running the turn."""
-        turn.scope.cancel()
+        if turn.task is not None:
+            turn.task.cancel()
 
     async def read_transcript(self, session_id: str) -> Transcript:
         raise NotImplementedError
@@ -116,32 +143,32 @@ class LibraryTarget:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self, endpoint: Endpoint, settings: AgentSettings) -> None:
-        if endpoint.kind not in self.kinds:
+        if endpoint.kind not in self.providers:
             raise TargetStartError(
-                f"{self.name} speaks {', '.join(sorted(self.kinds))}, not {endpoint.kind}; "
+                f"{self.name} speaks {', '.join(sorted(self.providers))}, not {endpoint.kind}; "
                 "run it with one of those --provider kinds"
             )
         self.endpoint, self.settings = endpoint, settings
-        stack = AsyncExitStack()
-        await stack.__aenter__()
         try:
-            self._tg = await stack.enter_async_context(anyio.create_task_group())
             await self.open()
-            stack.push_async_callback(self.close)
-            stack.push_async_callback(self._cancel_all)  # on stop: cancel turns, then close
         except BaseException:
-            await stack.aclose()
+            await self.close()
             raise
-        self._stack = stack
-
-    async def _cancel_all(self) -> None:
-        for turn in self._turns.values():
-            turn.scope.cancel()
+        self._started = True
 
     async def stop(self) -> None:
-        stack, self._stack = self._stack, None
-        if stack is not None:
-            await stack.aclose()  # cancels the turns, closes the clients, awaits the turns
+        """Cancel the turns still running, wait for them to unwind, close the clients."""
+        if not self._started:
+            return
+        self._started = False
+        running = [t.task for t in self._turns.values() if t.task is not None and t.running]
+        for task in running:
+            task.cancel()
+        try:
+            if running:
+                await asyncio.wait(running, timeout=STOP_WAIT)
+        finally:
+            await self.close()
 
     # ------------------------------------------------------------------- sessions
 
@@ -152,23 +179,27 @@ class LibraryTarget:
         return session_id
 
     async def submit(self, session_id: str, prompt: str) -> Submission:
-        if self._tg is None:
+        if not self._started:
             raise TargetStartError(f"the target {self.name} was used before start()")
         turn = Turn(f"t{len(self._turns) + 1}", session_id, prompt)
         self._turns[turn.id] = turn
         self._latest[session_id] = turn
-        self._tg.start_soon(self._drive, turn)
+        turn.task = asyncio.get_running_loop().create_task(
+            self._drive(turn), name=f"{self.name} {turn.id}"
+        )
         return Submission(session_id, turn.id, turn.id)
 
     async def _drive(self, turn: Turn) -> None:
         self.note(f"turn.started {turn.id}")
         outcome: Outcome
         try:
-            with turn.scope:
-                text = await self._with_deadline(turn)
+            text = await self._with_deadline(turn)
+            if turn.left_ns is not None:
+                outcome = Outcome(turn.id, "cancelled", text, "the caller left the stream")
+            else:
                 outcome = Outcome(turn.id, "completed", text)
-            if turn.scope.cancelled_caught:
-                outcome = Outcome(turn.id, "cancelled")
+        except asyncio.CancelledError:  # our own task: the cancel (or stop) ends it here
+            outcome = Outcome(turn.id, "cancelled", turn.shown)
         except TurnCancelled as exc:
             outcome = Outcome(turn.id, "cancelled", str(exc))
         except (TurnTimedOut, TimeoutError) as exc:
@@ -180,11 +211,11 @@ class LibraryTarget:
         turn.done.set()
 
     async def _with_deadline(self, turn: Turn) -> str:
-        """A deadline the library does not take itself is the application's fail_after."""
+        """A deadline the library does not take itself is the application's asyncio.timeout."""
         deadline = self.settings.turn_timeout
         if deadline is None or self.takes_deadline:
             return await self.run_turn(turn)
-        with anyio.fail_after(deadline):
+        async with asyncio.timeout(deadline):
             return await self.run_turn(turn)
 
     takes_deadline = False  # True: run_turn passes settings.turn_timeout to the library
@@ -198,6 +229,18 @@ class LibraryTarget:
         self.note(f"cancel.received {live.id}")
         await self.cancel_turn(live)
         return CancelAck(True, live.id, live.id)
+
+    async def leave(self, submission: Submission) -> None:
+        """The caller stops consuming the turn's stream (Capability.LEAVE_EARLY): the
+        consuming loop breaks out at the next chunk, and nothing is cancelled."""
+        turn = self._turns[submission.turn_id]
+        if turn.running and turn.left_ns is None:
+            turn.left_ns = time.monotonic_ns()
+            self.note(f"leave {turn.id}")
+
+    def shown(self, submission: Submission) -> str:
+        """The text the turn's stream has delivered to the caller so far."""
+        return self._turns[submission.turn_id].shown
 
     async def wait_outcome(self, submission: Submission, timeout: float) -> Outcome:
         turn = self._turns[submission.turn_id]

@@ -3,8 +3,10 @@
 Streaming turns use `Runner.run_streamed()`; the cancel is the library's own
 `RunResultStreaming.cancel()` (mode "immediate"), and the turn ends when `stream_events()`
 stops. Non-streaming turns use `Runner.run()`, whose only cancel is cancelling the task
-awaiting it. A deadline is the application's `fail_after` around the run, followed by the same
-`cancel()`, as a careful application would do (the library has no per-run deadline).
+awaiting it. A deadline is the application's `asyncio.timeout()` around the run, followed by
+the same `cancel()`, as a careful application would do (the library has no per-run deadline).
+Leaving early (`leave`) is the application breaking out of `stream_events()` without calling
+`cancel()`: what a caller does when it no longer wants the answer.
 
 The model talks to the fake provider through our own AsyncOpenAI client, passed to the model
 object (never `set_default_openai_client`, which is process-wide); tracing is off per run.
@@ -14,13 +16,13 @@ back with `get_items()`: what the library persisted, not what we think it should
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import anyio
-
 from conformance.adapters.library import LibraryTarget, Turn, TurnCancelled, openai_client
+from fake_providers.kinds import ProviderKind
 from harness.target import Transcript, TranscriptEntry
 
 MODEL = "gpt-4o"
@@ -28,7 +30,7 @@ MODEL = "gpt-4o"
 
 class OpenAIAgentsTarget(LibraryTarget):
     name = "openai-agents"
-    kinds = frozenset({"openai-chat", "openai-responses", "azure"})
+    providers = (ProviderKind.OPENAI_CHAT, ProviderKind.OPENAI_RESPONSES, ProviderKind.AZURE)
 
     def __init__(self) -> None:
         super().__init__()
@@ -83,23 +85,25 @@ class OpenAIAgentsTarget(LibraryTarget):
             self._agent, turn.prompt, session=session, run_config=self._run_config()
         )
         turn.handle = streamed
-        parts: list[str] = []
         try:
             async for event in streamed.stream_events():
                 data = getattr(event, "data", None)
-                if getattr(data, "type", "") in ("response.output_text.delta",):
-                    parts.append(str(getattr(data, "delta", "")))
-        except anyio.get_cancelled_exc_class():
+                delta = ""
+                if getattr(data, "type", "") == "response.output_text.delta":
+                    delta = str(getattr(data, "delta", ""))
+                if turn.show(delta):
+                    return turn.shown  # left: break out, no cancel()
+        except asyncio.CancelledError:
             streamed.cancel()  # the deadline (or stop) ended our wait: end the run as well
             raise
         if turn.cancel_ns is not None:
             raise TurnCancelled("RunResultStreaming.cancel() ended the run")
-        return str(streamed.final_output or "".join(parts))
+        return str(streamed.final_output or turn.shown)
 
     async def cancel_turn(self, turn: Turn) -> None:
         streamed = turn.handle
         if streamed is None:  # non-streaming, or not begun: cancel the task awaiting the run
-            turn.scope.cancel()
+            await super().cancel_turn(turn)
             return
         streamed.cancel(mode="immediate")  # type: ignore[attr-defined]
 

@@ -24,6 +24,7 @@ from conformance.adapters.library import (
     anthropic_client,
     openai_client,
 )
+from fake_providers.kinds import ProviderKind
 from harness.target import Transcript, TranscriptEntry
 
 MODELS = {
@@ -36,7 +37,7 @@ MODELS = {
 
 class PydanticAITarget(LibraryTarget):
     name = "pydantic-ai"
-    kinds = frozenset(MODELS)
+    providers = tuple(ProviderKind(kind) for kind in MODELS)
     takes_deadline = True
 
     def __init__(self) -> None:
@@ -97,8 +98,12 @@ class PydanticAITarget(LibraryTarget):
         try:
             if self.streaming:
                 async with self._agent.run_stream(turn.prompt, **kwargs) as result:
-                    parts = [delta async for delta in result.stream_text(delta=True)]
-                text = "".join(parts)
+                    # No debouncing: the caller sees (and may leave at) each delta as it comes;
+                    # the default groups deltas over 100 ms.
+                    async for delta in result.stream_text(delta=True, debounce_by=None):
+                        if turn.show(delta):
+                            return turn.shown  # left: nothing of it is committed
+                text = turn.shown
             else:
                 result = await self._agent.run(turn.prompt, **kwargs)
                 text = str(result.output)
@@ -127,7 +132,7 @@ class PydanticAITarget(LibraryTarget):
     async def cancel_turn(self, turn: Turn) -> None:
         token = turn.handle
         if token is None:  # accepted, the run not begun yet: nothing of the library to call
-            turn.scope.cancel()
+            await super().cancel_turn(turn)
             return
         token.cancel()  # type: ignore[attr-defined]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable
 
 import anyio
 
@@ -81,11 +82,19 @@ class Contracts:
             turn, late = found
             assert turn.targeted_ns is not None
             how = "it was held or backing off then" if turn.quiet_ns else f"plus {ms(bound)}"
-            raise CheckFailed(
+            failure = (
                 f"expected no model call of t{turn.turn} after its cancel at "
                 f"{ctx.rel(turn.targeted_ns)} ({how}): our own close is never retried and a "
                 f"back-off ends with the cancel; saw {requests_story(late, ctx.rel)}"
             )
+            if turn.quiet_ns is None:
+                # Mid-flight: a call that began within the bound plus what the harness
+                # stalled may have left before the agent could see the cancel: Indeterminate.
+                acked = turn.ack_ns or turn.targeted_ns
+                failure = ctx.stalls.judge_late(
+                    acked, bound, [min(r.started_ns for r in late)], failure
+                )
+            raise CheckFailed(failure)
 
     async def recorded(self) -> None:
         """A stopped turn is never recorded as answered; a completed one is recorded."""
@@ -204,9 +213,10 @@ class Contracts:
             t.tool_tag for t in self.trace.turns.values() if any(r.tool for r in t.plan.requests)
         ]
         grace = self.ctx.tempo(50)
-        with anyio.move_on_after(grace):
-            while any(marked_processes(tag) for tag in tags):  # noqa: ASYNC110 - no event
-                await anyio.sleep(self.ctx.tempo(0.5))
+        if await self.ctx.stalls.watch(
+            lambda s: poll(lambda: not any(marked_processes(tag) for tag in tags), s, self.ctx),
+            grace,
+        ):
             return
         left = {tag: marked_processes(tag) for tag in tags}
         pids = ", ".join(str(p) for found in left.values() for p in found)
@@ -229,6 +239,16 @@ class Contracts:
                     f"expected the next turn in session {session_name(index)} ({sub.turn_id}) "
                     "to run: nothing cancelled it; it ended 'cancelled'"
                 )
+
+
+async def poll(done: Callable[[], bool], seconds: float, ctx: ScenarioContext) -> bool:
+    """Whether `done()` holds within `seconds`, looked at every half tempo unit (for what
+    nothing signals, such as a process's exit)."""
+    with anyio.move_on_after(seconds):
+        while not done():  # noqa: ASYNC110 - no event to wait on
+            await anyio.sleep(ctx.tempo(0.5))
+        return True
+    return done()
 
 
 def _entries_of(state: Transcript, turn: TurnTrace) -> list[TranscriptEntry]:

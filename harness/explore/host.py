@@ -6,6 +6,12 @@ and the provider's rules, gates, prompt tags and ledger are reset in between. An
 restarted after any example that did not pass, and after one that left a request in
 flight, so no state of one example can leak into the next. Everything runs on an event
 loop of its own (a thread with a blocking portal), so hypothesis drives it synchronously.
+
+As in the runner, the host measures its own stalls (a heartbeat on its loop, which the
+provider and an in-process agent share, and the run-queue waits of agent processes): the
+judge turns a timed verdict the harness could not have observed in time into
+`Indeterminate` (harness/timing.py), and the search re-runs that example. Every random
+choice follows the seed: the provider's jitter and the agent's own (`AgentSettings.seed`).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 import anyio
@@ -33,10 +39,12 @@ from harness.explore.menu import Menu
 from harness.explore.play import Player
 from harness.explore.profiles import settings_for
 from harness.explore.schedule import Schedule
-from harness.explore.trace import Indeterminate, PremiseNotMet, Trace
+from harness.explore.trace import PremiseNotMet, Trace
 from harness.scenario import ScenarioSpec, Tempo
+from harness.seeds import SeededResolver, case_seed
 from harness.target import AgentBroke, AgentSettings, Capability, Endpoint, Target
 from harness.timeline import Timeline
+from harness.timing import ChildSampler, Indeterminate, StallLog, StallMonitor, heartbeat
 
 STOP_LIMIT = 10.0
 # An agent is restarted after this many examples: what it keeps of past sessions (events,
@@ -136,6 +144,8 @@ class Host:
         self._closing = anyio.Event()
         self._nursery_done: Future[None] | None = None
         self._calibrated: dict[ProviderKind, object] = {}
+        self.loop_stalls = StallLog("the explore loop")
+        self.stalls = StallMonitor(())
 
     # ------------------------------------------------------------------------ lifecycle
 
@@ -144,6 +154,8 @@ class Host:
         self._portal = self._portal_cm.__enter__()
         # Short answers for every request no rule of the example's picks (the next turns).
         self._provider = FakeProvider(tls=self.tls, default=FaultPlan(content=ContentSpec(8)))
+        self._provider.resolver = SeededResolver(self.seed, self._provider.resolver.default)
+        self.stalls = StallMonitor((self.loop_stalls, ChildSampler.acquire()))
         self._provider_cm = self._portal.wrap_async_context_manager(self._provider)
         self._provider_cm.__enter__()
         self._nursery_done, _ = self._portal.start_task(self._nursery)
@@ -154,6 +166,7 @@ class Host:
         self._closing = anyio.Event()
         async with anyio.create_task_group() as tg:
             self._tg = tg
+            tg.start_soon(heartbeat, self.loop_stalls)
             task_status.started()
             await self._closing.wait()
             tg.cancel_scope.cancel()
@@ -174,6 +187,7 @@ class Host:
         assert self._portal_cm is not None
         self._portal_cm.__exit__(None, None, None)
         self._portal = None
+        ChildSampler.release()
 
     @property
     def provider(self) -> FakeProvider:
@@ -216,6 +230,7 @@ class Host:
             timeline=timeline,
             settings=agent.settings,
             close_within=getattr(agent.target, "close_within", None),
+            stalls=self.stalls,
         )
         retries = self.menu.retries and Capability.RETRIES in self.capabilities
         trace = Trace(schedule.profile, provider, retries)
@@ -268,7 +283,11 @@ class Host:
         provider = self.provider
         ca_file = str(provider.tls.ca_path) if provider.tls is not None else None
         endpoint = Endpoint(schedule.kind, provider.url(schedule.kind), ca_file=ca_file)
-        agent = _Agent(self.make_target(), endpoint, settings_for(schedule.profile, self.tempo))
+        settings = settings_for(schedule.profile, self.tempo)
+        settings = replace(
+            settings, seed=case_seed(self.seed, f"{schedule.profile}:{schedule.kind}")
+        )
+        agent = _Agent(self.make_target(), endpoint, settings)
         assert self._tg is not None
         self._tg.start_soon(agent.run)
         startup = float(getattr(agent.target, "startup_timeout", 30.0))

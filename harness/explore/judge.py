@@ -3,7 +3,9 @@
 The general form of the catalogue's checks, judged from what the harness sent and sees
 (the socket ledger, the target's front door) and reusing `harness.checks` and
 `harness.invariants` where they fit. Each raises `CheckFailed` (expected, seen, when), or
-`Indeterminate` when the harness could not tell in time (a close that came, but late).
+`Indeterminate` when the harness could not tell in time: a bound missed only by as much as
+the harness itself stalled (`ctx.stalls`, harness/timing.py), the way the catalogue's
+checks judge it. Every watch window grows by the stall measured while it ran.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from fake_providers.ledger import Closer
 from harness import invariants
 from harness.checks import CheckFailed, ms, wait_quietly
 from harness.context import ScenarioContext
-from harness.explore.contracts import Contracts
+from harness.explore.contracts import Contracts, poll
 from harness.explore.schedule import Cancel, Profile, session_name
-from harness.explore.trace import STOPPED, CancelRecord, Indeterminate, Trace, TurnTrace
+from harness.explore.trace import STOPPED, CancelRecord, Trace, TurnTrace
 from harness.target import CancelAck, Capability, Outcome
 from harness.timeline import describe_change, describe_request
+from harness.timing import Indeterminate
 
 type Releaser = Callable[[TurnTrace], Awaitable[None]]
 MAX_WINDOWS = 4  # waits for a turn that keeps making progress, before it is indeterminate
@@ -80,6 +83,15 @@ class Judge:
             except CheckFailed:
                 pass  # still running after the window (the context stamped it)
             now = self._progress(turn)
+            t_now = time.monotonic_ns()
+            if now == seen and self.ctx.stalls.stalled_ns(t_now - int(window * 1e9), t_now) * 2 >= (
+                window * 1e9
+            ):
+                raise Indeterminate(
+                    f"t{turn.turn} made no progress in a window of {ms(window)}, but the harness "
+                    f"was stalled for half of it or more "
+                    f"({self.ctx.stalls.describe(t_now - int(window * 1e9), t_now)})"
+                )
             if now == seen:
                 self.ctx.timeline.stamp(f"t{turn.turn} still running, and stuck")
                 raise CheckFailed(
@@ -219,7 +231,11 @@ class Judge:
             return min(found) if found else None
 
         left = (t_ns + window * 1e9 - time.monotonic_ns()) / 1e9
-        await wait_quietly(ledger, lambda _: all(gone(r) for r in requests), left)
+        # The window grows by the harness's own stalls, as the catalogue's checks do.
+        await self.ctx.stalls.watch(
+            lambda s: wait_quietly(ledger, lambda _: all(gone(r) for r in requests), s),
+            max(left, 0.001),
+        )
         for r in requests:
             ended = gone(r)
             if ended is None:
@@ -230,11 +246,18 @@ class Judge:
                     f"{self.ctx.rel(time.monotonic_ns())} and {r.events_after(t_ns)} events were "
                     "written after the cancel"
                 )
-            if ended > t_ns + bound * 1e9:
-                raise Indeterminate(
-                    f"conn#{r.connection_id} ended {ms((ended - t_ns) / 1e9)} after the cancel, "
-                    f"past the {ms(bound)} bound: a slow close on a loaded machine looks the same"
-                )
+        late = [(r, ended) for r in requests if (ended := gone(r)) and ended > t_ns + bound * 1e9]
+        if late:
+            r, ended = late[0]
+            failure = (
+                f"expected the client to close the provider connection within {ms(bound)} of "
+                f"the cancel at {self.ctx.rel(t_ns)}; conn#{r.connection_id} "
+                f"({describe_request(r)}) ended only {ms((ended - t_ns) / 1e9)} after it"
+            )
+            # Late by no more than the harness stalled: Indeterminate; else failed.
+            raise CheckFailed(
+                self.ctx.stalls.judge_late(t_ns, bound, [e for _, e in late], failure)
+            )
 
     async def tools_killed(self, t_ns: int, running: dict[int, list[int]]) -> None:
         """The tools the cancelled turns were running die (they are held: an abandoned one
@@ -243,9 +266,10 @@ class Judge:
         if not turns:
             return
         grace = self.ctx.tempo(50)
-        with anyio.move_on_after(grace):
-            while any(self.trace.tool_running(t) for t in turns):  # noqa: ASYNC110 - no event
-                await anyio.sleep(self.ctx.tempo(0.5))
+        if await self.ctx.stalls.watch(
+            lambda s: poll(lambda: not any(self.trace.tool_running(t) for t in turns), s, self.ctx),
+            grace,
+        ):
             return
         left = {t.turn: self.trace.tool_running(t) for t in turns}
         story = "; ".join(f"t{n}: pid {', '.join(map(str, p))}" for n, p in left.items() if p)

@@ -35,10 +35,11 @@ from harness.explore.schedule import (
     Twice,
 )
 from harness.explore.tool_holds import held_command
-from harness.explore.trace import Indeterminate, PremiseNotMet, Trace, TurnTrace
+from harness.explore.trace import PremiseNotMet, Trace, TurnTrace
 from harness.processes import marked_command, marked_processes
 from harness.steps import leave, opening_events, reach, wait_limit
 from harness.target import AgentBroke, CancelAck
+from harness.timing import Indeterminate
 
 TOKENS = 8  # words in each answer: short, so paced streams end soon
 

@@ -24,10 +24,6 @@ from harness.target import CancelAck, Outcome, Submission
 STOPPED = frozenset({"cancelled", "timeout"})
 
 
-class Indeterminate(Exception):
-    """The harness could not observe in time what it needed: re-run, never a failure."""
-
-
 class PremiseNotMet(Exception):
     """The agent legitimately took another path (it did not retry, it did not compact), so
     the rest of the schedule is moot for it: the example is discarded, never judged."""

@@ -16,10 +16,11 @@ config_files.py); `build_target` (build.py) is the one builder. Kinds load lazil
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from harness.target import Target
 from harness.targets.build import build_target
-from harness.targets.config import TargetConfig, TargetKind, TargetSpecError
+from harness.targets.config import TargetConfig, TargetKind, TargetSpecError, Via
 from harness.targets.config_files import load_targets
 from harness.targets.spec import KINDS_HELP, parse_spec
 
@@ -28,6 +29,7 @@ __all__ = [
     "TargetConfig",
     "TargetKind",
     "TargetSpecError",
+    "Via",
     "build_target",
     "load_targets",
     "make_target",
@@ -40,6 +42,10 @@ def resolve_target(spec: str) -> TargetConfig:
     return parse_spec(spec, load_targets)
 
 
-def make_target(spec: str, defects: Sequence[str] = ()) -> Target:
-    """A fresh, unstarted target for `spec`, with the given defect switches."""
-    return build_target(resolve_target(spec), defects)
+def make_target(spec: str, defects: Sequence[str] = (), via: str | None = None) -> Target:
+    """A fresh, unstarted target for `spec`, with the given defect switches; `via` ("proxy"
+    or "direct") overrides how the configuration says the agent reaches the provider."""
+    config = resolve_target(spec)
+    if via is not None:
+        config = replace(config, via=Via(via))
+    return build_target(config, defects)

@@ -272,7 +272,7 @@ class AcpTarget:
         argv = command_line(self.command, values)
         if self.settings_args is not None:
             argv += list(self.settings_args(settings))
-        process = AgentProcess(argv, environment(self.env_template, values))
+        process = AgentProcess(argv, environment(self.env_template, values, endpoint.env))
         stack = AsyncExitStack()
         await stack.__aenter__()
         try:

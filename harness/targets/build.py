@@ -19,6 +19,7 @@ from harness.targets.config import (
     TargetConfig,
     TargetKind,
     TargetSpecError,
+    Via,
     command_parts,
 )
 
@@ -35,7 +36,7 @@ def build_target(config: TargetConfig, defects: Sequence[str] = ()) -> Target:
     made: AcpTarget | HttpTarget | PtyTarget | ReferenceTarget
     match config.kind:
         case TargetKind.PYTHON:
-            return _python(config, defects)
+            return route_via(_python(config, defects), config.via, config.where)
         case TargetKind.REFERENCE:
             made = _reference(config, defects)
         case TargetKind.ACP:
@@ -48,7 +49,30 @@ def build_target(config: TargetConfig, defects: Sequence[str] = ()) -> Target:
         made.providers = config.providers
     if config.close_within is not None:  # else the kind's own default stays
         made.close_within = config.close_within
-    return made
+    return route_via(made, config.via, config.where)
+
+
+def route_via(target: Target, via: Via, where: str) -> Target:
+    """The target as it reaches the provider: directly, or through the proxy (docs/proxy.md)."""
+    if via is Via.DIRECT:
+        return target
+    from harness.targets.reference import ReferenceTarget
+
+    already_running = bool(getattr(target, "url", None)) and not getattr(target, "command", None)
+    if isinstance(target, ReferenceTarget) or already_running:
+        raise TargetSpecError(
+            f"{where}: --via proxy needs an agent the harness starts with its environment "
+            "(acp, http or pty with a command, or a python adapter); the in-process reference "
+            "agent and a server already running cannot be given a proxy: use --target acp or http"
+        )
+    try:
+        from harness.proxy.target import ProxiedTarget
+    except ImportError as exc:
+        raise TargetSpecError(
+            f"{where}: --via proxy needs mitmproxy ({exc}); install the proxy extra: "
+            "pip install -e '.[proxy]'"
+        ) from None
+    return ProxiedTarget.around(target)
 
 
 def _reference(config: TargetConfig, defects: tuple[str, ...]) -> ReferenceTarget:

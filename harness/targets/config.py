@@ -31,6 +31,19 @@ class TargetSpecError(ValueError):
     """A target the harness cannot build; the message says what is wrong and how to mend it."""
 
 
+class Via(StrEnum):
+    """How the agent reaches the fake provider (docs/proxy.md)."""
+
+    DIRECT = "direct"  # its base URL points at the fake provider
+    PROXY = "proxy"  # it keeps its real base URL and goes through `cancel-harness proxy`
+
+
+def via_value(value: object, where: str) -> Via:
+    if value not in list(Via):
+        raise TargetSpecError(f'{where} is {value!r}; expected "proxy" or "direct"')
+    return Via(str(value))
+
+
 class TargetKind(StrEnum):
     """How the harness drives the agent (docs/targets.md)."""
 
@@ -128,6 +141,7 @@ class TargetConfig:
     prompt_marker: str | None = None
     providers: tuple[ProviderKind, ...] | None = None  # wire formats the agent speaks
     close_within: float | None = None  # seconds: bound on the provider close after a cancel
+    via: Via = Via.DIRECT  # PROXY: real base URL, HTTPS_PROXY to the case's provider
 
     def __post_init__(self) -> None:
         where = self.where
@@ -150,6 +164,16 @@ class TargetConfig:
                 check_template(part, f"{where}: command")
         for key, value in self.env.items():
             check_template(value, f"{where}: env {key}")
+        if self.via is Via.PROXY and (self.kind is TargetKind.REFERENCE or self.url is not None):
+            raise TargetSpecError(
+                f'{where}: via = "proxy" needs an agent the harness starts with its '
+                "environment (acp, http or pty with a command, or a python adapter); "
+                + (
+                    "the in-process reference agent takes no proxy: use --target acp or http"
+                    if self.url is None
+                    else "a server already running at a url keeps the environment it has"
+                )
+            )
         if self.url is not None and ("{" in self.url or "}" in self.url):
             raise TargetSpecError(
                 f"{where}: placeholders are not filled in a url (the agent's own server, "

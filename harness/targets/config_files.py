@@ -22,13 +22,22 @@ from harness.targets.config import (
     TargetConfig,
     TargetKind,
     TargetSpecError,
+    Via,
     cancel_keys,
     capability_set,
     provider_kinds,
     seconds,
+    via_value,
 )
 
-COMMON = ("capabilities", "capabilities_add", "capabilities_remove", "providers", "close_within")
+COMMON = (
+    "capabilities",
+    "capabilities_add",
+    "capabilities_remove",
+    "providers",
+    "close_within",
+    "via",
+)
 PROCESS = ("command", "env", "startup_timeout")
 FIELDS: Mapping[TargetKind, tuple[str, ...]] = {  # what each kind takes besides `kind`
     TargetKind.ACP: (*PROCESS, *COMMON),
@@ -151,6 +160,7 @@ def parse_target(name: str, entry: object, where: str) -> TargetConfig:
         prompt_marker=fields.text("prompt_marker"),
         providers=fields.get("providers", provider_kinds),
         close_within=fields.get("close_within", _close_within),
+        via=fields.get("via", via_value) or Via.DIRECT,
     )
 
 

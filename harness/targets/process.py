@@ -55,8 +55,14 @@ def command_line(command: str | Sequence[str], values: Mapping[str, str]) -> lis
     return [expand(part, values) for part in parts]
 
 
-def environment(template: Mapping[str, str], values: Mapping[str, str]) -> dict[str, str]:
+def environment(
+    template: Mapping[str, str],
+    values: Mapping[str, str],
+    endpoint_env: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The agent's environment: ours, then the endpoint's (a proxy), then the target's own."""
     env = dict(os.environ)
+    env.update(endpoint_env or {})
     env.update({key: expand(value, values) for key, value in template.items()})
     return env
 

@@ -286,7 +286,7 @@ class PtyTarget:
         argv = command_line(self.command, values)
         if self.settings_args is not None:
             argv += list(self.settings_args(settings))
-        env = environment(self.env, values)
+        env = environment(self.env, values, endpoint.env)
         env.setdefault("TERM", "xterm-256color")
         if self.defects:
             env["REFERENCE_AGENT_DEFECTS"] = ",".join(self.defects)

@@ -72,6 +72,8 @@ def reference_cli_args(settings: AgentSettings) -> list[str]:
             value = getattr(DEFAULTS, setting)
         if value is False:
             argv.append(flag)
+    if settings.seed:  # the case seed: the agent's retry jitter replays with the run
+        argv += ["--seed", str(settings.seed)]
     return argv
 
 

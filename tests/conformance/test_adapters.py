@@ -13,7 +13,8 @@ import anyio
 import pytest
 
 from conformance.adapters.library import LibraryTarget, Turn
-from harness.target import AgentSettings, Endpoint, TargetStartError, Transcript
+from fake_providers.kinds import ProviderKind
+from harness.target import AgentSettings, Capability, Endpoint, TargetStartError, Transcript
 from harness.targets.python import check_target
 
 pytestmark = pytest.mark.anyio
@@ -22,20 +23,39 @@ LIBRARIES = {"pydantic_ai": "pydantic_ai", "openai_agents": "agents", "langgraph
 
 
 class StubLibrary(LibraryTarget):
-    """A 'library' whose run waits until the test lets it finish, or raises what it is told."""
+    """A 'library' whose run waits until the test lets it finish, or raises what it is told.
+
+    Each `stream()` delivers one chunk of text to the caller (and sets `delivered`)."""
 
     name = "stub"
-    kinds = frozenset({"openai-chat"})
+    providers = (ProviderKind.OPENAI_CHAT,)
 
     def __init__(self) -> None:
         super().__init__()
         self.go = anyio.Event()
         self.started = anyio.Event()
         self.raises: Exception | None = None
+        self.chunks = anyio.create_memory_object_stream[str](10)
+        self.delivered = anyio.Event()
+
+    async def stream(self) -> None:
+        await self.chunks[0].send("word ")
 
     async def run_turn(self, turn: Turn) -> str:
         self.started.set()
-        await self.go.wait()
+        async with anyio.create_task_group() as tg:
+
+            async def finish() -> None:
+                await self.go.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(finish)
+            async for chunk in self.chunks[1]:
+                left = turn.show(chunk)
+                self.delivered.set()
+                if left:
+                    tg.cancel_scope.cancel()
+                    return turn.shown
         if self.raises is not None:
             raise self.raises
         return f"answer to {turn.prompt}"
@@ -124,12 +144,32 @@ async def test_stop_cancels_a_turn_still_running() -> None:
     assert (await target.wait_outcome(sub, 1)).stop_reason == "cancelled"
 
 
+async def test_shown_is_what_the_stream_delivered_and_leave_breaks_out_without_a_cancel() -> None:
+    target = await _started()
+    try:
+        sub = await target.submit(await target.new_session(), "x")
+        await target.started.wait()
+        await target.stream()
+        await target.delivered.wait()
+        assert target.shown(sub) == "word "
+        await target.leave(sub)
+        await target.stream()  # the next chunk: the caller breaks out of the loop there
+        outcome = await target.wait_outcome(sub, 5)
+        assert (outcome.stop_reason, outcome.text) == ("cancelled", "word word ")
+        assert outcome.error == "the caller left the stream"
+        assert "cancel.received t1" not in [n.what for n in target.notes()]
+    finally:
+        await target.stop()
+
+
 @pytest.mark.parametrize("module", ADAPTERS)
 def test_adapters_are_valid_python_targets_without_their_library(module: str) -> None:
     adapter = importlib.import_module(f"conformance.adapters.{module}")
     made = adapter.make_target()
     check_target(made, f"conformance.adapters.{module}:make_target")
     assert made.live_pids() == []
+    assert Capability.LEAVE_EARLY in made.capabilities and callable(made.leave)
+    assert ProviderKind.OPENAI_CHAT in made.providers
 
 
 @pytest.mark.parametrize("module", ADAPTERS)
@@ -154,8 +194,7 @@ async def test_a_real_cancel_closes_the_provider_connection(module: str, provide
         await provider.gate("main").wait_reached(timeout=30)
         await made.cancel(session)
         assert (await made.wait_outcome(sub, 30)).stop_reason == "cancelled"
-        if module != "langgraph":  # LangGraph leaves the stream open: the suite reports it
-            [request] = provider.ledger.requests()
-            await provider.ledger.wait_for_close(request.connection_id, timeout=5)
+        [request] = provider.ledger.requests()
+        await provider.ledger.wait_for_close(request.connection_id, timeout=5)
     finally:
         await made.stop()

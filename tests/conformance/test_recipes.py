@@ -76,3 +76,32 @@ def test_third_party_acp_agents_claim_no_tools_or_permissions(tables) -> None:
         config = parse_target(name, entry, name)
         claimed = config.capabilities_add | (config.capabilities or frozenset())
         assert Capability.TOOLS not in claimed and Capability.PERMISSIONS not in claimed
+
+
+def test_every_acp_target_says_which_wire_formats_it_speaks(tables) -> None:
+    for name, entry in tables.items():
+        if entry["kind"] != "acp":
+            continue
+        config = parse_target(name, entry, name)
+        assert config.providers, f"{name}: no providers = [...]"
+    assert parse_target("gemini-cli", tables["gemini-cli"], "gemini-cli").providers == ("gemini",)
+
+
+def test_every_agents_runs_match_its_targets_declared_providers(tables) -> None:
+    from conformance.agents import AGENTS
+
+    for agent in AGENTS:
+        for target, kind in agent.runs:
+            config = parse_target(target, tables[target], target)
+            if config.providers is not None:
+                assert kind in config.providers, f"{agent.name}: {target} does not speak {kind}"
+
+
+@pytest.mark.parametrize("name", ["codex-acp", "qwen-code-openai", "qwen-code-anthropic"])
+def test_agents_whose_load_refuses_a_fresh_session_claim_no_transcript(tables, name) -> None:
+    config = parse_target(name, tables[name], name)
+    assert Capability.TRANSCRIPT not in config.capabilities_add
+
+
+def test_no_header_tagging_in_any_recipe(tables) -> None:
+    assert "x-agent-purpose" not in json.dumps(tables).lower()

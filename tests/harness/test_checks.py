@@ -59,7 +59,11 @@ async def test_connection_closed_within_measures_from_any_instant() -> None:
         await ctx.checks.connection_closed_within(0.001, after_ns=first.started_ns)
 
     result = await run(body)
-    assert result.status is Status.FAILED
+    # Late by the harness's own wait for the gate. On a loaded machine the harness may also
+    # have measured a stall that long in that span: then it says so and cannot judge.
+    assert result.status is Status.FAILED or (
+        result.status is Status.INDETERMINATE and "but the harness measured" in result.message
+    )
     assert result.message.startswith(
         "expected the client to close the provider connection within 1 ms of T at +"
     )

@@ -6,14 +6,17 @@ import json
 import re
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from tiny_agent import TinyAgent, example_registry
+from tiny_agent import CAPS, TinyAgent, example_registry
 
 from harness import cli
+from harness.seeds import case_seed, shuffled
+from harness.target import Capability, TargetStartError
 from harness.targets import TargetSpecError, make_target
 
 # The example scenarios' bugs, as the reference agent's defect names.
@@ -115,7 +118,24 @@ def test_seed_is_random_when_not_given_and_printed(capsys: pytest.CaptureFixture
         ),
         (["run", "--target", "mine"], "unknown target 'mine'; use --target reference"),
         (["run", "--tempo", "-1"], "--tempo -1: expected seconds above 0"),
+        (["run", "--tempo", "inf"], "--tempo inf: expected seconds from 0.001 to 10"),
+        (["run", "--tempo", "1e9"], "--tempo 1e+09: expected seconds from 0.001 to 10"),
+        (["run", "--tempo", "100000"], "--tempo 100000: expected seconds from 0.001 to 10"),
+        (["run", "--tempo", "1e-9"], "--tempo 1e-09: expected seconds from 0.001 to 10"),
+        (["mutants", "--tempo", "nan"], "--tempo nan: expected seconds from 0.001 to 10"),
+        (["run", "--timeout", "0"], "--timeout 0: expected seconds above 0"),
+        (["run", "--timeout", "inf"], "--timeout inf: expected seconds above 0"),
+        (["run", "--reruns", "-1"], "--reruns -1: expected 0 to 20"),
+        (["run", "--repeat", "0"], "--repeat 0: expected 1 or more repetitions"),
+        (["run", "--seed", "-3"], "--seed -3: expected a whole number from 0 to 2**63-1"),
         (["run", "--seed", "soon"], "argument --seed: invalid int value: 'soon'"),
+        (["run", "--json", "."], "--json . is a directory; name a file in it, such as results"),
+        (["run", "--junit", "/"], "--junit / is a directory; name a file in it, such as /junit"),
+        (
+            ["mutants", "--target", "acp:cat"],
+            "mutants --target acp:cat: mutants switches defects on in the reference agent, so "
+            "it runs through one of its doors: reference, acp, http, pty",
+        ),
         (["list", "nosuch"], "no scenario matches 'nosuch'"),
     ],
 )
@@ -170,9 +190,10 @@ def test_mutants_matrix_proves_each_defect_is_caught(
     monkeypatch.setattr(cli, "all_defects", lambda: list(SWITCHES))
     assert main("mutants", "--provider", "openai-chat", "--seed", "3") == 0
     out = capsys.readouterr().out
-    assert "clean agent: every case passed" in out
-    assert "provider-ignores-cancel  1: esc.closes-stream[openai-chat]" in out
-    assert "commit-after-timeout     1: timeout.no-ghost[openai-chat]" in out
+    assert "clean agent: every applicable case passed (2)" in out
+    # A catch is a case that failed in every one of its runs (1 + 2 re-runs by default).
+    assert "provider-ignores-cancel  1: esc.closes-stream[openai-chat] 3/3" in out
+    assert "commit-after-timeout     1: timeout.no-ghost[openai-chat] 3/3" in out
     assert out.rstrip().endswith("report: reports/latest/mutants.json")
     matrix = json.loads((in_tmp / "reports/latest/mutants.json").read_text())
     assert matrix["ok"] is True and matrix["seed"] == 3
@@ -260,3 +281,150 @@ def test_tls_run_gives_the_agent_the_exported_ca(capsys: pytest.CaptureFixture[s
         "--tls"
         in json.loads((Path("reports/latest/results.json")).read_text())["results"][0]["replay"]
     )
+
+
+def test_a_tempo_too_fast_to_time_reliably_warns_and_runs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main("run", "I2", "--tempo", "0.005", "--seed", "2") == 0
+    captured = capsys.readouterr()
+    assert captured.err == (
+        "cancel-harness: warning: --tempo 0.005 is below 0.01 s: bounds of a few tempo are "
+        "close to what this machine can time, so expect indeterminate cases (or use the "
+        "default 0.02)\n"
+    )
+    assert "1 passed" in captured.out
+
+
+def test_report_paths_are_refused_before_any_case_runs(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (in_tmp / "notes").write_text("a file, not a directory")
+    assert main("run", "--junit", "notes/junit.xml") == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        "cancel-harness: error: --junit notes/junit.xml: notes is a file, so no directory can "
+        "be made there\n"
+    )
+    assert main("run", "I2", "--junit", "new/dir/junit.xml", "--json", "new/r.json") == 0
+    assert (in_tmp / "new/dir/junit.xml").exists() and (in_tmp / "new/r.json").exists()
+
+
+def test_results_are_never_lost_when_a_report_cannot_be_written(
+    monkeypatch: pytest.MonkeyPatch, in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def refuse(run: object, path: Path) -> Path:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(cli, "write_json", refuse)
+    assert main("run", "--seed", "4") == 2
+    captured = capsys.readouterr()
+    assert "3 passed, 0 failed, 0 errors, 0 not applicable" in captured.out  # the summary
+    assert "reports: reports/latest/junit.xml" in captured.out
+    assert captured.err == (
+        "cancel-harness: error: cannot write reports/latest/results.json: Permission denied\n"
+    )
+
+
+class Unstartable(TinyAgent):
+    """An agent that never comes up, and has no per-turn deadline (timeout cases: n/a)."""
+
+    def __init__(self) -> None:
+        super().__init__(capabilities=CAPS - {Capability.TIMEOUT})
+
+    async def start(self, endpoint: object, settings: object) -> None:
+        raise TargetStartError("agent exited with status 3: missing OPENAI_API_KEY")
+
+
+def test_an_agent_that_never_started_is_exit_2_even_with_cases_not_applicable(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    registry = example_registry()
+    code = cli.main(["run", "--seed", "1"], catalogue=registry, targets=lambda s, d: Unstartable())
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "DID-NOT-START   esc.closes-stream[openai-chat]" in captured.out
+    assert "not-applicable  timeout.no-ghost[openai-chat]" in captured.out
+    assert captured.err == (
+        "cancel-harness: error: the target did not start: agent exited with status 3: "
+        "missing OPENAI_API_KEY\n"
+    )
+    data = json.loads(Path("reports/latest/results.json").read_text())
+    assert data["exit_code"] == 2
+    assert sorted(r["status"] for r in data["results"]) == [
+        "did-not-start",
+        "did-not-start",
+        "not-applicable",
+    ]
+
+
+def test_an_acp_agent_that_never_answers_initialize_did_not_start(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mute = [sys.executable, "-c", "import sys; sys.stdin.read()"]
+    (in_tmp / "cancel-harness.toml").write_text(
+        f'[targets.mute]\nkind = "acp"\ncommand = {json.dumps(mute)}\nstartup_timeout = 1\n'
+    )
+    began = time.monotonic()
+    code = cli.main(
+        ["run", "acp.cancel-stop-reason", "--provider", "openai-chat", "--target", "mute"]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert time.monotonic() - began < 15  # its own 1 s startup_timeout, not the case budget
+    assert err.count("\n") == 1
+    assert "the target did not start" in err and "ACP initialize failed" in err
+    assert "no answer to initialize" in err and "ignores cancellation" not in err
+
+
+def test_repeat_runs_each_repetition_with_the_next_seed_and_counts_per_case(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main("run", "I2", "--repeat", "3", "--seed", "20") == 0
+    out = capsys.readouterr().out
+    assert "repetition 1 (seed 20): 1 passed" in out
+    assert "repetition 3 (seed 22): 1 passed" in out
+    assert re.search(r"^ok\s+timeout\.no-ghost\[openai-chat\]\s+3 passed$", out, re.M)
+    data = json.loads((in_tmp / "reports/latest/results.json").read_text())
+    assert data["repetitions"] == 3
+    assert [r["repetition"] for r in data["results"]] == [0, 1, 2]
+    expected = [case_seed(s, "timeout.no-ghost[openai-chat]") for s in (20, 21, 22)]
+    assert [r["seed"] for r in data["results"]] == expected
+    assert "--seed 22 " in data["results"][2]["replay"] + " "
+
+
+def test_until_failure_stops_at_the_first_failing_repetition(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = main(
+        "run",
+        "esc.*",
+        "--provider",
+        "anthropic",
+        "--defect",
+        "provider-ignores-cancel",
+        "--until-failure",
+        "--repeat",
+        "5",
+        "--seed",
+        "8",
+    )
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "repetition 1 (seed 8): 1 failed" in out and "repetition 2" not in out
+
+
+def test_shuffle_orders_cases_by_the_seed(in_tmp: Path) -> None:
+    cases = [
+        "esc.closes-stream[openai-chat]",
+        "esc.closes-stream[anthropic]",
+        "timeout.no-ghost[openai-chat]",
+    ]
+    orders = []
+    for _ in range(2):
+        assert main("run", "--shuffle", "--seed", "6") == 0
+        data = json.loads((in_tmp / "reports/latest/results.json").read_text())
+        assert data["shuffled"] is True
+        orders.append([f"{r['id']}[{r['kind']}]" for r in data["results"]])
+    assert orders[0] == orders[1] == shuffled(cases, 6)

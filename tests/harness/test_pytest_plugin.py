@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -73,11 +75,21 @@ def test_catalogue_cases_parametrise_a_plain_test(pytester: pytest.Pytester) -> 
             "*test_buggy_agent?esc.closes-stream?openai-chat?? FAILED*",
             "*esc.closes-stream[[]openai-chat[]] failed: expected the client to close the provider"
             " connection within 60 ms of the cancel at +*",
-            "*replay: cancel-harness run esc.closes-stream --provider openai-chat --seed 9 "
-            "--tempo 0.02*",
+            "replay: pytest '*.py::test_buggy_agent[[]esc.closes-stream[[]openai-chat[]][]]' "
+            "--cancel-harness-seed 9 --cancel-harness-tempo 0.02",
         ]
     )
     assert "Traceback" not in result.stdout.str()
+    # Run as printed, the replay tests the same (buggy) agent again: it fails again.
+    again = pytester.runpytest(*replay_args(result), *QUIET)
+    again.assert_outcomes(failed=1)
+
+
+def replay_args(result: pytest.RunResult) -> list[str]:
+    """The arguments of the replay line a failure printed (after `pytest`)."""
+    match = re.search(r"^replay: (pytest .*)$", result.stdout.str(), re.MULTILINE)
+    assert match is not None, result.stdout.str()
+    return shlex.split(match.group(1))[1:]
 
 
 def test_option_collects_the_catalogue_as_items(project: pytest.Pytester) -> None:
@@ -112,10 +124,14 @@ def test_option_honours_k_and_defects(project: pytest.Pytester) -> None:
     result.assert_outcomes(failed=1, deselected=1)
     result.stdout.fnmatch_lines(
         [
-            "*replay: cancel-harness run esc.closes-stream --provider anthropic --seed 4 "
-            "--tempo 0.02 --defect provider-ignores-cancel*"
+            "replay: pytest --cancel-harness --cancel-harness-select esc.closes-stream "
+            "--cancel-harness-provider anthropic -k 'esc.closes-stream[[]anthropic[]]' "
+            "--cancel-harness-seed 4 --cancel-harness-tempo 0.02 "
+            "--cancel-harness-defect provider-ignores-cancel"
         ]
     )
+    # The conftest's agent, with the defect, fails again when the replay runs as printed.
+    project.runpytest(*replay_args(result), *QUIET).assert_outcomes(failed=1)
 
 
 def test_bad_options_are_a_usage_error(project: pytest.Pytester) -> None:

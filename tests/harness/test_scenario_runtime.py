@@ -10,8 +10,9 @@ import pytest
 from tiny_agent import CAPS, TinyAgent, example_registry, tiny_factory
 
 from harness.cases import Case, CaseResult, RunConfig, Status, plan_cases
+from harness.guard import run_guarded
 from harness.processes import marked_command
-from harness.runner import Runner, run_guarded
+from harness.runner import Runner
 from harness.scenario import (
     ALL_KINDS,
     CATALOGUE,
@@ -24,7 +25,7 @@ from harness.scenario import (
     load_catalogue,
 )
 from harness.steps import tool_started
-from harness.target import AgentSettings, Capability, TargetStartError
+from harness.target import AgentSettings, Capability, Endpoint, TargetStartError
 
 pytestmark = pytest.mark.anyio
 
@@ -144,7 +145,7 @@ async def test_correct_agent_passes_and_the_defect_fails_with_expected_seen_when
     assert "provider  conn#1 events #4-" in bad.timeline
     assert bad.replay == (
         "cancel-harness run esc.closes-stream --provider anthropic --seed 7 --tempo 0.02 "
-        "--target tiny"
+        "--target tiny --timeout 5"
     )
 
 
@@ -212,7 +213,7 @@ async def test_scenario_bugs_are_errors_with_where() -> None:
     assert "ctx.checks.no_request_after() without await, so it never ran" in result.message
 
 
-async def test_target_that_does_not_start_is_an_error() -> None:
+async def test_target_that_does_not_start_is_did_not_start_never_a_verdict() -> None:
     class Broken(TinyAgent):
         async def start(self, endpoint: object, settings: object) -> None:
             raise TargetStartError("agent exited with status 3: missing OPENAI_API_KEY")
@@ -220,10 +221,42 @@ async def test_target_that_does_not_start_is_an_error() -> None:
     registry = example_registry()
     runner = Runner(RunConfig(seed=1, timeout=5.0), Broken)
     result = await runner.run_case(Case(registry.get("timeout.no-ghost"), "openai-chat"))
-    assert result.status is Status.ERROR
+    assert result.status is Status.DID_NOT_START
     assert result.message == "the target did not start: agent exited with status 3: " + (
         "missing OPENAI_API_KEY"
     )
+
+
+async def test_start_up_is_outside_the_case_budget() -> None:
+    class SlowToStart(TinyAgent):
+        startup_timeout = 5.0
+
+        async def start(self, endpoint: Endpoint, settings: AgentSettings) -> None:
+            await anyio.sleep(1.2)  # longer than the whole case budget below
+            await super().start(endpoint, settings)
+
+    registry = example_registry()
+    runner = Runner(RunConfig(seed=1, timeout=1.0), SlowToStart)
+    result = await runner.run_case(Case(registry.get("esc.closes-stream"), "openai-chat"))
+    assert result.status is Status.PASSED, result.message
+
+
+async def test_a_target_that_hangs_in_start_did_not_start_within_its_startup_timeout() -> None:
+    class Hangs(TinyAgent):
+        startup_timeout = 0.3
+
+        async def start(self, endpoint: Endpoint, settings: AgentSettings) -> None:
+            await anyio.sleep_forever()
+
+    registry = example_registry()
+    runner = Runner(RunConfig(seed=1, timeout=30.0), Hangs)
+    began = anyio.current_time()
+    result = await runner.run_case(Case(registry.get("esc.closes-stream"), "openai-chat"))
+    assert result.status is Status.DID_NOT_START
+    assert result.message.startswith(
+        "the target did not start within its startup_timeout of 0.3 s and did not report why"
+    )
+    assert anyio.current_time() - began < 5  # its startup_timeout + grace, not 30 s
 
 
 async def test_a_hung_scenario_fails_at_the_case_timeout_with_its_last_step() -> None:
@@ -316,7 +349,7 @@ def test_guarded_run_abandons_a_target_that_swallows_cancellation() -> None:
     run = run_guarded(runner, cases, slack=0.3)
     first, second = run.results
     assert first.status is Status.ERROR
-    assert first.message.startswith("the case did not end within 1.5 s: the target ignores")
+    assert re.match(r"the case did not end within \d\.\d s: the target ignores", first.message)
     assert "target did not stop within 0.2 s; abandoned" in first.timeline
     assert second.message == "not run: the run was abandoned when " + (
         "esc.closes-stream[openai-chat] hung"

@@ -95,6 +95,7 @@ class TinyAgent:
         drain_on_leave: bool = False,
         title_first: bool = False,
         stubborn: bool = False,
+        close_delay: float = 0.0,
         capabilities: frozenset[Capability] = CAPS,
     ) -> None:
         self.ignore_cancel = ignore_cancel
@@ -109,6 +110,7 @@ class TinyAgent:
         self.title_first = title_first  # a title call, shaped like a turn's, before each turn
         self.titles: list[httpx.Response] = []
         self.stubborn = stubborn
+        self.close_delay = close_delay  # a slow agent: it acts on a cancel only this much later
         self.capabilities = capabilities
         self.sessions: dict[str, Session] = {}
         self.turns: dict[str, Turn] = {}
@@ -147,6 +149,8 @@ class TinyAgent:
         turn.settle("cancelled")
         if self.cancel_on_next_chunk:
             turn.stop_reading = True  # looked at only when the next chunk arrives
+        elif self.close_delay:
+            self.tg.start_soon(self._cancel_later, turn)
         elif not self.ignore_cancel:
             turn.scope.cancel()
         if self.background_tied:
@@ -220,6 +224,10 @@ class TinyAgent:
                 turn.settle("timeout")
         except Exception as exc:
             turn.settle("error", error=str(exc))
+
+    async def _cancel_later(self, turn: Turn) -> None:
+        await anyio.sleep(self.close_delay)
+        turn.scope.cancel()
 
     async def _ignore_cancellation(self) -> None:
         with anyio.CancelScope(shield=True):

@@ -1,0 +1,324 @@
+"""Verdicts that hold under load: the harness measures its own stalls and never blames the agent.
+
+A blocking call on the runner's loop stands in for a loaded machine here: it is exactly what
+starvation looks like from inside (the loop cannot run for a while), and it is deterministic.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import anyio
+import pytest
+from tiny_agent import TinyAgent
+
+from harness.cases import Case, CaseResult, RunConfig, Status
+from harness.runner import Runner
+from harness.scenario import Registry, ScenarioContext
+from harness.target import AgentSettings, Capability
+from harness.timing import (
+    Indeterminate,
+    StallLog,
+    StallMonitor,
+    _children,
+    heartbeat,
+    union_ns,
+)
+
+pytestmark = pytest.mark.anyio
+MS = 1_000_000
+
+
+def stall_the_loop(seconds: float) -> None:
+    """Block the calling event loop: what starvation looks like from inside it."""
+    time.sleep(seconds)
+
+
+def test_union_counts_overlapping_stalls_once() -> None:
+    assert union_ns([(0, 10), (5, 20), (30, 40), (35, 36)]) == 30
+    assert union_ns([]) == 0
+
+
+def test_a_late_close_is_excused_only_by_a_stall_that_explains_it() -> None:
+    loop, provider = StallLog("the harness loop"), StallLog("the provider thread")
+    loop.add(100 * MS, 150 * MS)  # the loop could not run for 50 ms after the cancel at 100
+    provider.add(140 * MS, 160 * MS)  # overlapping stalls count once
+    stalls = StallMonitor((loop, provider))
+    assert stalls.stalled_ns(100 * MS, 200 * MS) == 60 * MS
+    described = stalls.describe(100 * MS, 200 * MS)
+    assert described == "the harness loop 50 ms, the provider thread 20 ms"
+    # closed 90 ms after the cancel with a 40 ms bound: 60 ms of it the agent could not run
+    assert stalls.excuses(100 * MS, 0.040, 190 * MS)
+    with pytest.raises(Indeterminate, match="measured 60 ms of stall in that span"):
+        stalls.judge_late(100 * MS, 0.040, [190 * MS], "expected a close within 40 ms")
+    # 150 ms late is more than the stall explains: the caller's failure stands, and says so
+    assert not stalls.excuses(100 * MS, 0.040, 300 * MS)
+    assert stalls.judge_late(100 * MS, 0.040, [300 * MS], "expected a close within 40 ms") == (
+        "expected a close within 40 ms (the harness measured 60 ms of stall in that span "
+        "(the harness loop 50 ms, the provider thread 20 ms), which does not explain it)"
+    )
+    # still open (None) is never excused, whatever the load
+    still_open = stalls.judge_late(100 * MS, 0.040, [190 * MS, None], "expected a close")
+    assert still_open.startswith("expected a close (the harness measured")
+    # no stall at all: late is late
+    quiet = StallMonitor((StallLog("x"),))
+    assert not quiet.excuses(100 * MS, 0.040, 150 * MS)
+    assert quiet.judge_late(100 * MS, 0.040, [150 * MS], "expected a close") == "expected a close"
+
+
+def test_sampled_run_queue_waits_count_pro_rata_and_add_to_the_loops() -> None:
+    loop, agent = StallLog("the harness loop"), StallLog("the agent process")
+    loop.add(100 * MS, 120 * MS)
+    agent.add_spread(100 * MS, 200 * MS, 40 * MS)  # 40 ms of waiting somewhere in 100 ms
+    stalls = StallMonitor((loop, agent))
+    assert agent.spread_ns(150 * MS, 200 * MS) == 20 * MS  # half the gap: half the wait
+    assert stalls.stalled_ns(100 * MS, 200 * MS) == 60 * MS  # another step of the chain
+    assert stalls.stalled_ns(100 * MS, 110 * MS) == 10 * MS  # never more than the span
+    assert stalls.describe(100 * MS, 200 * MS) == "the harness loop 20 ms, the agent process 40 ms"
+
+
+def test_a_deadline_the_agent_counts_itself_counts_stalls_since_it_started() -> None:
+    loop = StallLog("the harness loop")
+    loop.add(10 * MS, 100 * MS)  # stalled between the submit (10) and the agent starting its clock
+    stalls = StallMonitor((loop,))
+    deadline = 170 * MS  # submit + 160 ms, as the scenario computes it
+    assert not stalls.excuses(deadline, 0.080, 265 * MS)
+    assert stalls.excuses(deadline, 0.080, 265 * MS, since_ns=10 * MS)
+
+
+async def test_the_heartbeat_sees_a_blocked_loop_and_a_watch_window_grows_by_it() -> None:
+    log = StallLog("the harness loop")
+    stalls = StallMonitor((log,))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(heartbeat, log)
+        await anyio.sleep(0.01)
+        before = time.monotonic_ns()
+        stall_the_loop(0.05)
+        await anyio.sleep(0.01)
+        stalled = stalls.stalled_ns(before, time.monotonic_ns())
+        assert stalled >= 40 * MS  # (more if the machine is loaded: that is stall too)
+
+        calls: list[float] = []
+
+        async def wait(seconds: float) -> bool | None:
+            calls.append(seconds)
+            if len(calls) == 1:
+                stall_the_loop(0.03)  # the whole window passed while the loop could not run
+                return None
+            await anyio.sleep(seconds)
+            return None
+
+        began = time.monotonic()
+        assert await stalls.watch(wait, 0.02) is None
+        assert len(calls) >= 2 and calls[1] > 0  # the window was given its time after all
+        assert time.monotonic() - began >= 0.045
+        tg.cancel_scope.cancel()
+
+
+def test_agent_processes_are_found_as_children() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=-1)
+    try:
+        assert child.pid in _children()
+    finally:
+        child.kill()
+        child.wait()
+
+
+# --------------------------------------------------------------------- through the runner
+
+
+def stalling_registry(stall_on: set[int], attempts: list[int]) -> Registry:
+    """An Esc scenario whose harness loop is blocked right after the cancel, on some attempts."""
+    registry = Registry()
+
+    @registry.scenario(
+        id="esc.stalled",
+        title="Esc while the machine is loaded",
+        incident="I1",
+        providers=("openai-chat",),
+        requires={Capability.CANCEL},
+    )
+    async def esc_stalled(ctx: ScenarioContext) -> None:
+        """The harness is starved right after the cancel; the agent could not have closed."""
+        attempts.append(len(attempts) + 1)
+        ctx.fault("stream=true,pace=5ms,tokens=400,hold-before=4,gate=main")
+        session = await ctx.new_session()
+        await ctx.submit(session, "Tell me a long story.")
+        await ctx.gate("main").wait_reached()
+        await ctx.cancel(session)
+        if len(attempts) in stall_on:
+            stall_the_loop(0.12)  # the harness's (and the agent's) loop
+        await ctx.checks.connection_closed_within(ctx.tempo(2))
+
+    return registry
+
+
+async def run_stalled(stall_on: set[int], reruns: int = 2, **agent: object) -> CaseResult:
+    attempts: list[int] = []
+    registry = stalling_registry(stall_on, attempts)
+    runner = Runner(
+        RunConfig(seed=5, target="tiny", timeout=5.0, reruns=reruns),
+        lambda: TinyAgent(**agent),  # type: ignore[arg-type]
+    )
+    result = await runner.run_case(Case(registry.get("esc.stalled"), "openai-chat"))
+    assert len(result.attempts) == len(attempts)
+    return result
+
+
+async def test_a_close_late_only_because_the_harness_stalled_is_rerun_not_failed() -> None:
+    result = await run_stalled({1}, reruns=4)
+    assert_rerun_until_judged(result, Status.PASSED)
+    assert result.history().startswith("after ") and result.history().endswith(" indeterminate")
+    first = result.attempts[0].message
+    assert first.startswith("expected the client to close the provider connection within 40 ms")
+    assert "but the harness measured" in first and "the harness loop" in first
+
+
+async def test_a_case_stalled_in_every_run_stays_indeterminate_never_passed() -> None:
+    result = await run_stalled({1, 2, 3}, reruns=2)
+    assert result.status is Status.INDETERMINATE
+    assert [a.status for a in result.attempts] == [Status.INDETERMINATE] * 3
+    assert "this run cannot judge it" in result.message
+
+
+async def test_a_leak_is_never_excused_by_a_stall() -> None:
+    result = await run_stalled({1, 2, 3}, ignore_cancel=True)
+    assert result.status is Status.FAILED
+    assert len(result.attempts) == 1
+    assert "was still open" in result.message or "ended complete" in result.message
+
+
+async def test_a_slow_agent_with_no_stall_fails() -> None:
+    result = await run_stalled(set(), close_delay=0.15)
+    assert result.status is Status.FAILED and len(result.attempts) == 1
+    assert "only at +" in result.message and "cannot judge" not in result.message
+
+
+async def test_a_rerun_runs_alone_once_the_other_cases_are_done() -> None:
+    attempts: list[int] = []
+    registry = stalling_registry({1}, attempts)
+    spans: dict[str, list[tuple[int, int]]] = {"esc.stalled": [], "other": []}
+
+    @registry.scenario(id="other", title="t", incident="I1", providers=("openai-chat",))
+    async def other(ctx: ScenarioContext) -> None:
+        """A case running beside the stalled one."""
+        began = time.monotonic_ns()
+        await ctx.checks.no_request_after(ctx.tempo(10), after_ns=began)
+        spans["other"].append((began, time.monotonic_ns()))
+
+    original = registry.get("esc.stalled").fn
+
+    async def timed(ctx: ScenarioContext) -> None:
+        began = time.monotonic_ns()
+        try:
+            await original(ctx)
+        finally:
+            spans["esc.stalled"].append((began, time.monotonic_ns()))
+
+    registry.add(replace(registry.get("esc.stalled"), fn=timed))
+    config = RunConfig(seed=5, target="tiny", timeout=5.0, jobs=2, reruns=4)
+    run = await Runner(config, TinyAgent).run(
+        [Case(registry.get(i), "openai-chat") for i in ("esc.stalled", "other")]
+    )
+    stalled, beside = run.results
+    assert_rerun_until_judged(stalled, Status.PASSED)
+    assert beside.status is Status.PASSED
+    (first, rerun, *_), ((other_began, other_ended),) = spans["esc.stalled"], spans["other"]
+    assert other_began < first[1]  # the first attempt did run beside the other case
+    assert rerun[0] >= other_ended  # the re-run waited until it could run alone
+
+
+async def test_a_set_up_wait_that_ran_out_while_the_harness_stalled_is_rerun() -> None:
+    registry = Registry()
+    attempts: list[int] = []
+
+    @registry.scenario(id="gate.never", title="t", incident="I1", providers=("openai-chat",))
+    async def gate_never(ctx: ScenarioContext) -> None:
+        """The stream the scenario waits for never reaches its gate."""
+        attempts.append(1)
+        await ctx.new_session()
+        if len(attempts) == 1:
+            stall_the_loop(0.15)  # 7.5 tempo: the agent's own timers could have raced
+        await ctx.gate("never").wait_reached(timeout=0.3)
+
+    runner = Runner(RunConfig(seed=5, target="tiny", timeout=5.0, reruns=4), TinyAgent)
+    result = await runner.run_case(Case(registry.get("gate.never"), "openai-chat"))
+    first = result.attempts[0]
+    assert first.message.startswith("gave up waiting: timed out after 0.3s waiting for 1 stream")
+    assert "but the harness measured" in first.message
+    # Re-run with no stall, the wait runs out all the same: that is a failure.
+    assert_rerun_until_judged(result, Status.FAILED)
+    assert result.message == (
+        "gave up waiting: timed out after 0.3s waiting for 1 stream(s) at gate 'never'"
+    )
+
+
+def assert_rerun_until_judged(result: CaseResult, final: Status) -> None:
+    """Indeterminate first (the stall under test), then re-runs until one could judge.
+
+    More than one re-run happens only if the machine running the test is itself loaded.
+    """
+    statuses = [a.status for a in result.attempts]
+    assert statuses[0] is Status.INDETERMINATE
+    assert statuses[-1] is final and result.status is final
+    assert set(statuses[1:-1]) <= {Status.INDETERMINATE}
+
+
+async def test_a_next_turn_that_ran_out_of_its_deadline_while_stalled_is_rerun() -> None:
+    registry = Registry()
+    attempts: list[int] = []
+
+    @registry.scenario(
+        id="timeout.next",
+        title="t",
+        incident="I2",
+        providers=("openai-chat",),
+        requires={Capability.TIMEOUT, Capability.TRANSCRIPT},
+        settings=lambda tempo: AgentSettings(turn_timeout=0.1),
+    )
+    async def next_turn(ctx: ScenarioContext) -> None:
+        """The next turn must complete within its 100 ms deadline; it is held past it."""
+        attempts.append(1)
+        ctx.fault("stream=true,hold-before=3,gate=never")
+        session = await ctx.new_session()
+        if len(attempts) == 1:  # as if the machine starved the agent all through that turn
+            starved = StallLog("the agent process")
+            starved.add(time.monotonic_ns(), time.monotonic_ns() + 10**10)
+            ctx.stalls = StallMonitor((*ctx.stalls.logs, starved))
+        await ctx.checks.next_turn_completes(session)
+
+    runner = Runner(RunConfig(seed=5, target="tiny", timeout=5.0, reruns=4), TinyAgent)
+    result = await runner.run_case(Case(registry.get("timeout.next"), "openai-chat"))
+    assert_rerun_until_judged(result, Status.FAILED)  # held past its deadline: a real timeout
+    first = result.attempts[0].message
+    assert "it ended 'timeout'" in first
+    assert "half its 100 ms deadline or more: this run cannot judge it" in first
+    assert "it ended 'timeout'" in result.message and "cannot judge" not in result.message
+
+
+async def test_a_deadline_overtaken_by_a_stall_before_the_stream_began_is_rerun() -> None:
+    registry = Registry()
+    attempts: list[int] = []
+
+    @registry.scenario(id="deadline.anchor", title="t", incident="I2", providers=("openai-chat",))
+    async def anchored(ctx: ScenarioContext) -> None:
+        """T is computed from the submit; on a starved machine the stream began after it."""
+        attempts.append(1)
+        ctx.fault("stream=true,hold-before=3,gate=main")
+        session = await ctx.new_session()
+        await ctx.submit(session, "hi")
+        deadline = ctx.submits[-1] + 150 * MS
+        if len(attempts) == 1:
+            stall_the_loop(0.3)  # the agent (on this loop) cannot even send its request
+        await ctx.gate("main").wait_reached()
+        await ctx.checks.connection_closed_within(0.05, after_ns=deadline)
+
+    runner = Runner(RunConfig(seed=5, target="tiny", timeout=5.0, reruns=4), TinyAgent)
+    result = await runner.run_case(Case(registry.get("deadline.anchor"), "openai-chat"))
+    assert_rerun_until_judged(result, Status.FAILED)  # then: in flight at T, and never closed
+    assert "no main call was in flight at the provider then" in result.attempts[0].message
+    assert "this run cannot judge it" in result.attempts[0].message
+    assert "was still open" in result.message
