@@ -64,7 +64,27 @@ class Judge:
         turn.outcome = out
         self.trace.latest[turn.session] = turn
         self._judge(turn, out)
+        if out.stop_reason in STOPPED and not turn.released:
+            await self._tools_died_with(turn, out)
         return out
+
+    async def _tools_died_with(self, turn: TurnTrace, out: Outcome) -> None:
+        """A turn that stopped (its deadline, a cancel) while a tool of its was held takes
+        the tool's whole process tree with it: the hold is still closed, so a survivor was
+        abandoned, never a slow tool."""
+        if not self.trace.tool_running(turn):
+            return
+        grace = self.ctx.tempo(50)
+        if await self.ctx.stalls.watch(
+            lambda s: poll(lambda: not self.trace.tool_running(turn), s, self.ctx), grace
+        ):
+            return
+        pids = ", ".join(map(str, self.trace.tool_running(turn)))
+        raise CheckFailed(
+            f"expected t{turn.turn}'s tools to die with it when it ended {out.stop_reason} at "
+            f"{self.ctx.rel(self._ended(out))}, whole process trees, within {ms(grace)}; "
+            f"still running at {self.ctx.rel(time.monotonic_ns())}: pid {pids}"
+        )
 
     async def _until_ended(self, turn: TurnTrace) -> Outcome:
         """Wait for the turn to end: a window from its plan, renewed while it still makes
@@ -348,6 +368,12 @@ class Judge:
         for turn in trace.turns.values():
             if turn.memory_reached:  # background work outlives the user's cancels
                 await ctx.checks.background_survived(turn.prompt, release=[turn.memory_gate])
+        if trace.profile is Profile.DEADLINE:
+            # Its own deadline ends a turn whose tool is held: wait for that before the
+            # holds open, so a tool the timeout abandoned is seen running.
+            for turn in trace.turns.values():
+                if turn.sub is not None and not turn.released and trace.tool_running(turn):
+                    await self.outcome_of(turn)
         for turn in trace.turns.values():
             await release(turn)
             if turn.memory_gate and not ctx.gate(turn.memory_gate).released:

@@ -180,3 +180,17 @@ def test_new_provider_faults_are_judged_without_false_failures(hosts: dict[str, 
     ):
         verdict = judged(hosts[""], plan)
         assert verdict.status is Status.PASSED, f"{verdict.message}\n{verdict.timeline}"
+
+
+def test_a_turn_timed_out_in_a_held_tool_is_judged_before_the_hold_opens(
+    hosts: dict[str, Host],
+) -> None:
+    """The deadline ends the turn while its tool tree is held: the correct agent kills the
+    tree (the judge waits for the timeout before releasing, then looks for survivors)."""
+    plan = schedule(
+        plain(1, Request(tool=ToolKind.TREE), Request()),
+        Reach(1, Point.TOOL, 1),
+        profile=Profile.DEADLINE,
+    )
+    verdict = judged(hosts[""], plan)
+    assert verdict.status is Status.PASSED, f"{verdict.message}\n{verdict.timeline}"
