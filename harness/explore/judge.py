@@ -316,6 +316,18 @@ class Judge:
         if hit is None:
             return
         owner = next(n for n, reqs in bystanders.items() if hit in reqs)
+        # A bystander that ended by itself meanwhile (an error of its own, say) closes its
+        # connection as any ended turn does: not the cancel's doing. How it ended is judged
+        # with its outcome; a bystander the cancel stopped ends 'cancelled' (or not at all).
+        turn = self.trace.turns[owner]
+        if turn.sub is not None:
+            try:  # a peek: the outcome is judged (and stamped) when the player awaits it
+                seen = await self.ctx.target.wait_outcome(turn.sub, self.ctx.tempo(2))
+            except TimeoutError:
+                pass
+            else:
+                if seen.stop_reason != "cancelled":
+                    return
         named = f" naming t{step.names}" if step.names is not None else ""
         conn = ledger.connection(hit.connection_id)
         raise CheckFailed(

@@ -194,3 +194,22 @@ def test_a_turn_timed_out_in_a_held_tool_is_judged_before_the_hold_opens(
     )
     verdict = judged(hosts[""], plan)
     assert verdict.status is Status.PASSED, f"{verdict.message}\n{verdict.timeline}"
+
+
+def test_a_bystander_that_ends_by_itself_is_not_counted_as_touched_by_a_cancel(
+    hosts: dict[str, Host],
+) -> None:
+    """Found by a search: t2 (session B) ends 'error' by itself (its tool's arguments are
+    broken) just as session A is cancelled, and closes its connection. That close is not
+    the cancel's doing; a correct agent passes."""
+    plan = Schedule.parse(
+        '{"v":1,"profile":"plain","kind":"openai-chat","steps":['
+        '{"step":"prompt","turn":1,"session":0,"requests":[{"fault":"stream-error"},'
+        '{"fault":"http","status":500},{"fault":"ok","tool":"quick"},{"fault":"ok"}]},'
+        '{"step":"prompt","turn":2,"session":1,"requests":[{"fault":"hold","at":10,'
+        '"tool":"broken"},{"fault":"ok"}]},'
+        '{"step":"prompt","turn":3,"session":1,"requests":[{"fault":"ok"}],"followup":true},'
+        '{"step":"reach","turn":2,"point":"held","request":1},{"step":"cancel","session":0}]}'
+    )
+    verdict = judged(hosts[""], plan)
+    assert verdict.status is Status.PASSED, f"{verdict.message}\n{verdict.timeline}"
