@@ -25,7 +25,7 @@ from harness.explore.trace import STOPPED, Trace, TurnTrace
 from harness.processes import marked_processes
 from harness.target import TERMINAL_EVENT_KINDS, Capability, Transcript, TranscriptEntry
 
-CLOCK_SLACK_NS = 2_000_000  # the provider stamps the error's end a hair after it is sent
+CLOCK_SLACK_NS = 2_000_000  # timer rounding on the agent's side
 
 
 class Contracts:
@@ -187,13 +187,17 @@ class Contracts:
                 asked = self._asked_wait(failed, planned.fault)
                 if asked is None or failed.finished_ns is None:
                     continue
-                if retry.started_ns < failed.finished_ns + int(asked * 1e9) - CLOCK_SLACK_NS:
-                    gap = (retry.started_ns - failed.finished_ns) / 1e9
+                # From when the error response began to go out (it is one write): the agent
+                # cannot have seen it earlier, and a stall of the provider's loop after the
+                # write would stamp its end late and make a correct wait look short.
+                error_ns = failed.response_started_ns or failed.finished_ns
+                if retry.started_ns < error_ns + int(asked * 1e9) - CLOCK_SLACK_NS:
+                    gap = (retry.started_ns - error_ns) / 1e9
                     raise CheckFailed(
                         f"expected the agent to wait the {ms(asked)} the provider asked for "
                         f"(retry-after) before retrying t{turn.turn}'s request "
                         f"#{failed.ordinal}; the retry (request #{retry.ordinal}) came {ms(gap)} "
-                        "after the error"
+                        "after the error was sent"
                     )
 
     def _asked_wait(self, served: RequestRecord, fault: Fault) -> float | None:
