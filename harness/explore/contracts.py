@@ -23,7 +23,14 @@ from harness.explore.expect import max_retries
 from harness.explore.schedule import Fault, FaultKind, Profile, session_name
 from harness.explore.trace import STOPPED, Trace, TurnTrace
 from harness.processes import marked_processes
-from harness.target import TERMINAL_EVENT_KINDS, Capability, Transcript, TranscriptEntry
+from harness.target import (
+    TERMINAL_EVENT_KINDS,
+    Capability,
+    StreamLog,
+    Submission,
+    Transcript,
+    TranscriptEntry,
+)
 
 CLOCK_SLACK_NS = 2_000_000  # timer rounding on the agent's side
 
@@ -134,7 +141,7 @@ class Contracts:
         for turn in self.trace.turns.values():
             if turn.sub is None or turn.outcome is None or turn.left:
                 continue
-            log = await self.ctx.target.stream_log(turn.sub, self.ctx.tempo(10))
+            log = await self._stream_log(turn.sub)
             reason = turn.outcome.stop_reason
             expected = reason if reason in TERMINAL_EVENT_KINDS else "error"
             kinds = [e.kind for e in log.terminals]
@@ -152,6 +159,19 @@ class Contracts:
                     f"expected t{turn.turn}'s stream to carry only its own events; it delivered "
                     f"{len(strays)} of turn {strays[0].turn_id}, the first a {strays[0].kind!r}"
                 )
+
+    async def _stream_log(self, sub: Submission) -> StreamLog:
+        """The turn's stream once it closed, or as it is after a window that grows by the
+        harness's measured stall (a loaded machine delays the close, never a bug)."""
+        logs = [await self.ctx.target.stream_log(sub, 0)]
+
+        async def closed(seconds: float) -> StreamLog | None:
+            logs.append(await self.ctx.target.stream_log(sub, seconds))
+            return logs[-1] if logs[-1].closed else None
+
+        if not logs[0].closed:
+            await self.ctx.stalls.watch(closed, self.ctx.tempo(10))
+        return logs[-1]
 
     async def nothing_after_answer(self) -> None:
         """ACP: no update of a cancelled turn arrives after its prompt was answered."""

@@ -269,14 +269,17 @@ class Judge:
         late = [(r, ended) for r in requests if (ended := gone(r)) and ended > t_ns + bound * 1e9]
         if late:
             r, ended = late[0]
-            failure = (
-                f"expected the client to close the provider connection within {ms(bound)} of "
-                f"the cancel at {self.ctx.rel(t_ns)}; conn#{r.connection_id} "
-                f"({describe_request(r)}) ended only {ms((ended - t_ns) / 1e9)} after it"
-            )
-            # Late by no more than the harness stalled: Indeterminate; else failed.
-            raise CheckFailed(
-                self.ctx.stalls.judge_late(t_ns, bound, [e for _, e in late], failure)
+            stalled = self.ctx.stalls.stalled_ns(t_ns, ended)
+            # A close that came, only late: with the provider and an in-process agent on one
+            # loop of a loaded machine, the harness cannot tell a slow close from a stall it
+            # measured only in part (a search at load 19 on 2 cores saw 58 ms unexplained).
+            # Never a counterexample; a connection never closed is one (above).
+            raise Indeterminate(
+                f"conn#{r.connection_id} ({describe_request(r)}) ended "
+                f"{ms((ended - t_ns) / 1e9)} after the cancel at {self.ctx.rel(t_ns)}, past the "
+                f"{ms(bound)} bound; the harness measured {stalled / 1e6:.0f} ms of stall in "
+                f"that span ({self.ctx.stalls.describe(t_ns, ended)}): a slow close on a loaded "
+                "machine looks the same"
             )
 
     async def tools_killed(self, t_ns: int, running: dict[int, list[int]]) -> None:
