@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from hypothesis import strategies as st
@@ -139,7 +140,12 @@ def requests(
             streaming = profile is not Profile.JSON
             for _ in range(choose(draw, FAILED_ATTEMPTS)):
                 planned.append(Request(failure(draw, streaming=streaming)))
-        planned.append(Request(last_attempt(draw, menu, profile), tool))
+        last = last_attempt(draw, menu, profile)
+        if tool is ToolKind.BROKEN and last.kind in (FaultKind.HOLD, FaultKind.HANG):
+            # Held only before the arguments go out: once they are sent an agent may fail
+            # the turn at once, so "held, it cannot end by itself" would not hold.
+            last = replace(last, at=0)
+        planned.append(Request(last, tool))
     return tuple(planned)
 
 

@@ -18,6 +18,7 @@ from harness.explore.schedule import (
     Reach,
     Release,
     Schedule,
+    ToolKind,
 )
 from harness.explore.strategies import schedules
 from harness.scenario import load_catalogue
@@ -84,3 +85,20 @@ def test_a_selector_narrows_the_menu_to_what_its_scenarios_are_about() -> None:
     timeouts = menu_for(Capability, ["I2"], catalogue)
     assert {Profile.DEADLINE, Profile.STALE} <= set(timeouts.profiles)
     assert menu_for(Capability, [], catalogue) == EVERYTHING
+
+
+@settings(max_examples=150, deadline=None)
+@given(schedules(EVERYTHING))
+def test_a_request_with_broken_tool_arguments_is_never_held_after_they_are_sent(
+    schedule: Schedule,
+) -> None:
+    """An agent may fail the turn as soon as it has the broken arguments, so such a request
+    is held only before them: a cancel then always finds the turn there."""
+    for step in schedule.steps:
+        if isinstance(step, Prompt):
+            for request in step.requests:
+                if request.tool is ToolKind.BROKEN and request.fault.kind in (
+                    FaultKind.HOLD,
+                    FaultKind.HANG,
+                ):
+                    assert request.fault.at == 0, step
