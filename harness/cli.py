@@ -211,6 +211,7 @@ def _parser() -> argparse.ArgumentParser:
     mutant.add_argument("--json", type=Path, default=None, metavar="PATH", help="mutants.json path")
     _html_option(mutant)
     _serve_parser(commands)
+    _explore_parser(commands)
     _proxy_parser(commands)
     _report_parser(commands)
     _soak_parser(commands)
@@ -434,6 +435,8 @@ def main(
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "explore":
+            return _explore(args, catalogue, targets or make_target)
         if args.command == "proxy":
             return _proxy(args)
         if args.command == "report":
@@ -1104,6 +1107,19 @@ def _usable_file(path: Path) -> None:
             pass
     except OSError as exc:
         raise UsageError(f"--ledger-log {path}: cannot write it ({exc.strerror or exc})") from None
+
+
+def _explore_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
+    from harness.explore.options import add_arguments
+
+    add_arguments(commands.add_parser("explore", help="search cancel points and fault schedules"))
+
+
+def _explore(args: argparse.Namespace, catalogue: Registry | None, make: TargetMaker) -> int:
+    """`explore`: its own module checks the options and reports (harness/explore/options.py)."""
+    from harness.explore.options import run_explore
+
+    return run_explore(args, catalogue, make)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,9 @@ from fake_providers import (
     StreamError,
     ToolCall,
 )
+from fake_providers.faults.context_window import ContextWindow
+from fake_providers.faults.quota import Quota
+from fake_providers.kinds import ProviderKind
 from fake_providers.roles import Role
 from harness.prompts import Prompt
 
@@ -72,6 +75,25 @@ def http_error(
 def stream_error(after: int) -> FaultPlan:
     """Send the provider's in-stream error event after `after` events."""
     return FaultPlan((StreamError(after),))
+
+
+def quota(unit: str = "requests", *, reset: float, limit: int = 60) -> FaultPlan:
+    """429: the per-minute quota of `unit` (requests, tokens) is used up for `reset` seconds,
+    with the providers' rate-limit headers and `retry-after`."""
+    return FaultPlan((Quota(unit, limit, reset),))
+
+
+CONTEXT_STYLES = {
+    ProviderKind.OPENAI_RESPONSES: "openai-responses",
+    ProviderKind.ANTHROPIC: "anthropic",
+    ProviderKind.GEMINI: "gemini",
+}
+
+
+def context_window(kind: str, *, window: int = 128_000) -> FaultPlan:
+    """400: the request is too long for a `window`-token context, in `kind`'s own words."""
+    style = CONTEXT_STYLES.get(ProviderKind.parse(kind), "openai")
+    return FaultPlan((ContextWindow(window, style),))
 
 
 def malformed(after: int) -> FaultPlan:

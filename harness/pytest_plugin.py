@@ -1,7 +1,8 @@
 """pytest plugin: gate a project's CI with plain `pytest`.
 
-Fixtures `fake_provider` (a started FakeProvider; anyio tests) and `cancel_harness_target`
-(a factory for the `--cancel-harness-target` agent). The catalogue as tests, either
+Fixtures `fake_provider` (a started FakeProvider; anyio tests), `cancel_harness_target`
+(a factory for the `--cancel-harness-target` agent) and `cancel_harness_explorer` (explore's
+schedule search as a hypothesis property, docs/explore.md). The catalogue as tests, either
 
     from harness.pytest_plugin import catalogue_cases
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import os
 import shlex
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -216,6 +217,27 @@ async def fake_provider() -> AsyncIterator[FakeProvider]:
     """A started fake provider on loopback (use in `@pytest.mark.anyio` tests)."""
     async with FakeProvider() as provider:
         yield provider
+
+
+@pytest.fixture(scope="session")
+def cancel_harness_explorer(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """An `ExploreSession` (harness/explore/session.py) over the `--cancel-harness-target`
+    agent: draw `.schedules()` with hypothesis and `.check()` each; see docs/explore.md."""
+    from harness.explore.session import open_session
+
+    config = request.config
+    spec, defects = config.getoption("cancel_harness_target"), _defects(config)
+    seed = config.getoption("cancel_harness_seed")
+    with open_session(
+        lambda: _make_target(spec, defects),
+        label=spec,
+        defects=defects,
+        selectors=config.getoption("cancel_harness_select"),
+        providers=config.getoption("cancel_harness_provider"),
+        tempo=config.getoption("cancel_harness_tempo"),
+        seed=seed if seed is not None else _PROCESS_SEED,
+    ) as session:
+        yield session
 
 
 @pytest.fixture

@@ -123,6 +123,11 @@ class Engine:
             if not reply.tool_calls:
                 # The last checkpoint: after it, nothing awaits until the commit is done.
                 await anyio.lowlevel.checkpoint_if_cancelled()
+                if turn.cancel_requested:
+                    # A cancel that set the flag and is still closing the call's socket
+                    # before it cancels the scope: the turn will be reported cancelled,
+                    # so it must not commit (explore found this window).
+                    raise TurnEnded(StopReason.CANCELLED, "cancelled before the commit")
                 self._commit(turn, new)
                 turn.committed = True
                 return reply.text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fake_providers.faults.close_after import CloseAfter
+from fake_providers.faults.context_window import ContextWindow
 from fake_providers.faults.drip import Drip
 from fake_providers.faults.fault import Fault
 from fake_providers.faults.hang_after import HangAfter
@@ -11,6 +12,7 @@ from fake_providers.faults.hold import Hold
 from fake_providers.faults.http_error import HttpError
 from fake_providers.faults.malformed import Malformed
 from fake_providers.faults.pace import Pace
+from fake_providers.faults.quota import Quota
 from fake_providers.faults.reset_after import ResetAfter
 from fake_providers.faults.stream_error import StreamError
 from fake_providers.faults.truncate_after import TruncateAfter
@@ -27,6 +29,8 @@ FAULTS: tuple[type[Fault], ...] = (
     Malformed,
     Hold,
     TruncateAfter,
+    Quota,
+    ContextWindow,
 )
 
 OWNER: dict[str, type[Fault]] = {key: fault for fault in FAULTS for key in fault.keys}

@@ -250,3 +250,14 @@ def test_a_busy_keep_alive_connection_is_thinned_but_never_its_request_in_flight
     assert in_flight in conn.requests
     assert len(conn.requests) < 10
     assert ledger.totals()["requests"] == 102
+
+
+def test_connections_opened_after_a_reset_never_reuse_a_kept_connections_id() -> None:
+    ledger = Ledger()
+    closed = ledger.open_connection("127.0.0.1:1", tls=False)
+    kept = ledger.open_connection("127.0.0.1:2", tls=False)  # e.g. an idle keep-alive
+    ledger.connection_closed(closed, Closer.CLIENT, CloseKind.FIN)
+    ledger.reset()
+    fresh = ledger.open_connection("127.0.0.1:3", tls=False)
+    assert fresh.id != kept.id
+    assert ledger.connection(fresh.id) is fresh

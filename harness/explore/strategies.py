@@ -1,0 +1,286 @@
+"""Hypothesis strategies for schedules: small ones for faults, requests and tools, and one
+for a whole schedule, drawn step after step from what the world allows at that moment.
+
+    from harness.explore.menu import full_menu
+    from harness.explore.strategies import schedules
+
+    @given(schedules(full_menu(target.capabilities), kinds=("openai-chat",)))
+
+Every choice is an index into a fixed tuple, drawn from a cached integer strategy, so a
+draw builds no strategy objects (that kept generation to a fraction of a run) and shrinks
+toward the first entry: fewer steps, plain answers, the first session, the earliest point.
+Weights say what tends to come next: after a wait, most likely a cancel.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+from hypothesis import strategies as st
+
+from fake_providers.kinds import ProviderKind
+from harness.explore.menu import Menu
+from harness.explore.schedule import (
+    Await,
+    Cancel,
+    Fault,
+    FaultKind,
+    Leave,
+    Point,
+    Profile,
+    Prompt,
+    Reach,
+    Release,
+    Request,
+    Schedule,
+    Step,
+    ToolKind,
+    Twice,
+)
+from harness.explore.world import World
+
+MAX_STEPS = 10
+MAX_TURNS = 4
+MAX_QUEUED = 2
+STATUSES = (500, 429, 503, 529)
+FAILED_ATTEMPTS = (0, 0, 0, 0, 0, 0, 1, 1, 2, 3)  # failures before a call's last attempt
+TOOL_COUNTS = (0, 0, 0, 1, 1, 2)  # tools a turn asks for
+# Wire formats whose tool-call arguments are a string, so they can be broken JSON (and
+# Anthropic's when streamed, as `partial_json`); Gemini's are always an object.
+BROKEN_ARGUMENTS = frozenset(
+    {ProviderKind.OPENAI_CHAT, ProviderKind.OPENAI_RESPONSES, ProviderKind.AZURE}
+)
+RETRY_AFTERS: tuple[float | None, ...] = (None, 1.0, 2.0, 3.0, 15.0, 20.0, 25.0, 30.0)
+QUOTAS = ("requests", "tokens")
+PACES = ((0.0, 0), (0.25, 0), (0.5, 0), (0.0, 4000), (0.25, 4000))  # tempo/event, drip B/s
+
+type Draw = Callable[[st.SearchStrategy[Any]], Any]
+
+
+@functools.cache
+def _below(n: int) -> st.SearchStrategy[int]:
+    return st.integers(0, n - 1)
+
+
+def choose[T](draw: Draw, options: Sequence[T]) -> T:
+    """One of `options`, shrinking toward the first."""
+    return options[draw(_below(len(options)))] if len(options) > 1 else options[0]
+
+
+# ------------------------------------------------------------------------- small draws
+
+
+def failure(draw: Draw, *, streaming: bool) -> Fault:
+    """A request that fails: an HTTP error (with a short, long or no retry-after), a used-up
+    quota (429 with rate-limit headers), a FIN or RST mid-stream, an in-stream error, or a
+    request too long for the context window."""
+    kinds = (FaultKind.HTTP, FaultKind.RST, FaultKind.FIN, FaultKind.QUOTA, FaultKind.CONTEXT)
+    kind = choose(draw, (*kinds, FaultKind.STREAM_ERROR) if streaming else kinds)
+    match kind:
+        case FaultKind.HTTP:
+            status, after = choose(draw, STATUSES), choose(draw, RETRY_AFTERS)
+            return Fault(kind, status=status, retry_after=after)
+        case FaultKind.QUOTA:
+            reset = choose(draw, RETRY_AFTERS[1:])
+            return Fault(kind, status=429, retry_after=reset, quota=choose(draw, QUOTAS))
+        case FaultKind.CONTEXT:
+            return Fault(kind, status=400)
+        case _:
+            return Fault(kind, at=draw(_below(11)) if streaming else 0)
+
+
+def last_attempt(draw: Draw, menu: Menu, profile: Profile) -> Fault:
+    """The attempt that is not a failure: it answers (paced or dripped, maybe), or is held
+    at a gate. Under a stale timeout the agent gives up on a silent stream, so the provider
+    may hang instead; it never holds before headers there (how long an agent waits for
+    headers is its own business)."""
+    streaming = profile is not Profile.JSON
+    kinds = (FaultKind.OK, FaultKind.HOLD, FaultKind.HOLD_HEADERS)
+    if profile is Profile.STALE:
+        kinds = (FaultKind.OK, FaultKind.HOLD, FaultKind.HANG)
+    kind = choose(draw, kinds)
+    at = draw(_below(11)) if streaming and kind in (FaultKind.HOLD, FaultKind.HANG) else 0
+    pace, drip = (
+        choose(draw, PACES)
+        if menu.pacing and streaming and kind is not FaultKind.HANG
+        else (0.0, 0)
+    )
+    if kind is FaultKind.HOLD_HEADERS:
+        return Fault(kind)
+    return Fault(kind, at=at, pace=pace, drip=drip if kind is FaultKind.OK else 0)
+
+
+def tool_kinds(profile: Profile, kind: ProviderKind) -> tuple[ToolKind, ...]:
+    """Quick tools always; held ones unless a stale timeout is set (how long an agent lets a
+    tool run is its own business); broken arguments where the wire can carry them."""
+    found = [ToolKind.QUICK]
+    if profile is not Profile.STALE:
+        found += [ToolKind.SLOW, ToolKind.TREE]
+    streamed = profile is not Profile.JSON
+    if kind in BROKEN_ARGUMENTS or (kind is ProviderKind.ANTHROPIC and streamed):
+        found.append(ToolKind.BROKEN)
+    return tuple(found)
+
+
+def requests(
+    draw: Draw, menu: Menu, profile: Profile, kind: ProviderKind = ProviderKind.OPENAI_CHAT
+) -> tuple[Request, ...]:
+    """A turn's requests: for each tool it asks for, then for its answer, a few failed
+    attempts (retried) and the attempt that answers or is held."""
+    tools: list[ToolKind | None] = []
+    if menu.tools:
+        kinds = tool_kinds(profile, kind)
+        tools = [choose(draw, kinds) for _ in range(choose(draw, TOOL_COUNTS))]
+    planned: list[Request] = []
+    for tool in (*tools, None):
+        if menu.errors:
+            streaming = profile is not Profile.JSON
+            for _ in range(choose(draw, FAILED_ATTEMPTS)):
+                planned.append(Request(failure(draw, streaming=streaming)))
+        last = last_attempt(draw, menu, profile)
+        if tool is ToolKind.BROKEN and last.kind in (FaultKind.HOLD, FaultKind.HANG):
+            # Held only before the arguments go out: once they are sent an agent may fail
+            # the turn at once, so "held, it cannot end by itself" would not hold.
+            last = replace(last, at=0)
+        planned.append(Request(last, tool))
+    return tuple(planned)
+
+
+# ----------------------------------------------------------------------------- steps
+
+type Option = tuple[int, Callable[[Draw], Step]]
+
+
+def _one_of(steps: Sequence[Step]) -> Callable[[Draw], Step]:
+    return lambda draw: choose(draw, steps)
+
+
+def _prompt(
+    world: World, session: int, *, followup: bool, compaction: bool
+) -> Callable[[Draw], Step]:
+    turn = len(world.turns) + 1
+    memory = world.profile is Profile.MEMORY  # the memory profile is there to hold it
+
+    def prompt(draw: Draw) -> Step:
+        planned = requests(draw, world.menu, world.profile, world.kind)
+        held = compaction and not followup and choose(draw, (False, True))
+        return Prompt(turn, session, planned, followup, held, memory)
+
+    return prompt
+
+
+def _prompt_options(world: World) -> list[Option]:
+    if len(world.turns) >= MAX_TURNS:
+        return []
+    found: list[Option] = []
+    for session in world.sessions():
+        live = world.live(session)
+        if live and not (
+            world.menu.followups and len(live) <= MAX_QUEUED and world.held_ahead(live[0])
+        ):
+            continue
+        compaction = world.profile is Profile.COMPACTION and session in world.history
+        make = _prompt(world, session, followup=bool(live), compaction=compaction)
+        found.append((4 if live else (3 if session == 0 else 2), make))
+    return found
+
+
+def _reach_options(world: World) -> list[Option]:
+    found: list[Option] = []
+    for turn in world.turns.values():
+        aims: list[Step] = [
+            Reach(turn.prompt.turn, s.point, s.request) for s in world.reachable(turn)
+        ]
+        if aims:
+            found.append((5, _one_of(aims)))
+        if turn.completed and turn.prompt.hold_memory and not turn.memory_reached:
+            found.append((4, _one_of([Reach(turn.prompt.turn, Point.MEMORY)])))
+    return found
+
+
+def _cancel_options(world: World) -> list[Option]:
+    menu = world.menu
+    sessions = sorted(world.used)
+    busy = [s for s in sessions if world.live(s)]
+    if not busy and not menu.idle:
+        return []
+    twice = tuple(Twice) if menu.twice else (Twice.NO,)
+
+    def cancel(draw: Draw) -> Step:
+        session = choose(draw, busy or sessions)
+        names: list[int | None] = [None]
+        if menu.named:
+            names += [n for n, t in sorted(world.turns.items()) if t.prompt.session == session]
+        return Cancel(session, choose(draw, names), choose(draw, twice))
+
+    return [(8 if isinstance(world.last, Reach) else 3, cancel)]
+
+
+def _other_options(world: World) -> list[Option]:
+    found: list[Option] = []
+    fronts = [t for t in world.turns.values() if t.state == "front"]
+    awaitable: list[Step] = [Await(t.prompt.turn) for t in fronts if not world.may_hold(t)]
+    if awaitable:
+        weight = 6 if isinstance(world.last, Release) else 3
+        found.append((weight, _one_of(awaitable)))
+    releasable: list[Step] = [Release(t.prompt.turn) for t in fronts if world.may_hold(t)]
+    if releasable:
+        found.append((2, _one_of(releasable)))
+    if world.menu.leave:
+        streaming: list[Step] = [
+            Leave(t.prompt.turn) for t in fronts if t.pos > 0 and not t.answered
+        ]
+        if streaming:
+            found.append((1, _one_of(streaming)))
+    return found
+
+
+def options(world: World) -> list[Option]:
+    """What may come next, by weight; the first (a prompt) is what shrinking tends to."""
+    return [
+        *_prompt_options(world),
+        *_reach_options(world),
+        *_cancel_options(world),
+        *_other_options(world),
+    ]
+
+
+def next_step(draw: Draw, world: World) -> Step | None:
+    """One step the world allows now, chosen by weight (None: nothing is possible)."""
+    found = options(world)
+    total = sum(weight for weight, _ in found)
+    if not total:
+        return None
+    n = draw(_below(total))
+    for weight, make in found:
+        if n < weight:
+            return make(draw)
+        n -= weight
+    raise AssertionError("unreachable: n < total")
+
+
+@st.composite
+def schedules(
+    draw: st.DrawFn,
+    menu: Menu,
+    kinds: Sequence[ProviderKind | str] = (ProviderKind.OPENAI_CHAT,),
+    *,
+    max_steps: int = MAX_STEPS,
+) -> Schedule:
+    """A whole schedule: a profile, a provider kind, then steps the world allows."""
+    profile = choose(draw, menu.profiles)
+    kind = ProviderKind.parse(choose(draw, list(kinds)))
+    world = World(menu, profile, kind)
+    steps: list[Step] = []
+    while len(steps) < max_steps:
+        if steps and draw(_below(8)) == 0:
+            break
+        step = next_step(draw, world)
+        if step is None:
+            break
+        world.apply(step)
+        steps.append(step)
+    return Schedule(profile, kind, tuple(steps))

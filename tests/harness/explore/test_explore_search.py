@@ -1,0 +1,81 @@
+"""The search as a user relies on it: a failure shrinks to the smallest schedule, an
+indeterminate run is re-run and never reported, saved counterexamples come first."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from harness.explore.host import Status, Verdict
+from harness.explore.menu import full_menu
+from harness.explore.schedule import Cancel, Profile, Prompt, Schedule
+from harness.explore.search import Explorer, SearchConfig
+from harness.target import Capability
+
+MENU = full_menu(Capability)
+
+
+class StubHost:
+    """Judges schedules by a rule instead of running them, counting every run."""
+
+    def __init__(self, rule: dict[str, Status] | None = None, fails: bool = True) -> None:
+        self.runs: Counter[str] = Counter()
+        self.fails = fails
+        self.rule = rule or {}
+
+    def run(self, schedule: Schedule) -> Verdict:
+        text = schedule.to_text()
+        self.runs[text] += 1
+        if text in self.rule:
+            return Verdict(self.rule[text])
+        broken = self.fails and any(isinstance(s, Cancel) for s in schedule.steps)
+        broken = broken and any(isinstance(s, Prompt) for s in schedule.steps)
+        return Verdict(Status.FAILED, "the cancel broke it") if broken else Verdict(Status.PASSED)
+
+
+def explorer(host: StubHost, **config: object) -> Explorer:
+    return Explorer(host, MENU, ["openai-chat"], SearchConfig(seed=5, **config))  # type: ignore[arg-type]
+
+
+def test_a_failure_is_shrunk_to_a_small_schedule_within_the_shrink_budget() -> None:
+    host = StubHost()
+    report = explorer(host, budget=50, shrink_budget=60).explore()
+    assert report.finding is not None
+    assert report.finding.found_after <= 50
+    assert report.finding.shrink_runs <= 60
+    assert len(report.finding.schedule.steps) <= 3
+    assert report.finding.verdict.message == "the cancel broke it"
+
+
+def test_nothing_found_runs_exactly_the_budget() -> None:
+    host = StubHost(fails=False)
+    report = explorer(host, budget=30).explore()
+    assert report.finding is None
+    assert report.examples == 30 == report.passed
+
+
+def test_an_indeterminate_example_is_re_run_and_never_reported_as_a_failure() -> None:
+    class Unsure(StubHost):
+        def run(self, schedule: Schedule) -> Verdict:
+            self.runs[schedule.to_text()] += 1
+            return Verdict(Status.INDETERMINATE, "closed late")
+
+    host = Unsure(fails=False)
+    report = explorer(host, budget=10, reruns=2).explore()
+    assert report.finding is None
+    assert report.indeterminate == report.examples == 10
+    assert all(n % 3 == 0 for n in host.runs.values())  # each time: the run, two re-runs
+
+
+def test_saved_counterexamples_are_tried_first() -> None:
+    saved = Schedule(Profile.PLAIN, "openai-chat", (Prompt(1, 0, ()), Cancel(0)))
+    host = StubHost(rule={saved.to_text(): Status.FAILED})
+    report = explorer(host, budget=10).explore(saved=[saved])
+    assert report.finding is not None and report.finding.saved
+    assert report.finding.schedule == saved and report.examples == 0
+
+
+def test_a_duration_explores_in_seeded_chunks_until_time_is_up() -> None:
+    host = StubHost(fails=False)
+    report = explorer(host, budget=None, duration=0.5).explore()
+    assert report.finding is None and report.examples >= 1
+    assert report.seconds < 30

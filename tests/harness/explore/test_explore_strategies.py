@@ -1,0 +1,104 @@
+"""The strategies draw only what the target can do, only steps a correct agent can take,
+and shrink toward the simplest schedule."""
+
+from __future__ import annotations
+
+from hypothesis import find, given, settings
+
+from harness.explore.expect import route
+from harness.explore.menu import full_menu, menu_for
+from harness.explore.schedule import (
+    HOLDS,
+    Await,
+    Cancel,
+    FaultKind,
+    Leave,
+    Profile,
+    Prompt,
+    Reach,
+    Release,
+    Schedule,
+    ToolKind,
+)
+from harness.explore.strategies import schedules
+from harness.scenario import load_catalogue
+from harness.target import Capability
+
+EVERYTHING = full_menu(Capability)
+CANCEL_ONLY = full_menu({Capability.CANCEL})
+
+
+@settings(max_examples=80, deadline=None)
+@given(schedules(CANCEL_ONLY))
+def test_a_target_that_can_only_cancel_gets_no_queue_tools_sessions_or_stream_ids(
+    schedule: Schedule,
+) -> None:
+    assert schedule.profile in (Profile.PLAIN, Profile.JSON)
+    for step in schedule.steps:
+        assert not isinstance(step, Leave)
+        if isinstance(step, Prompt):
+            assert not step.followup and step.session == 0
+            assert all(r.tool is None for r in step.requests)
+        if isinstance(step, Cancel):
+            assert step.names is None and step.session == 0
+
+
+@settings(max_examples=120, deadline=None)
+@given(schedules(EVERYTHING))
+def test_waits_aim_at_points_the_turn_reaches_and_awaits_at_turns_that_can_end(
+    schedule: Schedule,
+) -> None:
+    prompts = schedule.prompts()
+    released: set[int] = set()
+    for step in schedule.steps:
+        if isinstance(step, Release):
+            released.add(step.turn)
+        if isinstance(step, Reach) and step.point.value != "memory":
+            planned = route(prompts[step.turn], schedule.profile, retries=True)
+            assert (step.point, step.request) in [(s.point, s.request) for s in planned.stops]
+        if isinstance(step, Await) and schedule.profile not in (Profile.DEADLINE, Profile.STALE):
+            plan = prompts[step.turn]
+            holds = any(r.fault.kind in HOLDS or r.tool in ("slow", "tree") for r in plan.requests)
+            assert step.turn in released or not (holds or plan.hold_compaction)
+
+
+def test_a_schedule_with_a_prompt_and_a_cancel_shrinks_to_a_few_plain_steps() -> None:
+    smallest = find(
+        schedules(EVERYTHING),
+        lambda s: (
+            any(isinstance(x, Cancel) for x in s.steps)
+            and any(isinstance(x, Prompt) for x in s.steps)
+        ),
+        settings=settings(database=None, max_examples=500, derandomize=True),
+    )
+    assert len(smallest.steps) <= 3 and smallest.profile is Profile.PLAIN
+    for prompt in [s for s in smallest.steps if isinstance(s, Prompt)]:
+        assert [r.fault.kind for r in prompt.requests] == [FaultKind.OK]
+
+
+def test_a_selector_narrows_the_menu_to_what_its_scenarios_are_about() -> None:
+    catalogue = load_catalogue()
+    retries = menu_for(Capability, ["retry.*"], catalogue)
+    assert retries.errors and not retries.followups and not retries.sessions
+    queue = menu_for(Capability, ["tag:queue"], catalogue)
+    assert queue.followups and not queue.errors
+    timeouts = menu_for(Capability, ["I2"], catalogue)
+    assert {Profile.DEADLINE, Profile.STALE} <= set(timeouts.profiles)
+    assert menu_for(Capability, [], catalogue) == EVERYTHING
+
+
+@settings(max_examples=150, deadline=None)
+@given(schedules(EVERYTHING))
+def test_a_request_with_broken_tool_arguments_is_never_held_after_they_are_sent(
+    schedule: Schedule,
+) -> None:
+    """An agent may fail the turn as soon as it has the broken arguments, so such a request
+    is held only before them: a cancel then always finds the turn there."""
+    for step in schedule.steps:
+        if isinstance(step, Prompt):
+            for request in step.requests:
+                if request.tool is ToolKind.BROKEN and request.fault.kind in (
+                    FaultKind.HOLD,
+                    FaultKind.HANG,
+                ):
+                    assert request.fault.at == 0, step
