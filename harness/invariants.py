@@ -19,6 +19,7 @@ from fake_providers.roles import Role
 from harness.checks import CheckFailed, ms, requests_story, wait_quietly
 from harness.processes import marked_processes
 from harness.target import Capability
+from harness.timing import EXTENSION_CAP
 
 if TYPE_CHECKING:
     from harness.context import ScenarioContext
@@ -37,7 +38,10 @@ async def nothing_in_flight(ctx: ScenarioContext, grace: float) -> None:
     def busy(led: Ledger, role: Role) -> list[RequestRecord]:
         return [r for r in led.requests() if r.outcome is None and r.role is role]
 
-    await wait_quietly(ledger, lambda led: not busy(led, Role.MAIN), grace)
+    # The grace grows by the stall measured meanwhile, as every watch window does.
+    await ctx.stalls.watch(
+        lambda s: wait_quietly(ledger, lambda led: not busy(led, Role.MAIN) or None, s), grace
+    )
     left = busy(ledger, Role.MAIN)
     if left:
         raise CheckFailed(
@@ -55,9 +59,15 @@ async def no_orphan_process(ctx: ScenarioContext, grace: float) -> None:
     """No process started by this case's tools is alive (harness.processes)."""
     if not ctx.has(Capability.TOOLS):
         return
-    deadline = time.monotonic() + grace
+    began = time.monotonic_ns()
     pids = marked_processes(ctx.case_tag)
-    while pids and time.monotonic() < deadline:  # bounded poll: a process exit has no signal
+
+    def within() -> bool:  # the grace, grown by the stall measured since (capped)
+        now = time.monotonic_ns()
+        extra = min(EXTENSION_CAP * 1e9, ctx.stalls.stalled_ns(began, now))
+        return now < began + grace * 1e9 + extra
+
+    while pids and within():  # bounded poll: a process exit has no signal
         await anyio.sleep(ctx.tempo(0.5))
         pids = marked_processes(ctx.case_tag)
     if pids:
