@@ -175,7 +175,9 @@ def _row(defect: str, cells: Mapping[str, Cell], behind: frozenset[str]) -> dict
     caught = [c for c in applicable if c.verdict == "caught"]
     claimed = sorted({c.case.split("[")[0] for c in applicable if defect in c.catches})
     caught_ids = {c.case.split("[")[0] for c in caught}
-    status = "caught" if caught else ("not-caught" if applicable else "nothing-applicable")
+    # Through a door where no applicable case claims the defect (its scenarios need a
+    # capability this door lacks, e.g. tools over HTTP), nothing here could judge it.
+    status = "caught" if caught else ("not-caught" if claimed else "nothing-applicable")
     return {
         "status": status,
         "doors": sorted(behind),
@@ -210,7 +212,7 @@ def render(matrix: Mapping[str, Any]) -> str:
             behind = ", ".join(row["doors"])
             text = f"not applicable through {matrix['target']} (lives behind {behind})"
         elif status == "nothing-applicable":
-            text = "no applicable case through this target"
+            text = "no case that claims it applies through this target"
         elif status == "caught":
             text = f"{len(row['caught_by'])}: {', '.join(row['caught_by'])}"
         else:

@@ -206,10 +206,12 @@ def test_mutants_matrix_proves_each_defect_is_caught(
 def test_mutants_exit_1_when_a_defect_escapes_every_scenario(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(cli, "all_defects", lambda: ["tool-survives-cancel"])
+    # An agent that ignores the switch: timeout.no-ghost claims the defect, and misses it.
+    monkeypatch.setattr(cli, "all_defects", lambda: ["commit-after-timeout"])
+    monkeypatch.delitem(SWITCHES, "commit-after-timeout")
     assert main("mutants", "I2", "--seed", "3") == 1
     out = capsys.readouterr().out
-    assert "tool-survives-cancel  NOT CAUGHT" in out
+    assert "commit-after-timeout  NOT CAUGHT" in out
     assert "1 defect(s) caught by no scenario" in out
 
 

@@ -109,8 +109,20 @@ def test_nothing_applicable_prints_neither_passed_nor_not_caught() -> None:
     text = mutants.render(matrix)
     assert "passed" not in text.replace("did not pass", "") and "NOT CAUGHT" not in text
     assert text.splitlines()[0] == "clean agent: no case applicable through this target"
-    assert "tool-survives-cancel  no applicable case through this target" in text
+    assert "tool-survives-cancel  no case that claims it applies through this target" in text
     assert matrix["ok"] is True
+
+
+def test_a_defect_no_applicable_case_claims_is_not_judged_through_that_door() -> None:
+    # Through HTTP the tool scenario is not applicable (no tools capability): the cases that
+    # run all pass with tool-survives-cancel on, and none of them is about it.
+    matrix = prove(Script({}), ["tool-survives-cancel", "provider-ignores-cancel"], "http")
+    rows = matrix["defects"]
+    assert rows["tool-survives-cancel"]["status"] == "nothing-applicable"
+    assert rows["provider-ignores-cancel"]["status"] == "not-caught"  # claimed, and missed
+    text = mutants.render(matrix)
+    assert "tool-survives-cancel     no case that claims it applies through this target" in text
+    assert "provider-ignores-cancel  NOT CAUGHT" in text
 
 
 def test_an_indeterminate_cell_is_neither_caught_nor_missed_silently() -> None:
