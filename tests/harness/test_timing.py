@@ -257,6 +257,14 @@ async def test_a_set_up_wait_that_ran_out_while_the_harness_stalled_is_rerun() -
     )
 
 
+def starve(ctx: ScenarioContext, seconds: float) -> None:
+    """Record, from now, `seconds` in which the agent process could not run (as if starved)."""
+    starved = StallLog("the agent process")
+    now = time.monotonic_ns()
+    starved.add(now, now + int(seconds * 1e9))
+    ctx.stalls = StallMonitor((*ctx.stalls.logs, starved))
+
+
 def assert_rerun_until_judged(result: CaseResult, final: Status) -> None:
     """Indeterminate first (the stall under test), then re-runs until one could judge.
 
@@ -286,9 +294,7 @@ async def test_a_next_turn_that_ran_out_of_its_deadline_while_stalled_is_rerun()
         ctx.fault("stream=true,hold-before=3,gate=never")
         session = await ctx.new_session()
         if len(attempts) == 1:  # as if the machine starved the agent all through that turn
-            starved = StallLog("the agent process")
-            starved.add(time.monotonic_ns(), time.monotonic_ns() + 10**10)
-            ctx.stalls = StallMonitor((*ctx.stalls.logs, starved))
+            starve(ctx, 10.0)
         await ctx.checks.next_turn_completes(session)
 
     runner = Runner(RunConfig(seed=5, target="tiny", timeout=5.0, reruns=4), TinyAgent)
@@ -353,9 +359,7 @@ async def test_a_deadline_that_overtakes_the_set_up_is_rerun_if_starved_else_an_
         ctx.fault("stream=true,hang-before-headers")
         session = await ctx.new_session()
         if len(attempts) == 1:  # as if the machine starved the agent all through the set-up
-            starved = StallLog("the agent process")
-            starved.add(time.monotonic_ns(), time.monotonic_ns() + 10**10)
-            ctx.stalls = StallMonitor((*ctx.stalls.logs, starved))
+            starve(ctx, 10.0)
         await stream_held(ctx, session, "hi", "main")
 
     runner = Runner(RunConfig(seed=5, target="tiny", timeout=5.0, reruns=4), TinyAgent)
@@ -375,9 +379,7 @@ async def test_the_wait_for_a_turns_end_grows_by_the_stall_measured(starved: boo
         ctx.fault("stream=true,tokens=20,pace=100ms")
         session = await ctx.new_session()
         if starved:  # as if the agent could not run for the next 3 s
-            starved_log = StallLog("the agent process")
-            starved_log.add(time.monotonic_ns(), time.monotonic_ns() + 3 * 10**9)
-            ctx.stalls = StallMonitor((*ctx.stalls.logs, starved_log))
+            starve(ctx, 3.0)
         turn = await ctx.submit(session, "hi")
         ctx.checks.stop_reason(await ctx.outcome(turn, timeout=0.1), "completed")
 
@@ -402,9 +404,7 @@ async def test_a_request_after_the_cancel_was_answered_is_never_excused_by_a_sta
         session = await ctx.new_session()
         await stream_held(ctx, session, "hi", "main")
         if len(attempts) == 1:  # as if the agent could not run from before the cancel on
-            starved = StallLog("the agent process")
-            starved.add(time.monotonic_ns(), time.monotonic_ns() + 10**10)
-            ctx.stalls = StallMonitor((*ctx.stalls.logs, starved))
+            starve(ctx, 10.0)
         await ctx.cancel(session)
         await ctx.checks.no_request_after()
 
