@@ -1,7 +1,7 @@
 """False failures under load: the clean catalogue with every core busy, and the catch rate.
 
     python -m benchmarks.bench_false_failures [--runs N] [--target T ...] [--mutants M]
-                                              [--hogs K] [--tempo S] [--quick]
+                                              [--hogs K] [--parallel P] [--tempo S] [--quick]
 
 What is measured. A CPU hog per core (a bounded busy loop in its own process; all of them
 killed at the end, whatever happens) keeps the machine loaded while `cancel-harness run`, as
@@ -16,17 +16,24 @@ through each target M times under the same load: every defect that lives behind 
 must be caught in every run (a catch = a case failing in each of its 3 runs), and the clean
 agent must pass.
 
+`--parallel P` runs P catalogue runs of a target at once (default 1: one after another). The
+hogs stay one per core, so P > 1 is a harsher load, not a gentler one: each run shares the
+cores with the hogs and with the other runs. It is there so that hundreds of runs fit in an
+afternoon; say P with the figures.
+
 Not a timed test: run it when judging the harness's reliability and put the figures in a
 report. `--quick`: 2 runs, reference only, no mutants.
 
 Writes reports/bench/bench_false_failures.json (every run's counts, every false failure with
-its message and replay, every indeterminate with its attempts, the mutant matrices).
+its message and replay, every indeterminate with its attempts, the mutant matrices), rewritten
+after every run, so a long bench that is stopped keeps what it measured.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import subprocess
@@ -34,6 +41,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +130,7 @@ def one_run(tmp: Path, target: str, seed: int, extra: list[str]) -> dict[str, An
         "exit": proc.returncode,
         "wall_s": round(wall, 1),
         "load_at_start": load,
+        "load_at_end": loadavg(),
         "counts": data.get("counts", {}),
         "false_failures": false,
         "indeterminate": rerun,
@@ -170,7 +179,7 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "resolved": dict(resolved),
         "exit_codes": dict(Counter(r["exit"] for r in runs)),
         "wall_s_total": round(sum(r["wall_s"] for r in runs), 1),
-        "load_median": sorted(r["load_at_start"] for r in runs)[len(runs) // 2] if runs else None,
+        "load_median": sorted(r["load_at_end"] for r in runs)[len(runs) // 2] if runs else None,
     }
 
 
@@ -187,6 +196,9 @@ def main() -> int:
         help="mutants only for these defects (repeatable; default every defect)",
     )
     parser.add_argument("--hogs", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument(
+        "--parallel", type=int, default=1, help="catalogue runs at once (hogs stay one per core)"
+    )
     parser.add_argument("--seed", type=int, default=1000, help="base seed (run i: seed + i)")
     parser.add_argument("--tempo", type=float, default=None, help="passed on to the CLI")
     parser.add_argument("--budget", type=float, default=6 * 3600, help="s; hogs die after")
@@ -202,6 +214,7 @@ def main() -> int:
             "runs": runs,
             "mutants": mutants_runs,
             "hogs": args.hogs,
+            "parallel": args.parallel,
             "cores": len(os.sched_getaffinity(0)),
             "seed": args.seed,
             "extra": extra,
@@ -217,11 +230,27 @@ def main() -> int:
         flush=True,
     )
     started = time.monotonic()
-    with tempfile.TemporaryDirectory() as tmp, Hogs(args.hogs, args.budget) as hogs:
+
+    def save() -> None:
+        report["wall_s"] = round(time.monotonic() - started, 1)
+        report["summary"] = {
+            t: summary([r for r in report["runs"] if r["target"] == t]) for t in targets
+        }
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp_out = args.out.with_suffix(".json.part")
+        tmp_out.write_text(json.dumps(report, indent=2) + "\n")
+        tmp_out.replace(args.out)
+
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        Hogs(args.hogs, args.budget) as hogs,
+        ThreadPoolExecutor(max(1, args.parallel)) as pool,
+    ):
         time.sleep(1.0)  # let the hogs reach full speed before the first run
         for target in targets:
-            for i in range(runs):
-                run = one_run(Path(tmp), target, args.seed + i, extra)
+            seeds = [args.seed + i for i in range(runs)]
+            done = pool.map(functools.partial(one_run, Path(tmp), target, extra=extra), seeds)
+            for i, run in enumerate(done):
                 report["runs"].append(run)
                 c = run["counts"]
                 print(
@@ -229,11 +258,13 @@ def main() -> int:
                     f"{c.get('passed', 0)} passed, {len(run['false_failures'])} FALSE, "
                     f"{len(run['indeterminate'])} re-run "
                     f"({Counter(x['final'] for x in run['indeterminate'])}), "
-                    f"{run['wall_s']} s, load {run['load_at_start']:.1f}, hogs {hogs.alive()}",
+                    f"{run['wall_s']} s, load {run['load_at_start']:.1f}-"
+                    f"{run['load_at_end']:.1f}, hogs {hogs.alive()}",
                     flush=True,
                 )
                 for f in run["false_failures"]:
                     print(f"      FALSE {f['case']} {f['status']}: {f['message'][:160]}")
+                save()
             for i in range(mutants_runs):
                 only = [a for d in args.mutants_defect for a in ("--defect", d)]
                 m = one_mutants(Path(tmp), target, args.seed + 500 + i, [*extra, *only])
@@ -245,10 +276,8 @@ def main() -> int:
                     f"uncaught {m['uncaught']}, flaky {m['flaky']}, {m['wall_s']} s",
                     flush=True,
                 )
-    report["wall_s"] = round(time.monotonic() - started, 1)
-    report["summary"] = {
-        t: summary([r for r in report["runs"] if r["target"] == t]) for t in targets
-    }
+                save()
+    save()
     print("\nper target (clean reference agent, every core busy):")
     for target, s in report["summary"].items():
         print(
@@ -265,8 +294,6 @@ def main() -> int:
             f"  mutants {m['target']}: {caught} caught, uncaught {m['uncaught']}, "
             f"clean {'ok' if m['clean_ok'] else 'NOT ok'}"
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"report: {args.out}")
     bad = any(s["false_failures"] for s in report["summary"].values()) or any(
         not m["clean_ok"] or m["uncaught"] for m in report["mutants"]
