@@ -126,7 +126,11 @@ class Responder:
         except anyio.ClosedResourceError:
             outcome = Outcome.CLIENT_CLOSED
         except _Parked:
-            conn.parked = req  # hangs until the client leaves; the reader finishes it
+            if conn.record.closed_by is None:
+                conn.parked = req  # hangs until the client leaves; the reader finishes it
+            # else the client left while this response was on its way to parking (woken,
+            # not yet run, then no await before the park): the reader has already looked
+            # for a parked request, so the finally below finishes it.
         except Exception as exc:  # a bug of ours must not end the server: answer and record
             outcome = Outcome.SERVER_ERROR
             await self._internal_error(conn, exc)

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from fake_providers import CloseKind, Closer, FakeProvider, Outcome
-from fake_providers.ledger import now_ns
+from fake_providers.ledger import RequestRecord, now_ns
 
 pytestmark = pytest.mark.anyio
 # The plans here hang: the server never closes, so a client close at any time after the
@@ -44,6 +44,37 @@ async def test_client_fin_is_seen_while_the_server_hangs(provider: FakeProvider)
     assert conn.close_kind is CloseKind.FIN
     assert conn.requests[0].outcome is Outcome.CLIENT_CLOSED
     assert conn.events_sent == 0
+
+
+async def test_a_client_that_left_just_before_the_park_still_finishes_the_request(
+    provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The interleaving seen under load: the pacer wakes the responder for its last event,
+    the reader sees the client's FIN before the responder runs again, looks for a parked
+    request (none yet) and stops reading; the responder then parks with no await in
+    between. The park must see that the client has gone, or the request stays in flight
+    forever and the harness blames the agent for a call it closed.
+
+    `held` (called right before the park) stands in for the reader, recording the client's
+    close at that instant; the socket itself stays open, so no later read can mask it."""
+    ledger = provider.ledger
+    real_held = ledger.held
+
+    def held_after_the_client_left(req: RequestRecord, detail: str) -> None:
+        real_held(req, detail)
+        record = ledger.connections()[0]
+        ledger.connection_closed(record, Closer.CLIENT, CloseKind.FIN)
+
+    monkeypatch.setattr(ledger, "held", held_after_the_client_left)
+    provider.add_fault("hang-after=2")
+    async with await anyio.connect_tcp("127.0.0.1", provider.port) as sock:
+        await sock.send(raw_request())
+        finished = await ledger.wait_for(
+            lambda led: [r for r in led.requests() if r.outcome is not None] or None,
+            CLOSED_SOON,
+        )
+    assert finished[0].outcome is Outcome.CLIENT_CLOSED
+    assert finished[0].events_sent == 2
 
 
 async def test_client_rst_is_told_apart_from_fin(provider: FakeProvider) -> None:
