@@ -16,9 +16,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import anyio
+
+if TYPE_CHECKING:
+    from harness.explore.passes import SoakExplore
 
 from fake_providers import FaultSpecError, ProviderStartError
 from fake_providers.kinds import ProviderKind, UnknownProviderKind
@@ -258,6 +261,14 @@ def _soak_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
         metavar="N",
         help=f"re-run an indeterminate case up to N times (default {DEFAULT_RERUNS})",
     )
+    soak.add_argument(
+        "--explore",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after each pass, explore N schedules with hypothesis (seeded per pass and "
+        "shard; a counterexample fails the soak); default 0: the catalogue only",
+    )
     soak.add_argument("--json", type=Path, default=None, metavar="PATH", help="soak.json path")
     soak.add_argument("--junit", type=Path, default=None, metavar="PATH", help="JUnit XML path")
     _html_option(soak)
@@ -457,7 +468,7 @@ def main(
         if args.command == "run":
             return _run(options)
         if args.command == "soak":
-            return _soak(options, args)
+            return _soak(options, args, registry)
         return _mutants(options)
     except (
         UsageError,
@@ -775,19 +786,22 @@ def all_defects() -> list[str]:
     return [d.value for d in Defect]
 
 
-def _soak(options: _Options, args: argparse.Namespace) -> int:
+def _soak(options: _Options, args: argparse.Namespace, registry: Registry) -> int:
     from harness import soak
 
     duration = soak.parse_duration(args.duration)
     if args.passes is not None and args.passes < 1:
         raise UsageError(f"--passes {args.passes}: expected 1 or more passes")
     config = options.config
+    explorer = _soak_explorer(options, args, registry) if args.explore else None
     shard = f", shard {options.shard}" if options.shard is not None else ""
     print(
         f"cancel-harness soak: {len(options.cases)} case(s) against {config.target}"
         f"{' with ' + ','.join(config.defects) if config.defects else ''}{shard}, "
         f"seed {config.seed} (pass k: seed {config.seed}+k), tempo {config.tempo:g}s, "
-        f"for {args.duration}" + (f" or {args.passes} passes" if args.passes else ""),
+        f"for {args.duration}"
+        + (f" or {args.passes} passes" if args.passes else "")
+        + (f"; then {args.explore} explored schedule(s) per pass" if args.explore else ""),
         flush=True,
     )
     maker = options.make
@@ -812,6 +826,17 @@ def _soak(options: _Options, args: argparse.Namespace) -> int:
             passes=args.passes,
             on_result=progress.case_done,
             on_pass=on_pass,
+            explore=explorer.run_pass if explorer is not None else None,
+            explore_examples=explorer.examples if explorer is not None else 0,
+            on_explore=lambda e: progress.line(
+                f"pass {e['pass']} explore (seed {e['seed']}): {e['examples']} examples, "
+                f"{e['rate']:.2f}/s, "
+                + (
+                    f"FOUND ({e['finding']['status']})"
+                    if e["finding"]
+                    else ("ERROR: " + e["error"] if e["error"] else "nothing found")
+                )
+            ),
         )
     else:  # an empty shard of a CI matrix: nothing to soak, and nothing wrong
         print(f"shard {options.shard}: none of the {len(options.selection)} selected case(s)")
@@ -824,6 +849,9 @@ def _soak(options: _Options, args: argparse.Namespace) -> int:
     print(soak.case_table(result))
     print()
     print(soak.leak_table(result))
+    if result.explore_examples:
+        print()
+        print(soak.explore_table(result))
     for note in result.notes:
         print(note)
     print(soak.totals_line(result), flush=True)
@@ -841,6 +869,33 @@ def _soak(options: _Options, args: argparse.Namespace) -> int:
     ):
         return EXIT_USAGE
     return result.exit_code
+
+
+def _soak_explorer(options: _Options, args: argparse.Namespace, registry: Registry) -> SoakExplore:
+    """`soak --explore N`: checked before the soak starts (one line, exit 2, if wrong)."""
+    try:
+        from harness.explore.passes import soak_explore
+    except ImportError as exc:  # hypothesis is a dependency; a broken install says so
+        raise UsageError(f"--explore needs hypothesis, which did not import: {exc}") from None
+    config = options.config
+    shard = options.shard
+    try:
+        return soak_explore(
+            examples=args.explore,
+            target=config.target,
+            defects=config.defects,
+            make=options.make,
+            selectors=args.selectors,
+            registry=registry,
+            providers=[ProviderKind.parse(k) for k in args.provider],
+            tempo=config.tempo,
+            tls=config.tls,
+            calibrate=config.calibrate,
+            out_dir=(options.json or DEFAULT_DIR / "soak.json").parent / "explore",
+            shard=(shard.index, shard.count) if shard is not None else None,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _mutants(options: _Options) -> int:

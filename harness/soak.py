@@ -6,6 +6,10 @@ pass boundary after the duration (or after `--passes N`), or after the current p
 interrupted (Ctrl+C). One event loop, on a worker thread, lives for the whole soak: an agent
 that runs in the harness process keeps its leaks there, as it would in a long-lived app.
 
+With `explore` (`soak --explore N`, harness/explore/passes.py), each pass is followed by a
+seeded search of N schedules on the same worker thread; a counterexample is a failure, with
+its shrunk schedule and replay command.
+
 After each pass, with no case live, the harness samples its process and the agent's process
 tree (harness/leaks.py); the report gives each metric's start, end, slope and verdict. Only
 counts per case and the failing results (their timelines) are kept, so memory stays flat
@@ -141,6 +145,8 @@ class SoakResult:
     stopped_by: str = "duration"  # duration | passes | interrupted | abandoned
     shard: str = ""
     notes: list[str] = field(default_factory=list)
+    explore_examples: int = 0  # examples asked per pass (0: no exploration)
+    explorations: list[dict[str, Any]] = field(default_factory=list)  # one per pass
 
     def add(self, result: CaseResult) -> None:
         tally = self.tallies.get(result.name)
@@ -160,6 +166,10 @@ class SoakResult:
     def cases_run(self) -> int:
         return sum(t.runs for t in self.tallies.values())
 
+    def findings(self) -> list[dict[str, Any]]:
+        """The explore passes that found a counterexample or could not run."""
+        return [e for e in self.explorations if e["finding"] or e["error"]]
+
     def leaks(self) -> dict[str, dict[str, Any]]:
         return leaks.judge_all(self.samples)
 
@@ -169,6 +179,8 @@ class SoakResult:
     @property
     def exit_code(self) -> int:
         if self.count(Status.FAILED) or self.count(Status.ERROR) or self.leaking():
+            return EXIT_FAILED
+        if self.findings():
             return EXIT_FAILED
         if self.stopped_by == "abandoned":
             return EXIT_FAILED
@@ -198,6 +210,14 @@ class SoakResult:
             "cases": [t.to_json() for t in self.tallies.values()],
             "samples": self.samples,
             "leaks": self.leaks(),
+            "explore": {
+                "examples_per_pass": self.explore_examples,
+                "examples": sum(e["examples"] for e in self.explorations),
+                "findings": len(self.findings()),
+                "passes": self.explorations,
+            }
+            if self.explore_examples
+            else None,
             "notes": self.notes,
             "exit_code": self.exit_code,
             "ok": self.exit_code == EXIT_OK,
@@ -220,9 +240,13 @@ def soak(
     on_result: Callable[[CaseResult], None] = lambda r: None,
     on_pass: Callable[[int, SoakResult], None] = lambda k, s: None,
     slack: float = 10.0,
+    explore: Callable[[int, int], dict[str, Any]] | None = None,
+    explore_examples: int = 0,
+    on_explore: Callable[[dict[str, Any]], None] = lambda e: None,
 ) -> SoakResult:
-    """Run pass after pass on one worker loop until `duration` s (or `passes`) is spent."""
-    out = SoakResult(base, duration, started=now_iso())
+    """Run pass after pass on one worker loop until `duration` s (or `passes`) is spent;
+    `explore(seed, k)`, when given, runs after pass k's cases (see the module docstring)."""
+    out = SoakResult(base, duration, started=now_iso(), explore_examples=explore_examples)
     inbox: queue.Queue[tuple[str, Any] | BaseException | None] = queue.Queue()
     state = _State()
     began = time.monotonic()
@@ -244,6 +268,9 @@ def soak(
             left_open += runner.left_open
             for name in runner.left_open_cases:
                 inbox.put(("note", f"pass {k + 1}: {name} left a provider connection open"))
+            if explore is not None and not state.stop.is_set():
+                record = await anyio.to_thread.run_sync(explore, base.seed, k)
+                inbox.put(("explore", record))
             gc.collect()  # garbage is not a leak; what survives a collection may be
             k += 1
             inbox.put(("pass", (k, _sampled(began, k, left_open))))
@@ -297,6 +324,9 @@ def soak(
             out.samples.append(payload)
         elif what == "note":
             out.notes.append(payload)
+        elif what == "explore":
+            out.explorations.append(payload)
+            on_explore(payload)
         else:
             out.passes, sampled = payload
             out.samples.append(sampled)
@@ -352,7 +382,38 @@ def failures_text(result: SoakResult) -> str:
             )
         if t.bad_total > len(t.failures):
             blocks.append(f"  ... and {t.bad_total - len(t.failures)} more of {t.name}")
+    for e in result.findings():
+        blocks.append(explore_finding_text(e))
     return "\n".join(blocks)
+
+
+def explore_finding_text(e: dict[str, Any]) -> str:
+    """One explore pass's counterexample (or why it could not run), as the CLI prints it."""
+    if e["error"]:
+        return f"ERROR explore (pass {e['pass']}, seed {e['seed']}): {e['error']}"
+    f = e["finding"]
+    steps = "\n".join(f"    {n}. {line}" for n, line in enumerate(f["steps"], start=1))
+    return (
+        f"{f['status'].upper()} explore (pass {e['pass']}, seed {e['seed']}, after "
+        f"{f['found_after']} examples): {f['message'].splitlines()[0] if f['message'] else ''}\n"
+        f"  minimal schedule:\n{steps}\n  replay: {f['replay']}\n  scenario: {f['scenario']}"
+    )
+
+
+def explore_table(result: SoakResult) -> str:
+    """Per pass: the examples explored and what they found."""
+    if not result.explore_examples:
+        return ""
+    rows = [
+        f"{'PASS':>4} {'SEED':>12} {'EXAMPLES':>8} {'PASSED':>6} {'DISC':>5} {'INDET':>5}  FOUND"
+    ]
+    for e in result.explorations:
+        found = e["finding"]["status"] if e["finding"] else ("error" if e["error"] else "nothing")
+        rows.append(
+            f"{e['pass']:>4} {e['seed']:>12} {e['examples']:>8} {e['passed']:>6} "
+            f"{e['discarded']:>5} {e['indeterminate']:>5}  {found}"
+        )
+    return "\n".join(rows)
 
 
 def _fmt(metric: str, value: float | None) -> str:
@@ -391,6 +452,10 @@ def totals_line(result: SoakResult) -> str:
         if result.count(s)
     ]
     leaking = result.leaking()
+    if result.explore_examples:
+        examples = sum(e["examples"] for e in result.explorations)
+        found = len(result.findings())
+        counts += f"; explore: {examples} examples, {found} finding(s)"
     return (
         f"soak: {result.passes} pass(es) in {result.wall_seconds:.1f} s (seeds {seeds}, "
         f"stopped by {result.stopped_by}), {result.cases_run} case runs: {counts}"
@@ -404,9 +469,11 @@ def junit_xml(result: SoakResult) -> str:
     tallies = list(result.tallies.values())
     failing = [t for t in tallies if t.verdict in ("failed", "flaky")]
     leaking = result.leaking()
+    exploring = 1 if result.explore_examples else 0
+    findings = result.findings()
     counts = {
-        "tests": str(len(tallies) + 1),
-        "failures": str(len(failing) + (1 if leaking else 0)),
+        "tests": str(len(tallies) + 1 + exploring),
+        "failures": str(len(failing) + (1 if leaking else 0) + (1 if findings else 0)),
         "errors": "0",
         "skipped": str(sum(1 for t in tallies if t.verdict == "not-applicable")),
         "time": f"{result.wall_seconds:.3f}",
@@ -438,6 +505,26 @@ def junit_xml(result: SoakResult) -> str:
             ET.SubElement(case, "skipped", {"message": "not applicable"})
         else:
             ET.SubElement(case, "system-out").text = summary
+    if exploring:
+        case = ET.SubElement(
+            suite, "testcase", {"classname": "cancel-harness.soak", "name": "explore"}
+        )
+        if findings:
+            seen = findings[0]
+            message = seen["error"] or seen["finding"]["message"].splitlines()[0]
+            node = ET.SubElement(
+                case,
+                "failure",
+                {"message": f"{len(findings)} finding(s): {message}", "type": "ExploreFinding"},
+            )
+            node.text = "\n\n".join(explore_finding_text(e) for e in findings)
+            timeline = (seen["finding"] or {}).get("timeline", "")
+            out_text = [explore_table(result), explore_finding_text(seen)]
+            ET.SubElement(case, "system-out").text = "\n\n".join(
+                [*out_text, f"timeline:\n{timeline}"] if timeline else out_text
+            )
+        else:
+            ET.SubElement(case, "system-out").text = explore_table(result)
     case = ET.SubElement(suite, "testcase", {"classname": "cancel-harness.soak", "name": "leaks"})
     if leaking:
         node = ET.SubElement(
