@@ -657,7 +657,49 @@ def soak_page(data: Mapping[str, Any], failing: Sequence[CaseResult]) -> str:
             f"<td class='num'>{n.get('not-applicable', 0)}</td><td>{esc(where)}</td></tr>"
         )
     body.append("</tbody></table>")
+    body += _explore_section(data.get("explore"))
     if failing:
         body.append(f"<h2>Did not pass ({len(failing)} kept)</h2>")
         body += [case_section(r, repetitions=2, word="pass") for r in failing]
     return page("cancel-harness soak", meta, body, filter_css)
+
+
+def _explore_section(explore: Mapping[str, Any] | None) -> list[str]:
+    """`soak --explore`: the search after each pass, and each counterexample with its
+    shrunk steps, replay command and timeline."""
+    if not explore:
+        return []
+    runs = list(explore.get("passes", []))
+    out = [
+        f"<h2>Explore</h2><p>{explore.get('examples_per_pass')} schedules per pass, "
+        f"{explore.get('examples')} explored, {explore.get('findings')} finding(s)</p>",
+        "<table class='explore'><thead><tr><th>pass</th><th>seed</th><th>examples</th>"
+        "<th>passed</th><th>discarded</th><th>indeterminate</th><th>examples/s</th>"
+        "<th>found</th></tr></thead><tbody>",
+    ]
+    for e in runs:
+        found = e["finding"]["status"] if e.get("finding") else ("error" if e.get("error") else "")
+        out.append(
+            f"<tr><td class='num'>{e['pass']}</td><td class='num'>{e['seed']}</td>"
+            f"<td class='num'>{e['examples']}</td><td class='num'>{e['passed']}</td>"
+            f"<td class='num'>{e['discarded']}</td><td class='num'>{e['indeterminate']}</td>"
+            f"<td class='num'>{e['rate']}</td>"
+            f"<td>{_chip(found) if found else 'nothing'}</td></tr>"
+        )
+    out.append("</tbody></table>")
+    for e in runs:
+        if e.get("error"):
+            out.append(f"<p class='note'>pass {e['pass']}: {esc(e['error'])}</p>")
+        finding = e.get("finding")
+        if not finding:
+            continue
+        steps = "".join(f"<li>{esc(step)}</li>" for step in finding["steps"])
+        out.append(
+            f"<section class='case'><h3>explore, pass {e['pass']} (seed {e['seed']}): "
+            f"{esc(finding['status'])} after {finding['found_after']} examples</h3>"
+            f"<p>{esc(finding['message'])}</p><ol>{steps}</ol>"
+            + replay_block(finding["replay"])
+            + (f"<pre>{esc(finding['timeline'])}</pre>" if finding.get("timeline") else "")
+            + f"<p>scenario function: {esc(finding['scenario'])}</p></section>"
+        )
+    return out

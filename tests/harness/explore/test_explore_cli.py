@@ -3,13 +3,17 @@ its replay command, scenario and database entry, and a replay."""
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import shlex
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
 from harness.cli import main
+from harness.explore import passes
 from harness.explore.schedule import (
     Cancel,
     Fault,
@@ -89,3 +93,64 @@ def test_a_found_counterexample_comes_with_replay_scenario_and_database_entry(
     assert main([*args, "--budget", "40"]) == 1  # the saved one is tried first
     out = capsys.readouterr().out
     assert "trying 1 saved counterexample" in out
+
+
+# ------------------------------------------------------------------ soak --explore
+
+
+def test_a_soak_explores_after_every_pass_with_a_seed_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    argv = ["soak", "esc.mid-stream", "--provider", "openai-chat", "--duration", "1h"]
+    assert main([*argv, "--passes", "2", "--explore", "3", "--seed", "11"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^\s+2\s+12\s+3\s+\d+\s+\d+\s+\d+\s+nothing$", out, re.M), out
+    assert "explore: 6 examples, 0 finding(s)" in out
+    data = json.loads((tmp_path / "reports/latest/soak.json").read_text())
+    assert [p["seed"] for p in data["explore"]["passes"]] == [11, 12]
+    assert data["explore"]["examples"] == 6 and data["explore"]["findings"] == 0
+    junit = ET.parse(tmp_path / "reports/latest/junit.xml").getroot()
+    explore = junit.find(".//testcase[@name='explore']")
+    assert explore is not None and explore.find("failure") is None
+
+
+def test_a_soak_that_explores_fails_on_a_counterexample_and_says_how_to_replay_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(passes, "SHRINK_RUNS", 5)
+    argv = ["soak", "esc.mid-stream", "--provider", "openai-chat", "--duration", "1h"]
+    argv += ["--passes", "1", "--explore", "60", "--seed", "3"]
+    assert main([*argv, "--defect", "provider-ignores-cancel"]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED explore (pass 1, seed 3, after" in out and "minimal schedule:" in out
+    replay = next(line.split("replay: ", 1)[1] for line in out.splitlines() if "--replay" in line)
+    words = shlex.split(replay)
+    assert words[:2] == ["cancel-harness", "explore"] and words[words.index("--seed") + 1] == "3"
+    assert "provider-ignores-cancel" in words
+    data = json.loads((tmp_path / "reports/latest/soak.json").read_text())
+    finding = data["explore"]["passes"][0]["finding"]
+    assert data["explore"]["findings"] == 1 and finding["status"] == "failed"
+    assert "@scenario(" in Path(finding["scenario"]).read_text()
+    failure = ET.parse(tmp_path / "reports/latest/junit.xml").find(
+        ".//testcase[@name='explore']/failure"
+    )
+    assert failure is not None and "replay: cancel-harness explore" in (failure.text or "")
+    page = (tmp_path / "reports/latest/index.html").read_text()
+    assert "<h2>Explore</h2>" in page and "explore, pass 1 (seed 3): failed" in page
+    assert html.escape(replay, quote=True) in page
+    # the replay command reproduces it
+    assert main(words[1:]) == 1
+
+
+def test_soak_explore_seeds_differ_per_pass_and_shard() -> None:
+    seeds = {passes.explore_seed(100, k, (i, 4)) for k in range(50) for i in range(1, 5)}
+    assert len(seeds) == 200
+    assert passes.explore_seed(100, 2) == 102  # no shards: the pass's own run seed
+
+
+def test_soak_explore_mistakes_are_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["soak", "esc.mid-stream", "--duration", "1m", "--explore", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert err == "cancel-harness: error: --explore -1: explore at least one example per pass\n"
