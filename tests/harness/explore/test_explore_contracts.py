@@ -31,6 +31,7 @@ from harness.explore.schedule import (
 )
 from harness.scenario import Tempo
 from harness.targets import make_target
+from reference_agent.retry import RetryPolicy
 
 
 def held(turn: int, at: int = 3, session: int = 0, *, followup: bool = False) -> Prompt:
@@ -217,3 +218,21 @@ def test_a_bystander_that_ends_by_itself_is_not_counted_as_touched_by_a_cancel(
     )
     verdict = judged(hosts[""], plan)
     assert verdict.status is Status.PASSED, f"{verdict.message}\n{verdict.timeline}"
+
+
+def test_a_retry_sooner_than_the_providers_retry_after_breaks_the_retry_contract(
+    hosts: dict[str, Host], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An agent that backs off by its own schedule and ignores `retry-after` hammers a
+    provider that asked it to wait: the same schedule passes on the reference agent and
+    fails once its retry policy stops reading the hint."""
+    too_many = Request(Fault(FaultKind.HTTP, status=429, retry_after=30))
+    plan = schedule(plain(1, too_many, Request()), Await(1))
+    verdict = judged(hosts[""], plan)
+    assert verdict.status is Status.PASSED, f"{verdict.message}\n{verdict.timeline}"
+
+    real = RetryPolicy.delay
+    monkeypatch.setattr(RetryPolicy, "delay", lambda self, retry, _hint: real(self, retry, None))
+    verdict = judged(hosts[""], plan)
+    assert verdict.status is Status.FAILED, f"{verdict.status}: {verdict.message}"
+    assert "to wait the 300 ms the provider asked for (retry-after)" in verdict.message
