@@ -918,6 +918,7 @@ def _mutants(options: _Options) -> int:
         meter.finish()
         print(line, flush=True)
 
+    kept: list[tuple[str, CaseResult]] = []
     matrix = mutants.prove(
         execute,
         options.cases,
@@ -925,6 +926,7 @@ def _mutants(options: _Options) -> int:
         defects,
         reruns=options.reruns,
         progress=said,
+        evidence=lambda row, result: kept.append((row, result)),
     )
     meter.finish()
     if options.shard is not None:
@@ -934,7 +936,7 @@ def _mutants(options: _Options) -> int:
         [
             (lambda p: mutants.write(matrix, p), options.json or DEFAULT_DIR / "mutants.json"),
             (
-                lambda p: write_html(mutants_page(matrix), p),
+                lambda p: write_html(mutants_page(matrix, kept), p),
                 options.html or DEFAULT_DIR / "index.html",
             ),
         ]

@@ -453,7 +453,9 @@ def mutants_table(matrix: Mapping[str, Any]) -> str:
     return "".join(rows)
 
 
-def mutants_page(matrix: Mapping[str, Any]) -> str:
+def mutants_page(matrix: Mapping[str, Any], evidence: Sequence[tuple[str, CaseResult]] = ()) -> str:
+    """The matrix, then the failures behind it with their timelines: each clean case that
+    did not pass, and for each caught defect the first run of a case that caught it."""
     meta = (
         f"target {esc(matrix.get('target'))} · seed {matrix.get('seed')} · tempo "
         f"{matrix.get('tempo')}s"
@@ -469,6 +471,19 @@ def mutants_page(matrix: Mapping[str, Any]) -> str:
     for case, story in details.items():
         body.append(f"<pre>{esc(case)}: {esc(story)}</pre>")
     body.append(mutants_table(matrix))
+    clean = [r for row, r in evidence if row == "clean"]
+    if clean:
+        body.append(f"<h2>Clean agent: did not pass ({len(clean)})</h2>")
+        body += [case_section(r) for r in clean]
+    caught = [(row, r) for row, r in evidence if row != "clean"]
+    if caught:
+        body.append(
+            "<h2>How each defect was caught</h2><p>the first run of the first case that "
+            "caught it, as a user of that defective agent would see it</p>"
+        )
+        for defect, result in caught:
+            body.append(f"<h3 id='caught-{slug(defect)}'>{esc(defect)}</h3>")
+            body.append(case_section(result))
     return page("cancel-harness mutants", meta, body)
 
 

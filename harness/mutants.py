@@ -67,6 +67,7 @@ class Cell:
     catches: tuple[str, ...]
     runs: list[Status] = field(default_factory=list)
     first_bad: str = ""  # the first run that did not pass: message and replay command
+    result: CaseResult | None = None  # that run, with its timeline (for the HTML page)
 
     @property
     def failed(self) -> int:
@@ -117,7 +118,7 @@ def cells_for(
 def _cell(result: CaseResult) -> Cell:
     bad = result.status not in (Status.PASSED, Status.NOT_APPLICABLE)
     story = f"{result.message}\n  replay: {result.replay}" if bad else ""
-    return Cell(result.name, result.catches, [result.status], story)
+    return Cell(result.name, result.catches, [result.status], story, result if bad else None)
 
 
 def prove(
@@ -128,11 +129,19 @@ def prove(
     *,
     reruns: int,
     progress: Callable[[str], None] = lambda line: None,
+    evidence: Callable[[str, CaseResult], None] = lambda row, result: None,
 ) -> dict[str, Any]:
-    """The matrix as data (see `render`); `base` has no defects, its target is the door."""
+    """The matrix as data (see `render`); `base` has no defects, its target is the door.
+
+    `evidence(row, result)` receives each clean case that did not pass (row "clean") and,
+    per caught defect, the first run of the first case that caught it: the failures a
+    reader wants to see with their timelines."""
     door = check_door(base.target)
     clean = cells_for(execute, replace(base, defects=()), cases, reruns)
     clean_bad = [c for c in clean.values() if c.verdict not in ("passed", "not-applicable")]
+    for cell in clean_bad:
+        if cell.result is not None:
+            evidence("clean", cell.result)
     progress(
         "clean: "
         + (
@@ -150,6 +159,9 @@ def prove(
             continue
         cells = cells_for(execute, replace(base, defects=(defect,)), cases, reruns)
         rows[defect] = _row(defect, cells, behind)
+        caught = next((c for c in cells.values() if c.verdict == "caught"), None)
+        if caught is not None and caught.result is not None:
+            evidence(defect, caught.result)
         progress(f"{defect}: caught by {len(rows[defect]['caught_by'])} case(s)")
     uncaught = [d for d, row in rows.items() if row["status"] == "not-caught"]
     return {

@@ -201,6 +201,12 @@ def test_mutants_matrix_proves_each_defect_is_caught(
     table = page.split("<table class='mutants'>", 1)[1].split("</table>", 1)[0]
     assert "<tr><td>provider-ignores-cancel</td><td class='verdict-caught'>caught</td>" in table
     assert "<td>esc.closes-stream[openai-chat] 3/3</td>" in table
+    # Below the matrix, each catch as its case failed: message, timeline, replay.
+    caught = page.split("<h2>How each defect was caught</h2>", 1)[1]
+    section = caught.split("<h3 id='caught-provider-ignores-cancel'>", 1)[1].split("</section>")[0]
+    assert "esc.closes-stream[openai-chat]" in section and "<svg" in section
+    assert "cancel-harness run esc.closes-stream --provider openai-chat --seed 3" in section
+    assert "Clean agent: did not pass" not in page
 
 
 def test_mutants_exit_1_when_a_defect_escapes_every_scenario(

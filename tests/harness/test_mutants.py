@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from tiny_agent import example_registry
 
-from harness import mutants
+from harness import html, mutants
 from harness.cases import Case, CaseResult, RunConfig, RunResult, Status, plan_cases
 from reference_agent.defects import Defect
 
@@ -86,6 +86,26 @@ def test_the_clean_agent_runs_the_same_way_and_must_pass() -> None:
     assert matrix["ok"] is False
     text = mutants.render(matrix)
     assert text.startswith(f"clean agent did not pass 1: {ESC} 1/3 flaky\n  {ESC}: boom")
+
+
+def test_the_failures_behind_the_matrix_are_kept_for_the_page() -> None:
+    script = Script({("", ESC): [F, P, P], ("provider-ignores-cancel", ESC): [F, F, F]})
+    kept: list[tuple[str, CaseResult]] = []
+    matrix = mutants.prove(
+        script,
+        CASES,
+        RunConfig(seed=3, target="reference"),
+        ["provider-ignores-cancel", "commit-after-timeout"],
+        reruns=2,
+        evidence=lambda row, result: kept.append((row, result)),
+    )
+    assert [(row, r.name, r.status) for row, r in kept] == [
+        ("clean", ESC, F),
+        ("provider-ignores-cancel", ESC, F),
+    ]  # commit-after-timeout was not caught: nothing to show for it
+    page = html.mutants_page(matrix, kept)
+    assert "Clean agent: did not pass (1)" in page
+    assert page.count('<section class="case') == 2 and "id='caught-provider-ignores-cancel'" in page
 
 
 def test_a_defect_behind_another_door_is_not_applicable_and_not_run() -> None:
