@@ -216,7 +216,19 @@ def _cancel_options(world: World) -> list[Option]:
             names += [n for n, t in sorted(world.turns.items()) if t.prompt.session == session]
         return Cancel(session, choose(draw, names), choose(draw, twice))
 
-    return [(8 if isinstance(world.last, Reach) else 3, cancel)]
+    return [(8 if _aimed(world) else 3, cancel)]
+
+
+def _aimed(world: World) -> bool:
+    """The last step reached an observable point a cancel can be aimed at: a point of a
+    turn's route, or the end of a turn with another queued behind it (the hand-off window,
+    where the session is between two runs)."""
+    last = world.last
+    if isinstance(last, Reach):
+        return True
+    if isinstance(last, Await):
+        return bool(world.live(world.turns[last.turn].prompt.session))
+    return False
 
 
 def _other_options(world: World) -> list[Option]:
