@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Collection, Coroutine, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Concatenate, Protocol
 
 import anyio
@@ -25,7 +26,7 @@ from fake_providers.signals import WaitTimeout
 from harness.target import AgentSettings, Capability, Submission, Target, Transcript
 from harness.target import Outcome as TurnOutcome
 from harness.timeline import Timeline, describe_change, describe_request, quote
-from harness.timing import LAG_FLOOR_NS, Indeterminate, StallMonitor, clock_start
+from harness.timing import LAG_FLOOR_NS, TOLERANCE_NS, Indeterminate, StallMonitor, clock_start
 
 if TYPE_CHECKING:
     from fake_providers import FakeProvider
@@ -196,23 +197,12 @@ class Checks:
                 f"expected no request to the provider in the {ms(window)} after {label} at "
                 f"{self._rel(t)}; saw {len(found)}: {self._requests_story(found)}"
             )
-            # A request sent after the agent answered the cancel is a failure, whatever the
-            # load. One sent between the cancel and its answer may have left before the agent
-            # read the cancel: with a stall measured since the harness's previous step (it may
-            # have been late to stage the cancel), this run cannot judge it.
-            answered = min((a for a in self.ctx.cancel_answers if a >= t), default=None)
-            if answered is not None and all(r.started_ns <= answered for r in found):
-                before = [s for s in (*self.ctx.submits, *self.ctx.cancels) if s < t]
-                since = max(before, default=t)
-                stalled = self.ctx.stalls.stalled_ns(since, answered)
-                if stalled >= LAG_FLOOR_NS:
-                    raise Indeterminate(
-                        f"{failure}; but it left before the agent answered the cancel, and the "
-                        f"harness measured {stalled / 1e6:.0f} ms of stall since its previous "
-                        f"step ({self.ctx.stalls.describe(since, answered)}): this run cannot "
-                        "judge it"
-                    )
-            raise CheckFailed(failure)
+            race = await cancel_race(self.ctx, found, t)
+            if race is None:
+                raise CheckFailed(failure)
+            if not race.excused:
+                raise Indeterminate(f"{failure}; but {race.reason}")
+            self.ctx.timeline.stamp(race.reason)
         side = [r for r in self.ledger.requests_after(t) if r.role is Role.SIDE]
         if side:
             self.ctx.warn(
@@ -307,7 +297,15 @@ class Checks:
                 if seen
                 else f"the provider saw no {which} by {self._rel(time.monotonic_ns())}"
             )
-            raise CheckFailed(f"expected exactly {expected} retries of logical {which}; {told}")
+            failure = f"expected exactly {expected} retries of logical {which}; {told}"
+            # Extra retries that began after a cancel may have raced it (a starved agent's
+            # back-off timer and the cancel, read in one wake-up): judged as such requests are.
+            extra, t = list(seen[expected + 1 :]), self.ctx.last_cancel_ns
+            if extra and t is not None and all(r.started_ns >= t for r in extra):
+                race = await cancel_race(self.ctx, extra, t)
+                if race is not None and not race.excused:
+                    raise Indeterminate(f"{failure}; but {race.reason}")
+            raise CheckFailed(failure)
 
     @_check
     async def background_survived(
@@ -565,6 +563,78 @@ class Checks:
 
     def _requests_story(self, reqs: Sequence[RequestRecord]) -> str:
         return requests_story(reqs, self._rel)
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRace:
+    """Why requests the provider saw after a cancel may have left before the agent read it."""
+
+    excused: bool  # True: what a correct agent does; False: only a stall explains it
+    reason: str
+
+
+async def cancel_race(
+    ctx: CheckContext, found: Sequence[RequestRecord], t: int
+) -> CancelRace | None:
+    """Judge model calls that reached the provider after the harness sent the cancel at `t`.
+
+    The harness knows when it sent a cancel and when the answer came back, not when the
+    agent read it. A call the agent began in between may have left first:
+    - a new call (not a retry) that the agent closed within the bound it has to close a
+      stream after a cancel (as `connection_closed_within` allows) is what a correct agent
+      does when the cancel lands as the next turn starts (a queue's hand-off): excused;
+    - a new call left open, or a retry of an attempt that had already failed before the
+      cancel (a back-off timer and the cancel, read in one wake-up of a starved agent), with
+      a stall measured from the harness's previous step to the answer: this run cannot
+      judge it.
+    A retry of an attempt the agent closed after the cancel (its own forced close taken for
+    a network error) is never excused, nor is anything that began after the answer. The
+    provider's and the harness's stamps come from two threads: "before the answer" allows
+    `TOLERANCE_NS` of scheduling between them.
+    """
+    answered = min((a for a in ctx.cancel_answers if a >= t), default=None)
+    if answered is None or not found:
+        return None
+    horizon = answered + TOLERANCE_NS
+    if any(r.started_ns > horizon for r in found):
+        return None
+    if all(r.attempt == 0 for r in found):
+        bound = max(ctx.tempo(2), ctx.close_within or 0.0)
+        left = max(0.0, (t + bound * 1e9 - time.monotonic_ns()) / 1e9)
+        ledger = ctx.provider.ledger
+        await ctx.stalls.watch(
+            lambda s: wait_quietly(
+                ledger, lambda _: all(r.outcome is not None for r in found) or None, s
+            ),
+            left,
+        )
+        if all(r.outcome is Outcome.CLIENT_CLOSED for r in found):
+            calls = ", ".join(f"#{r.ordinal}" for r in found)
+            return CancelRace(
+                True,
+                f"request {calls} began before the agent answered the cancel at {ctx.rel(t)} "
+                f"(a new call, which the agent closed within {ms(bound)} of the cancel): it "
+                "left before the cancel was read",
+            )
+    earlier = {(r.call_id, r.attempt): r for r in ctx.provider.ledger.requests()}
+
+    def raced_back_off(r: RequestRecord) -> bool:
+        failed = earlier.get((r.call_id, r.attempt - 1))
+        return failed is not None and failed.finished_ns is not None and failed.finished_ns < t
+
+    if not all(r.attempt == 0 or raced_back_off(r) for r in found):
+        return None
+    before = [s for s in (*ctx.submits, *ctx.cancels) if s < t]
+    since = max(before, default=t)
+    stalled = ctx.stalls.stalled_ns(since, answered)
+    if stalled < LAG_FLOOR_NS:
+        return None
+    return CancelRace(
+        False,
+        f"it left before the agent answered the cancel, and the harness measured "
+        f"{stalled / 1e6:.0f} ms of stall since its previous step "
+        f"({ctx.stalls.describe(since, answered)}): this run cannot judge it",
+    )
 
 
 def requests_story(reqs: Sequence[RequestRecord], rel: Callable[[int], str]) -> str:

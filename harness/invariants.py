@@ -16,10 +16,10 @@ import anyio
 
 from fake_providers.ledger import Ledger, RequestRecord
 from fake_providers.roles import Role
-from harness.checks import CheckFailed, ms, requests_story, wait_quietly
+from harness.checks import CheckFailed, cancel_race, ms, requests_story, wait_quietly
 from harness.processes import marked_processes
 from harness.target import Capability
-from harness.timing import EXTENSION_CAP
+from harness.timing import EXTENSION_CAP, Indeterminate
 
 if TYPE_CHECKING:
     from harness.context import ScenarioContext
@@ -91,10 +91,16 @@ async def no_request_after_final_cancel(ctx: ScenarioContext, window: float) -> 
     remaining = (t + window * 1e9 - time.monotonic_ns()) / 1e9
     found = await wait_quietly(ctx.provider.ledger, late, remaining)
     if found:
-        raise CheckFailed(
+        failure = (
             f"expected no model call to the provider after the final cancel at {ctx.rel(t)} "
             f"(no submit followed it); saw {requests_story(found, ctx.rel)}"
         )
+        race = await cancel_race(ctx, found, t)
+        if race is None:
+            raise CheckFailed(failure)
+        if not race.excused:
+            raise Indeterminate(f"{failure}; but {race.reason}")
+        ctx.timeline.stamp(race.reason)
     side = [r for r in ctx.provider.ledger.requests_after(t) if r.role is Role.SIDE]
     if side:
         ctx.warn(f"side traffic began after the final cancel: {requests_story(side, ctx.rel)}")

@@ -10,12 +10,16 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from types import SimpleNamespace
+from typing import Any
 
 import anyio
 import pytest
 from tiny_agent import TinyAgent, tiny_factory
 
+from fake_providers.ledger import Outcome, RequestRecord
 from harness.cases import Case, CaseResult, RunConfig, Status
+from harness.checks import cancel_race
 from harness.runner import Runner
 from harness.scenario import Registry, ScenarioContext
 from harness.steps import stream_held
@@ -410,12 +414,125 @@ async def test_a_request_after_the_cancel_was_answered_is_never_excused_by_a_sta
 
     runner = Runner(
         RunConfig(seed=5, target="tiny", timeout=5.0, reruns=4),
-        tiny_factory(resend_after_cancel=True),
+        tiny_factory(resend_after_cancel=True, resend_delay=0.05),
     )
     result = await runner.run_case(Case(registry.get("esc.resend"), "openai-chat"))
-    # Sent after the agent answered the cancel: never excused, starved or not.
+    # Sent after the agent answered the cancel (50 ms, far beyond the few ms two threads'
+    # stamps can disagree by): never excused, starved or not.
     assert [a.status for a in result.attempts] == [Status.FAILED]
     assert result.message.startswith("expected no request to the provider in the")
+
+
+@pytest.mark.parametrize("starved", [True, False])
+async def test_a_retry_of_the_agents_own_forced_close_is_never_excused(starved: bool) -> None:
+    """The agent closes the stream for the cancel, takes the close for a network error and
+    retries before it answers: the retry exists because of the cancel, starved or not."""
+    registry = Registry()
+
+    @registry.scenario(id="esc.raced-retry", title="t", incident="I5", providers=("openai-chat",))
+    async def raced(ctx: ScenarioContext) -> None:
+        """After Esc, the agent must send nothing, retries least of all."""
+        ctx.fault("stream=true,hold-before=3,gate=main")
+        session = await ctx.new_session()
+        await stream_held(ctx, session, "hi", "main")
+        if starved:
+            starve(ctx, 10.0)
+        await ctx.cancel(session)
+        await ctx.checks.no_request_after()
+
+    runner = Runner(
+        RunConfig(seed=5, target="tiny", timeout=5.0, reruns=4),
+        tiny_factory(retry_before_ack=True),
+    )
+    result = await runner.run_case(Case(registry.get("esc.raced-retry"), "openai-chat"))
+    assert [a.status for a in result.attempts] == [Status.FAILED], result.attempts[0].message
+    assert "(call 1, retry 1, main [" in result.message
+
+
+class _Ledger:
+    def __init__(self, requests: list[RequestRecord]) -> None:
+        self._requests = requests
+
+    def requests(self) -> list[RequestRecord]:
+        return self._requests
+
+
+def _request(ordinal: int, started: int, **fields: Any) -> RequestRecord:
+    return RequestRecord(
+        ordinal, 1, "POST", "/v1/chat/completions", "", (), "", 0, started, **fields
+    )
+
+
+def _race_context(requests: list[RequestRecord], stall: tuple[int, int] | None) -> Any:
+    log = StallLog("the agent process")
+    if stall is not None:
+        log.add(*stall)
+    return SimpleNamespace(
+        cancel_answers=[400 * MS],
+        submits=[0],
+        cancels=[100 * MS],
+        stalls=StallMonitor((log,)),
+        provider=SimpleNamespace(ledger=_Ledger(requests)),
+        rel=lambda t: f"+{t / 1e6:.1f}ms",
+    )
+
+
+FAILED_BEFORE = _request(1, 10 * MS, call_id=1, finished_ns=20 * MS, outcome=Outcome.COMPLETE)
+CLOSED_AFTER = _request(1, 10 * MS, call_id=1, finished_ns=150 * MS, outcome=Outcome.CLIENT_CLOSED)
+
+
+@pytest.mark.parametrize(
+    ("earlier", "retry_at", "stall", "verdict"),
+    [
+        # a back-off that expired as the starved agent read the cancel: cannot be judged
+        (FAILED_BEFORE, 390 * MS, (100 * MS, 380 * MS), "indeterminate"),
+        # the same 2 ms after the answer: two threads' stamps, within their tolerance
+        (FAILED_BEFORE, 402 * MS, (100 * MS, 380 * MS), "indeterminate"),
+        # no stall measured: the agent had the time to read the cancel first
+        (FAILED_BEFORE, 390 * MS, None, "failed"),
+        # well after the answer: never excused
+        (FAILED_BEFORE, 460 * MS, (100 * MS, 380 * MS), "failed"),
+        # a retry of the attempt the agent itself closed after the cancel: never excused
+        (CLOSED_AFTER, 390 * MS, (100 * MS, 380 * MS), "failed"),
+    ],
+)
+async def test_a_retry_after_a_cancel_is_excused_only_as_a_back_off_racing_a_starved_agent(
+    earlier: RequestRecord, retry_at: int, stall: tuple[int, int] | None, verdict: str
+) -> None:
+    retry = _request(2, retry_at, call_id=1, attempt=1)
+    race = await cancel_race(_race_context([earlier, retry], stall), [retry], 100 * MS)
+    judged = "failed" if race is None else ("passed" if race.excused else "indeterminate")
+    assert judged == verdict, race
+
+
+async def test_a_new_call_the_agent_began_and_closed_before_answering_the_cancel_passes() -> None:
+    """The cancel lands as the session's next turn starts: the agent closes that call too,
+    then answers. It left before the agent read the cancel; no stall is needed to see it."""
+    registry = Registry()
+
+    @registry.scenario(id="esc.raced-call", title="t", incident="I3", providers=("openai-chat",))
+    async def raced(ctx: ScenarioContext) -> None:
+        """After Esc, nothing new may reach the provider."""
+        ctx.fault("stream=true,hold-before=3,gate=main")
+        session = await ctx.new_session()
+        await stream_held(ctx, session, "hi", "main")
+        await ctx.cancel(session)
+        await ctx.checks.no_request_after()
+
+    runner = Runner(RunConfig(seed=5, target="tiny", timeout=5.0), tiny_factory(raced_call=True))
+    result = await runner.run_case(Case(registry.get("esc.raced-call"), "openai-chat"))
+    assert result.status is Status.PASSED, result.message
+    assert [a.status for a in result.attempts] == [Status.PASSED]
+    assert "began before the agent answered the cancel" in result.timeline
+    assert "(a new call, which the agent closed within 40 ms of the cancel)" in result.timeline
+
+    # The same call left open is no race: the agent read the cancel and kept it going.
+    left_open = Runner(
+        RunConfig(seed=5, target="tiny", timeout=5.0),
+        tiny_factory(raced_call=True, ignore_cancel=True),
+    )
+    result = await left_open.run_case(Case(registry.get("esc.raced-call"), "openai-chat"))
+    assert result.status is Status.FAILED
 
 
 async def test_a_deadline_overtaken_by_a_stall_before_the_stream_began_is_rerun() -> None:

@@ -94,6 +94,9 @@ class TinyAgent:
         leak_connection: bool = False,
         request_after_cancel: bool = False,
         resend_after_cancel: bool = False,
+        resend_delay: float = 0.0,
+        retry_before_ack: bool = False,
+        raced_call: bool = False,
         cancel_on_next_chunk: bool = False,
         drain_on_leave: bool = False,
         title_first: bool = False,
@@ -114,6 +117,13 @@ class TinyAgent:
         self.leak_connection = leak_connection
         self.request_after_cancel = request_after_cancel
         self.resend_after_cancel = resend_after_cancel
+        self.resend_delay = resend_delay  # s the resend waits after the cancel's answer
+        # Read the cancel only after a retry of the turn's call went out (and was answered),
+        # as a starved agent whose back-off timer fired first may.
+        self.retry_before_ack = retry_before_ack
+        # Read the cancel only after a new call of the turn's session began (the queue's next
+        # turn starting as the cancel arrives); the cancel then closes that call too.
+        self.raced_call = raced_call
         self.cancel_on_next_chunk = cancel_on_next_chunk
         self.drain_on_leave = drain_on_leave
         self.title_first = title_first  # a title call, shaped like a turn's, before each turn
@@ -186,7 +196,16 @@ class TinyAgent:
             self.tg.start_soon(self._post, "title", title, anyio.CancelScope())
         if self.resend_after_cancel:  # a worker that takes its own close for a network error
             again = [{"role": "user", "content": turn.prompt}]
-            self.tg.start_soon(self._post, "retry", again, anyio.CancelScope())
+            self.tg.start_soon(self._post, "retry", again, anyio.CancelScope(), self.resend_delay)
+        if self.retry_before_ack:  # the very request of the turn again: a retry of it
+            url, body = self._request([{"role": "user", "content": turn.prompt}], stream=True)
+            async with self.client.stream("POST", url, json=body) as resp:
+                self.note(f"retry answered {resp.status_code}; closing it")
+        if self.raced_call:
+            queued = [{"role": "user", "content": f"{turn.prompt} (2)"}]
+            url, body = self._request(queued, stream=True)
+            async with self.client.stream("POST", url, json=body) as resp:
+                self.note(f"raced call answered {resp.status_code}; closing it")
         return CancelAck(True, turn.id, turn.id)
 
     async def leave(self, submission: Submission) -> None:
@@ -374,10 +393,16 @@ class TinyAgent:
         return "".join(text), len(text)
 
     async def _post(
-        self, purpose: str, messages: list[dict[str, str]], scope: anyio.CancelScope
+        self,
+        purpose: str,
+        messages: list[dict[str, str]],
+        scope: anyio.CancelScope | None,
+        delay: float = 0.0,
     ) -> None:
         url, body = self._request(messages, stream=False)
-        with scope:
+        with scope or anyio.CancelScope():
+            if delay:
+                await anyio.sleep(delay)
             resp = await self.client.post(url, json=body)
             self.note(f"{purpose} answered {resp.status_code}")
 
