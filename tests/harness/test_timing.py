@@ -396,27 +396,33 @@ async def test_the_wait_for_a_turns_end_grows_by_the_stall_measured(starved: boo
         assert result.message.startswith("expected turn t1 to end within 0.1 s of +")
 
 
-async def test_a_request_after_the_cancel_was_answered_is_never_excused_by_a_stall() -> None:
+def cancel_then_watch(*, starved_first: bool) -> Case:
+    """Esc on a held stream, then no request may follow (starved, on its first run only, if
+    asked: as if the agent could not run from before the cancel on)."""
     registry = Registry()
     attempts: list[int] = []
 
-    @registry.scenario(id="esc.resend", title="t", incident="I5", providers=("openai-chat",))
-    async def resend(ctx: ScenarioContext) -> None:
+    @registry.scenario(id="esc.then-nothing", title="t", incident="I5", providers=("openai-chat",))
+    async def then_nothing(ctx: ScenarioContext) -> None:
         """After Esc, the agent must send nothing."""
         attempts.append(1)
         ctx.fault("stream=true,hold-before=3,gate=main")
         session = await ctx.new_session()
         await stream_held(ctx, session, "hi", "main")
-        if len(attempts) == 1:  # as if the agent could not run from before the cancel on
+        if starved_first and len(attempts) == 1:
             starve(ctx, 10.0)
         await ctx.cancel(session)
         await ctx.checks.no_request_after()
 
+    return Case(registry.get("esc.then-nothing"), "openai-chat")
+
+
+async def test_a_request_after_the_cancel_was_answered_is_never_excused_by_a_stall() -> None:
     runner = Runner(
         RunConfig(seed=5, target="tiny", timeout=5.0, reruns=4),
         tiny_factory(resend_after_cancel=True, resend_delay=0.05),
     )
-    result = await runner.run_case(Case(registry.get("esc.resend"), "openai-chat"))
+    result = await runner.run_case(cancel_then_watch(starved_first=True))
     # Sent after the agent answered the cancel (50 ms, far beyond the few ms two threads'
     # stamps can disagree by): never excused, starved or not.
     assert [a.status for a in result.attempts] == [Status.FAILED]
@@ -427,26 +433,36 @@ async def test_a_request_after_the_cancel_was_answered_is_never_excused_by_a_sta
 async def test_a_retry_of_the_agents_own_forced_close_is_never_excused(starved: bool) -> None:
     """The agent closes the stream for the cancel, takes the close for a network error and
     retries before it answers: the retry exists because of the cancel, starved or not."""
-    registry = Registry()
-
-    @registry.scenario(id="esc.raced-retry", title="t", incident="I5", providers=("openai-chat",))
-    async def raced(ctx: ScenarioContext) -> None:
-        """After Esc, the agent must send nothing, retries least of all."""
-        ctx.fault("stream=true,hold-before=3,gate=main")
-        session = await ctx.new_session()
-        await stream_held(ctx, session, "hi", "main")
-        if starved:
-            starve(ctx, 10.0)
-        await ctx.cancel(session)
-        await ctx.checks.no_request_after()
-
     runner = Runner(
         RunConfig(seed=5, target="tiny", timeout=5.0, reruns=4),
         tiny_factory(retry_before_ack=True),
     )
-    result = await runner.run_case(Case(registry.get("esc.raced-retry"), "openai-chat"))
+    result = await runner.run_case(cancel_then_watch(starved_first=starved))
     assert [a.status for a in result.attempts] == [Status.FAILED], result.attempts[0].message
     assert "(call 1, retry 1, main [" in result.message
+
+
+async def test_a_new_call_the_agent_began_and_closed_before_answering_the_cancel_passes() -> None:
+    """The cancel lands as the session's next turn starts: the agent closes that call too,
+    then answers. It left before the agent read the cancel; no stall is needed to see it."""
+    runner = Runner(
+        RunConfig(seed=5, target="tiny", timeout=5.0, reruns=4), tiny_factory(raced_call=True)
+    )
+    result = await runner.run_case(cancel_then_watch(starved_first=False))
+    # (A machine loaded enough to delay the provider's sight of the close past the bound
+    # makes a run indeterminate, never failed.)
+    assert result.status is Status.PASSED, result.message
+    assert {a.status for a in result.attempts[:-1]} <= {Status.INDETERMINATE}
+    assert "began before the agent answered the cancel" in result.timeline
+    assert "(a new call, which the agent closed within 40 ms of the cancel)" in result.timeline
+
+    # The same call left open is no race: the agent read the cancel and kept it going.
+    left_open = Runner(
+        RunConfig(seed=5, target="tiny", timeout=5.0, reruns=4),
+        tiny_factory(raced_call=True, ignore_cancel=True),
+    )
+    result = await left_open.run_case(cancel_then_watch(starved_first=False))
+    assert result.status is Status.FAILED
 
 
 class _Ledger:
@@ -503,36 +519,6 @@ async def test_a_retry_after_a_cancel_is_excused_only_as_a_back_off_racing_a_sta
     race = await cancel_race(_race_context([earlier, retry], stall), [retry], 100 * MS)
     judged = "failed" if race is None else ("passed" if race.excused else "indeterminate")
     assert judged == verdict, race
-
-
-async def test_a_new_call_the_agent_began_and_closed_before_answering_the_cancel_passes() -> None:
-    """The cancel lands as the session's next turn starts: the agent closes that call too,
-    then answers. It left before the agent read the cancel; no stall is needed to see it."""
-    registry = Registry()
-
-    @registry.scenario(id="esc.raced-call", title="t", incident="I3", providers=("openai-chat",))
-    async def raced(ctx: ScenarioContext) -> None:
-        """After Esc, nothing new may reach the provider."""
-        ctx.fault("stream=true,hold-before=3,gate=main")
-        session = await ctx.new_session()
-        await stream_held(ctx, session, "hi", "main")
-        await ctx.cancel(session)
-        await ctx.checks.no_request_after()
-
-    runner = Runner(RunConfig(seed=5, target="tiny", timeout=5.0), tiny_factory(raced_call=True))
-    result = await runner.run_case(Case(registry.get("esc.raced-call"), "openai-chat"))
-    assert result.status is Status.PASSED, result.message
-    assert [a.status for a in result.attempts] == [Status.PASSED]
-    assert "began before the agent answered the cancel" in result.timeline
-    assert "(a new call, which the agent closed within 40 ms of the cancel)" in result.timeline
-
-    # The same call left open is no race: the agent read the cancel and kept it going.
-    left_open = Runner(
-        RunConfig(seed=5, target="tiny", timeout=5.0),
-        tiny_factory(raced_call=True, ignore_cancel=True),
-    )
-    result = await left_open.run_case(Case(registry.get("esc.raced-call"), "openai-chat"))
-    assert result.status is Status.FAILED
 
 
 async def test_a_deadline_overtaken_by_a_stall_before_the_stream_began_is_rerun() -> None:
