@@ -324,21 +324,58 @@ class ChildSampler:
     @classmethod
     def _sample(cls, stop: threading.Event) -> None:
         seen: dict[int, tuple[int, int]] = {}  # pid -> (sampled at, cumulative run delay)
-        pids: set[int] = set()
-        n = 0
         while not stop.wait(CHILD_PERIOD):
-            if n % 10 == 0:
-                pids = _children()
-                seen = {p: v for p, v in seen.items() if p in pids}
-            n += 1
-            now = time.monotonic_ns()
-            for pid in pids:
-                delay = _read_int_field(f"/proc/{pid}/schedstat", 1)
-                if delay is None:
-                    continue
-                before = seen.get(pid)
-                seen[pid] = (now, delay)
-                if before is not None and delay - before[1] > CHILD_FLOOR_NS:
-                    # When in between it waited is unknown (this thread may itself have
-                    # been starved for long): spread it over the whole gap.
-                    cls.log.add_spread(before[0], now, delay - before[1])
+            for start, end, waited in sample_children(seen, _children(), time.monotonic_ns()):
+                cls.log.add_spread(start, end, waited)
+
+
+def sample_children(
+    seen: dict[int, tuple[int, int]],
+    pids: set[int],
+    now: int,
+    read: Callable[[int], tuple[int, int | None] | None] | None = None,
+) -> list[tuple[int, int, int]]:
+    """One sample of the children's run-queue waits: `(start, end, ns waited)` spreads.
+
+    `seen` (pid -> when last sampled, cumulative wait then) is updated in place; gone pids
+    are dropped. A child seen for the first time counts its wait since it started (an agent
+    starved in its first milliseconds is starved all the same), so the children are looked
+    for at every sample: a case often begins right after its agent started.
+    `read(pid)` gives (cumulative run delay ns, start time as monotonic ns or None).
+    """
+    read = read or _schedstat
+    for gone in [p for p in seen if p not in pids]:
+        del seen[gone]
+    spreads = []
+    for pid in pids:
+        found = read(pid)
+        if found is None:
+            continue
+        delay, started = found
+        before = seen.get(pid)
+        seen[pid] = (now, delay)
+        if before is None:
+            before = (started, 0) if started is not None and started < now else None
+        if before is not None and delay - before[1] > CHILD_FLOOR_NS:
+            # When in between it waited is unknown (this thread may itself have been
+            # starved for long): spread it over the whole gap.
+            spreads.append((before[0], now, delay - before[1]))
+    return spreads
+
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _schedstat(pid: int) -> tuple[int, int | None] | None:
+    """A process's cumulative run-queue wait (ns) and its start on the monotonic clock."""
+    delay = _read_int_field(f"/proc/{pid}/schedstat", 1)
+    if delay is None:
+        return None
+    started: int | None = None
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        since_boot = int(fields[19]) * 10**9 // _TICKS  # field 22: start, in ticks after boot
+        boot_to_mono = time.clock_gettime_ns(time.CLOCK_BOOTTIME) - time.monotonic_ns()
+        started = since_boot - boot_to_mono
+    return delay, started

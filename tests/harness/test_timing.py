@@ -29,7 +29,9 @@ from harness.timing import (
     StallLog,
     StallMonitor,
     _children,
+    _schedstat,
     heartbeat,
+    sample_children,
     union_ns,
 )
 
@@ -127,6 +129,30 @@ def test_agent_processes_are_found_as_children() -> None:
     child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=-1)
     try:
         assert child.pid in _children()
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_child_seen_for_the_first_time_counts_its_wait_since_it_started() -> None:
+    """An agent starved in its first milliseconds, before any sample saw it, was starved all
+    the same: its first sample spreads its whole wait from its start, later ones the rise."""
+    seen: dict[int, tuple[int, int]] = {}
+    stats = {7: (30 * MS, 100 * MS)}  # pid 7 started at +100 ms and has waited 30 ms so far
+    assert sample_children(seen, {7}, 150 * MS, stats.get) == [(100 * MS, 150 * MS, 30 * MS)]
+    stats[7] = (42 * MS, 100 * MS)
+    assert sample_children(seen, {7}, 160 * MS, stats.get) == [(150 * MS, 160 * MS, 12 * MS)]
+    assert sample_children(seen, set(), 170 * MS, stats.get) == [] and not seen
+
+
+def test_a_real_childs_start_is_read_on_the_monotonic_clock() -> None:
+    before = time.monotonic_ns()
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=-1)
+    try:
+        found = _schedstat(child.pid)
+        assert found is not None and found[1] is not None
+        # start times are in clock ticks (10 ms at 100 Hz): allow one tick each side
+        assert before - 20 * MS <= found[1] <= time.monotonic_ns() + 20 * MS
     finally:
         child.kill()
         child.wait()
