@@ -43,7 +43,14 @@ from harness.slots import JobSlots, Slot, alone
 from harness.target import AgentBroke, Endpoint, Target, TargetStartError
 from harness.target_host import TargetHost
 from harness.timeline import Timeline
-from harness.timing import ChildSampler, Indeterminate, StallLog, StallMonitor, heartbeat
+from harness.timing import (
+    EXTENSION_CAP,
+    ChildSampler,
+    Indeterminate,
+    StallLog,
+    StallMonitor,
+    heartbeat,
+)
 
 type TargetFactory = Callable[[], Target]
 type ReplayCommand = Callable[[Case, RunConfig], str]
@@ -367,8 +374,19 @@ class Runner:
             host.finish.set()
             if not host.started.is_set():
                 host.abandon_start()  # a cancel its start() honours, shields and all
+            # Like every watch window, the stop's grows by the stall measured meanwhile: an
+            # agent process starved on a loaded machine exits late, not never.
+            stop_began = time.monotonic_ns()
             with anyio.move_on_after(stop_limit):
                 await host.stopped.wait()
+            while not host.stopped.is_set():
+                now = time.monotonic_ns()
+                extra = min(EXTENSION_CAP * 1e9, ctx.stalls.stalled_ns(stop_began, now))
+                left = (stop_began + stop_limit * 1e9 + extra - now) / 1e9
+                if left <= 0:
+                    break
+                with anyio.move_on_after(left):
+                    await host.stopped.wait()
             if not host.stopped.is_set():
                 if host.started.is_set():
                     timeline.stamp(f"target did not stop within {stop_limit:g} s; abandoned")

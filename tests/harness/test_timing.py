@@ -570,3 +570,26 @@ async def test_a_deadline_overtaken_by_a_stall_before_the_stream_began_is_rerun(
     assert "no main call was in flight at the provider then" in result.attempts[0].message
     assert "this run cannot judge it" in result.attempts[0].message
     assert "was still open" in result.message
+
+
+@pytest.mark.parametrize("starved", [True, False])
+async def test_the_wait_for_the_target_to_stop_grows_by_the_stall_measured(starved: bool) -> None:
+    """An agent that takes 0.5 s to exit, with 0.2 s allowed: late because starved is not
+    stuck; late with no stall measured is."""
+    registry = Registry()
+
+    @registry.scenario(id="slow.exit", title="t", incident="I1", providers=("openai-chat",))
+    async def slow_exit(ctx: ScenarioContext) -> None:
+        """Nothing but a start and a stop."""
+        await ctx.new_session()
+        if starved:
+            starve(ctx, 10.0)
+
+    config = RunConfig(seed=5, target="tiny", timeout=5.0, stop_limit=0.2, calibrate=False)
+    runner = Runner(config, tiny_factory(stop_delay=0.5))
+    result = await runner.run_case(Case(registry.get("slow.exit"), "openai-chat"))
+    if starved:
+        assert result.status is Status.PASSED, result.message
+    else:
+        assert result.status is Status.ERROR
+        assert "target did not stop within 0.2 s; abandoned" in result.timeline

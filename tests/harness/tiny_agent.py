@@ -106,6 +106,7 @@ class TinyAgent:
         late_interrupt_note: bool = False,
         rewrite_history: bool = False,
         close_delay: float = 0.0,
+        stop_delay: float = 0.0,
         leak_fd: bool = False,
         leak_task: bool = False,
         capabilities: frozenset[Capability] = CAPS,
@@ -117,6 +118,7 @@ class TinyAgent:
         self.leak_connection = leak_connection
         self.request_after_cancel = request_after_cancel
         self.resend_after_cancel = resend_after_cancel
+        self.stop_delay = stop_delay  # s stop() takes (a slow exit, not a hang)
         self.resend_delay = resend_delay  # s the resend waits after the cancel's answer
         # Read the cancel only after a retry of the turn's call went out (and was answered),
         # as a starved agent whose back-off timer fired first may.
@@ -244,6 +246,8 @@ class TinyAgent:
         return list(self._notes)
 
     async def stop(self) -> None:
+        if self.stop_delay:
+            await anyio.sleep(self.stop_delay)
         self.tg.cancel_scope.cancel()
         await self._stack.aclose()
         for proc in self.procs:
