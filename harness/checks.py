@@ -584,21 +584,20 @@ async def cancel_race(
       stream after a cancel (as `connection_closed_within` allows) is what a correct agent
       does when the cancel lands as the next turn starts (a queue's hand-off): excused;
     - a new call left open, or a retry of an attempt that had already failed before the
-      cancel (a back-off timer and the cancel, read in one wake-up of a starved agent), with
-      a stall measured from the harness's previous step to the answer: this run cannot
-      judge it.
+      cancel (a back-off timer and the cancel, read in one wake-up of a starved agent),
+      begun before the answer, with a stall measured from the harness's previous step on:
+      this run cannot judge it.
     A retry of an attempt the agent closed after the cancel (its own forced close taken for
-    a network error) is never excused, nor is anything that began after the answer. The
-    provider's and the harness's stamps come from two threads: "before the answer" allows
-    `TOLERANCE_NS` of scheduling between them.
+    a network error) is never excused. "Before the answer" allows `TOLERANCE_NS` (the
+    provider's and the harness's stamps come from two threads), and beyond it only the
+    stall measured between the answer and the request: a starved agent may write both in
+    one wake-up. Anything later is a failure.
     """
     answered = min((a for a in ctx.cancel_answers if a >= t), default=None)
     if answered is None or not found:
         return None
     horizon = answered + TOLERANCE_NS
-    if any(r.started_ns > horizon for r in found):
-        return None
-    if all(r.attempt == 0 for r in found):
+    if all(r.attempt == 0 and r.started_ns <= horizon for r in found):
         bound = max(ctx.tempo(2), ctx.close_within or 0.0)
         left = max(0.0, (t + bound * 1e9 - time.monotonic_ns()) / 1e9)
         ledger = ctx.provider.ledger
@@ -622,11 +621,19 @@ async def cancel_race(
         failed = earlier.get((r.call_id, r.attempt - 1))
         return failed is not None and failed.finished_ns is not None and failed.finished_ns < t
 
-    if not all(r.attempt == 0 or raced_back_off(r) for r in found):
+    def before_answer(r: RequestRecord) -> bool:
+        # After the answer only by what a stall measured in between explains (the agent,
+        # starved, wrote the answer and the request in one wake-up; or a loop stamped late).
+        gap = r.started_ns - answered
+        return gap <= TOLERANCE_NS or gap <= TOLERANCE_NS + ctx.stalls.stalled_ns(
+            answered, r.started_ns
+        )
+
+    if not all((r.attempt == 0 or raced_back_off(r)) and before_answer(r) for r in found):
         return None
     before = [s for s in (*ctx.submits, *ctx.cancels) if s < t]
     since = max(before, default=t)
-    stalled = ctx.stalls.stalled_ns(since, answered)
+    stalled = ctx.stalls.stalled_ns(since, max(answered, *(r.started_ns for r in found)))
     if stalled < LAG_FLOOR_NS:
         return None
     return CancelRace(
