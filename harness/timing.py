@@ -64,6 +64,9 @@ class StallLog:
         # When the heartbeat is next due: a heartbeat overdue now is a stall in progress
         # (its callback may not have run yet even though the stall has already happened).
         self.due_ns: int | None = None
+        # For a sampled source: take a sample now, so a judgment made right after a stall
+        # does not wait for a sampler thread that was itself starved.
+        self.refresh: Callable[[], None] | None = None
 
     def add(self, start_ns: int, end_ns: int) -> None:
         if end_ns <= start_ns:
@@ -153,6 +156,9 @@ class StallMonitor:
         processes' run-queue waits (known only per sample) are added to them, as another
         step of the chain from cancel to close. Never more than the span itself.
         """
+        for log in self.logs:
+            if log.refresh is not None:
+                log.refresh()
         loops = union_ns(i for log in self.logs for i in log.within(t0_ns, t1_ns))
         sampled = sum(log.spread_ns(t0_ns, t1_ns) for log in self.logs)
         return min(max(0, t1_ns - t0_ns), loops + sampled)
@@ -321,11 +327,20 @@ class ChildSampler:
                 cls._stop.set()
                 cls._thread = None
 
+    _seen: dict[int, tuple[int, int]] = {}  # pid -> (sampled at, cumulative run delay)
+    _sampling = threading.Lock()
+
     @classmethod
     def _sample(cls, stop: threading.Event) -> None:
-        seen: dict[int, tuple[int, int]] = {}  # pid -> (sampled at, cumulative run delay)
         while not stop.wait(CHILD_PERIOD):
-            for start, end, waited in sample_children(seen, _children(), time.monotonic_ns()):
+            cls.sample_now()
+
+    @classmethod
+    def sample_now(cls) -> None:
+        """One sample of every child, from whichever thread asks (the sampler, or a check
+        about to judge a window that just ended)."""
+        with cls._sampling:
+            for start, end, waited in sample_children(cls._seen, _children(), time.monotonic_ns()):
                 cls.log.add_spread(start, end, waited)
 
 
@@ -379,3 +394,6 @@ def _schedstat(pid: int) -> tuple[int, int | None] | None:
         boot_to_mono = time.clock_gettime_ns(time.CLOCK_BOOTTIME) - time.monotonic_ns()
         started = since_boot - boot_to_mono
     return delay, started
+
+
+ChildSampler.log.refresh = ChildSampler.sample_now

@@ -145,6 +145,20 @@ def test_a_child_seen_for_the_first_time_counts_its_wait_since_it_started() -> N
     assert sample_children(seen, set(), 170 * MS, stats.get) == [] and not seen
 
 
+def test_a_judgment_samples_the_agent_processes_again_before_it_measures() -> None:
+    """The sampler thread lives in the loaded harness process too: when it was starved, the
+    agent's latest run-queue wait is read at the moment of judging, not after it."""
+    log = StallLog("the agent process")
+    pending = [(0, 100 * MS, 60 * MS)]  # waited, but no sample has recorded it yet
+
+    def sample_now() -> None:
+        while pending:
+            log.add_spread(*pending.pop())
+
+    log.refresh = sample_now
+    assert StallMonitor((log,)).stalled_ns(0, 100 * MS) == 60 * MS
+
+
 def test_a_real_childs_start_is_read_on_the_monotonic_clock() -> None:
     before = time.monotonic_ns()
     child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=-1)
