@@ -185,13 +185,24 @@ def shell_tool(ctx: ScenarioContext, command: str) -> ToolCall:
 
 
 async def tool_started(ctx: ScenarioContext, timeout: float) -> list[int]:
-    """Wait until a process of this case's tools runs (bounded poll: no event exists)."""
-    with anyio.move_on_after(timeout):
-        while not (pids := marked_processes(ctx.case_tag)):  # noqa: ASYNC110
-            await anyio.sleep(ctx.tempo(0.25))
-        ctx.note(f"tool process running: pid {', '.join(map(str, pids))}")
-        return pids
-    raise CheckFailed(f"expected the agent to start the tool within {timeout:g} s; it did not")
+    """Wait until a process of this case's tools runs (bounded poll: no event exists).
+
+    A set-up wait: it grows by the stall measured meanwhile, and running out is the
+    set-up's failure (`WaitTimeout`), which the runner calls indeterminate when the harness
+    or the agent was starved through it."""
+
+    async def running(seconds: float) -> list[int] | None:
+        with anyio.move_on_after(seconds):
+            while not (pids := marked_processes(ctx.case_tag)):  # noqa: ASYNC110
+                await anyio.sleep(ctx.tempo(0.25))
+            return pids
+        return None
+
+    pids = await ctx.stalls.watch(running, timeout)
+    if not pids:
+        raise WaitTimeout(f"expected the agent to start the tool within {timeout:g} s; it did not")
+    ctx.note(f"tool process running: pid {', '.join(map(str, pids))}")
+    return pids
 
 
 async def no_live_tools(ctx: ScenarioContext, within: float) -> None:
