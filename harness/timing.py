@@ -382,10 +382,18 @@ _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def _schedstat(pid: int) -> tuple[int, int | None] | None:
-    """A process's cumulative run-queue wait (ns) and its start on the monotonic clock."""
+    """A process's cumulative run-queue wait (ns), over all its threads (an agent's worker
+    threads starve too: a DNS lookup, a thread pool, a Node runtime), and its start on the
+    monotonic clock. A thread that exits takes its share with it: that undercounts, never
+    overcounts (a drop is not a wait)."""
     delay = _read_int_field(f"/proc/{pid}/schedstat", 1)
     if delay is None:
         return None
+    with contextlib.suppress(OSError):
+        tids = os.listdir(f"/proc/{pid}/task")
+        if len(tids) > 1:
+            waits = (_read_int_field(f"/proc/{pid}/task/{tid}/schedstat", 1) for tid in tids)
+            delay = sum(w for w in waits if w is not None)
     started: int | None = None
     with contextlib.suppress(OSError, ValueError, IndexError):
         with open(f"/proc/{pid}/stat", "rb") as f:
