@@ -28,6 +28,7 @@ from harness.target import (
     Transcript,
     TranscriptEntry,
 )
+from harness.timing import ChildSampler, Indeterminate
 
 
 def wait_limit(ctx: ScenarioContext) -> float:
@@ -74,7 +75,17 @@ async def reach(ctx: ScenarioContext, submission: Submission, gate: str, count: 
         began = ctx.submitted_at.get(submission.turn_id)
         if reasons[0] == "timeout" and deadline and began is not None:
             # The scenario's own deadline overtook its set-up: starved, or just slow?
-            ctx.stalls.judge_deadline(began, time.monotonic_ns(), deadline, failure)
+            now = time.monotonic_ns()
+            ctx.stalls.judge_deadline(began, now, deadline, failure)
+            # Not starved as far as the harness could measure; but an agent is only called
+            # too slow on a machine that was not itself overloaded for half that deadline.
+            overloaded = ChildSampler.overloaded(began, now)
+            if overloaded >= deadline * 1e9 / 2:
+                raise Indeterminate(
+                    f"{failure}; the machine had tasks waiting for a CPU for "
+                    f"{overloaded / 1e6:.0f} ms of it (Linux CPU pressure), half its "
+                    f"{deadline * 1000:g} ms deadline or more: this run cannot judge it"
+                )
             raise AgentBroke(
                 f"{failure}; its own {deadline * 1000:g} ms deadline ran out before its model "
                 "call was held: an agent this slow to call its model needs a larger --tempo"

@@ -329,6 +329,11 @@ class ChildSampler:
 
     _seen: dict[int, tuple[int, int]] = {}  # pid -> (sampled at, cumulative run delay)
     _sampling = threading.Lock()
+    # The whole machine's CPU pressure (Linux PSI, "some": time in which at least one task
+    # waited for a CPU). Not a stall of ours, so no check counts it as one; it only keeps
+    # the harness from calling an agent too slow while the machine was overloaded.
+    pressure = StallLog("the machine's CPU pressure")
+    _pressure_seen: tuple[int, int] | None = None
 
     @classmethod
     def _sample(cls, stop: threading.Event) -> None:
@@ -340,8 +345,21 @@ class ChildSampler:
         """One sample of every child, from whichever thread asks (the sampler, or a check
         about to judge a window that just ended)."""
         with cls._sampling:
-            for start, end, waited in sample_children(cls._seen, _children(), time.monotonic_ns()):
+            now = time.monotonic_ns()
+            for start, end, waited in sample_children(cls._seen, _children(), now):
                 cls.log.add_spread(start, end, waited)
+            total = _cpu_pressure_ns()
+            if total is not None:
+                before, cls._pressure_seen = cls._pressure_seen, (now, total)
+                if before is not None and total > before[1]:
+                    cls.pressure.add_spread(before[0], now, total - before[1])
+
+    @classmethod
+    def overloaded(cls, t0_ns: int, t1_ns: int) -> int:
+        """How long, within [t0, t1], the machine had tasks waiting for a CPU (PSI; 0 where
+        the kernel does not say)."""
+        cls.sample_now()
+        return min(t1_ns - t0_ns, cls.pressure.spread_ns(t0_ns, t1_ns))
 
 
 def sample_children(
@@ -379,6 +397,15 @@ def sample_children(
 
 
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_pressure_ns() -> int | None:
+    """Cumulative CPU pressure ("some total", µs in /proc/pressure/cpu) in ns, or None."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        with open("/proc/pressure/cpu", "rb") as f:
+            some = f.readline().split()
+        return int(some[-1].split(b"=")[1]) * 1000
+    return None
 
 
 def _schedstat(pid: int) -> tuple[int, int | None] | None:
