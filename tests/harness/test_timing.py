@@ -386,12 +386,9 @@ async def test_a_cancel_that_went_out_after_the_turns_deadline_is_rerun_not_fail
     assert "past the turn's 100 ms deadline" in first and "could not stage the cancel" in first
 
 
-async def test_a_deadline_that_overtakes_the_set_up_is_rerun_if_starved_else_an_error(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # The machine itself idle (the next test covers an overloaded one), whatever the
-    # machine running this test is doing.
-    monkeypatch.setattr(ChildSampler, "overloaded", classmethod(lambda cls, t0, t1: 0))
+def deadline_overtakes_set_up(*, starved_first: bool) -> Case:
+    """The model call never reaches its gate before the turn's 100 ms deadline (starved, on
+    its first run only, if asked: as if the machine starved the agent through the set-up)."""
     registry = Registry()
     attempts: list[int] = []
 
@@ -408,12 +405,21 @@ async def test_a_deadline_that_overtakes_the_set_up_is_rerun_if_starved_else_an_
         attempts.append(1)
         ctx.fault("stream=true,hang-before-headers")
         session = await ctx.new_session()
-        if len(attempts) == 1:  # as if the machine starved the agent all through the set-up
+        if starved_first and len(attempts) == 1:
             starve(ctx, 10.0)
         await stream_held(ctx, session, "hi", "main")
 
+    return Case(registry.get("timeout.setup"), "openai-chat")
+
+
+async def test_a_deadline_that_overtakes_the_set_up_is_rerun_if_starved_else_an_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The machine itself idle (the next test covers an overloaded one), whatever the
+    # machine running this test is doing.
+    monkeypatch.setattr(ChildSampler, "overloaded", classmethod(lambda cls, t0, t1: 0))
     runner = Runner(RunConfig(seed=5, target="tiny", timeout=5.0, reruns=4), TinyAgent)
-    result = await runner.run_case(Case(registry.get("timeout.setup"), "openai-chat"))
+    result = await runner.run_case(deadline_overtakes_set_up(starved_first=True))
     assert_rerun_until_judged(result, Status.ERROR)  # not starved: the agent is too slow
     assert "this run cannot judge it" in result.attempts[0].message
     assert result.message.endswith("needs a larger --tempo")
@@ -425,24 +431,8 @@ async def test_an_agent_is_not_called_too_slow_while_the_machine_was_overloaded(
     """No stall of the harness or the agent measured, but the kernel says tasks waited for
     a CPU all through the deadline: the set-up is indeterminate, not the agent's error."""
     monkeypatch.setattr(ChildSampler, "overloaded", classmethod(lambda cls, t0, t1: t1 - t0))
-    registry = Registry()
-
-    @registry.scenario(
-        id="timeout.setup",
-        title="t",
-        incident="I2",
-        providers=("openai-chat",),
-        requires={Capability.TIMEOUT, Capability.CANCEL},
-        settings=lambda tempo: AgentSettings(turn_timeout=0.1),
-    )
-    async def setup(ctx: ScenarioContext) -> None:
-        """The model call never reaches its gate before the turn's 100 ms deadline."""
-        ctx.fault("stream=true,hang-before-headers")
-        session = await ctx.new_session()
-        await stream_held(ctx, session, "hi", "main")
-
     runner = Runner(RunConfig(seed=5, target="tiny", timeout=5.0, reruns=1), TinyAgent)
-    result = await runner.run_case(Case(registry.get("timeout.setup"), "openai-chat"))
+    result = await runner.run_case(deadline_overtakes_set_up(starved_first=False))
     # (The same agent on an idle machine is an error: the test above. On a machine already
     # loaded while this test runs, the measured stall may say it first.)
     assert result.status is Status.INDETERMINATE, result.message
