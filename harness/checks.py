@@ -583,10 +583,11 @@ async def cancel_race(
     - a new call (not a retry) that the agent closed within the bound it has to close a
       stream after a cancel (as `connection_closed_within` allows) is what a correct agent
       does when the cancel lands as the next turn starts (a queue's hand-off): excused;
-    - a new call left open, or a retry of an attempt that had already failed before the
-      cancel (a back-off timer and the cancel, read in one wake-up of a starved agent),
-      begun before the answer, with a stall measured from the harness's previous step on:
-      this run cannot judge it.
+    - a retry of an attempt that had already failed before the cancel (a back-off timer
+      and the cancel, read in one wake-up of a starved agent), begun before the answer,
+      with a stall measured from the harness's previous step on: this run cannot judge it.
+    A new call left open is never excused: the cancel's own turn has no next call to race
+    (a queued turn it also cancels is closed, the first case).
     A retry of an attempt the agent closed after the cancel (its own forced close taken for
     a network error) is never excused. "Before the answer" allows `TOLERANCE_NS` (the
     provider's and the harness's stamps come from two threads), and beyond it only the
@@ -629,7 +630,7 @@ async def cancel_race(
             answered, r.started_ns
         )
 
-    if not all((r.attempt == 0 or raced_back_off(r)) and before_answer(r) for r in found):
+    if not all(raced_back_off(r) and before_answer(r) for r in found):
         return None
     before = [s for s in (*ctx.submits, *ctx.cancels) if s < t]
     since = max(before, default=t)
