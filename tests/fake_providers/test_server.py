@@ -242,6 +242,38 @@ async def test_shutdown_closes_hanging_streams_from_the_server_side() -> None:
     sock.close()
 
 
+async def test_shutdown_ends_every_connection_whatever_it_was_doing() -> None:
+    """Hanging, mid paced stream, or idle between requests: each is closed by the server."""
+    async with FakeProvider() as provider:
+        provider.add_fault("hang-after=1,times=1")
+        provider.add_fault("pace=1s,times=1")
+        hanging = socket.create_connection(("127.0.0.1", provider.port))
+        hanging.sendall(raw_request())
+        await provider.ledger.wait_for_events(1)
+        paced = socket.create_connection(("127.0.0.1", provider.port))
+        paced.sendall(raw_request())
+        await provider.ledger.wait_for(lambda ledger: len(ledger.requests()) == 2)
+        idle = socket.create_connection(("127.0.0.1", provider.port))
+        idle.sendall(raw_request({**CHAT, "stream": False}))
+        await provider.ledger.wait_for(
+            lambda ledger: ledger.requests()[2:3] and ledger.requests()[2].outcome
+        )
+    conns = provider.ledger.connections()
+    assert [c.closed_by for c in conns] == [Closer.SERVER] * 3
+    assert [r.outcome for c in conns for r in c.requests] == [
+        Outcome.SHUTDOWN,
+        Outcome.SHUTDOWN,
+        Outcome.COMPLETE,
+    ]
+    for sock in (hanging, paced, idle):
+        sock.settimeout(5)
+        received = b""
+        while chunk := sock.recv(65536):  # until the server's FIN
+            received += chunk
+        assert received.startswith(b"HTTP/1.1 200")
+        sock.close()
+
+
 async def test_ipv6_loopback() -> None:
     if not socket.has_ipv6:
         pytest.skip("no IPv6 on this machine")
@@ -280,7 +312,8 @@ async def test_tls_streams_to_a_client_that_trusts_the_exported_ca() -> None:
 
 async def test_ledger_log_keeps_the_whole_history_on_disk(tmp_path: Path) -> None:
     log = tmp_path / "ledger.jsonl"
-    async with FakeProvider(ledger_log=log) as provider, httpx.AsyncClient() as client:
+    # The client outlives the provider, so its keep-alive connection is still open at the end.
+    async with httpx.AsyncClient() as client, FakeProvider(ledger_log=log) as provider:
         for _ in range(2):
             await client.post(provider.url() + "/chat/completions", json={**CHAT, "stream": False})
     lines = [json.loads(line) for line in log.read_text().splitlines()]
