@@ -256,7 +256,7 @@ def _summary(recorded: dict[str, Any]) -> str:
         whole = f["runs"][0]
         rows.append(
             [
-                f"whole catalogue ({whole['cases']} cases), `--jobs 2`, median wall",
+                f"whole catalogue ({whole['cases']} cases), `cancel-harness run`, median wall",
                 f"{whole['median_s']:.1f} s",
                 "",
                 f"< {f['target_s']:g} s",

@@ -217,3 +217,23 @@ def test_run_uses_the_wire_formats_a_target_declares(
     out = capsys.readouterr().out
     assert "esc.before-first-byte[anthropic]" in out or "1 passed" in out
     assert "1 case(s) against mine" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "jobs"),
+    [
+        (["run"], 4),  # the embedded agent: cases mostly wait, four share two cores
+        (["run", "--target", "http"], 2),  # an agent process per case
+        (["run", "--target", "acp"], 2),
+        (["run", "--jobs", "1"], 1),
+        (["run", "--target", "http", "--jobs", "3"], 3),
+    ],
+)
+def test_cases_run_four_at_once_in_process_and_two_for_agent_processes(
+    argv: list[str], jobs: int
+) -> None:
+    from harness.cli import _options, _parser
+    from harness.scenario import load_catalogue
+
+    options = _options(_parser().parse_args(argv), load_catalogue(), make_target)
+    assert options.config.jobs == jobs
