@@ -133,6 +133,39 @@ def _cost_curve(f: dict[str, Any]) -> list[str]:
     return _table(["figure", "server", *(f"{n:,}" for n in counts)], rows)
 
 
+def _capacity(f: dict[str, Any]) -> list[str]:
+    """Where this machine runs out: CPU of ours with `--workers 2` and of the load client."""
+    rows = []
+    for n in f["counts"]:
+        p = f["curve"].get("workers", {}).get(str(n))
+        if p is None or p.get("server_cpu_pct") is None:
+            continue
+        server, client = p["server_cpu_pct"], p["client_cpu_pct"]
+        rows.append(
+            [
+                f"{n:,}",
+                f"{n * EVENTS_PER_S_PER_STREAM:,}",
+                _ms(p["server_cpu_ms_per_1000_events"]),
+                f"{server:.0f}%",
+                f"{client:.0f}%",
+                f"{(server + client) / 100:.2f}",
+                _pct(p["late_share"]),
+            ]
+        )
+    return _table(
+        [
+            "streams",
+            "events/s",
+            "server CPU per 1,000 events",
+            "server (`--workers 2`)",
+            "load client",
+            "cores used",
+            "late > 10 ms",
+        ],
+        rows,
+    )
+
+
 def _catalogue(f: dict[str, Any]) -> list[str]:
     return _table(
         ["command", "runs", "median wall", "min", "max", "cases"],
@@ -172,8 +205,10 @@ RENDERERS: dict[str, Renderer] = {
     "bench_paced": _paced,
     "bench_memory": _memory,
     "bench_cost_curve": _cost_curve,
+    "bench_cost_curve.capacity": _capacity,
     "bench_catalogue": _catalogue,
 }
+EVENTS_PER_S_PER_STREAM = 20  # the cost curve's pace=50ms
 
 
 def render(name: str, data: dict[str, Any]) -> str | None:
@@ -181,9 +216,10 @@ def render(name: str, data: dict[str, Any]) -> str | None:
     recorded = data.get("benchmarks", {})
     if name == "summary":
         return _summary(recorded)
-    if name not in recorded:
+    benchmark = name.partition(".")[0]  # `bench.view`: another view of the same record
+    if benchmark not in recorded or name not in RENDERERS:
         return None
-    entry = recorded[name]
+    entry = recorded[benchmark]
     lines = RENDERERS[name](entry["figures"])
     return "\n".join([*lines, "", _source(entry)]) + "\n"
 
