@@ -41,6 +41,7 @@ _SCARCE = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 ACCEPT_BURST = 256
 _TIMED_OUT = object()
 _WOKEN = object()
+RECANCEL_S = 0.05  # LightTasks.close: how long a cancelled task has before it is cancelled again
 
 
 class LightTasks:
@@ -70,13 +71,18 @@ class LightTasks:
         return len(self._running)
 
     async def close(self) -> None:
-        """Cancel every task still running and wait until all have finished."""
+        """Cancel every task still running and wait until all have finished.
+
+        A cancel is sent again to any task still running after a short wait: when it lands
+        just as one of anyio's own scopes in that task is cancelled (the reader's wait being
+        woken at the end of a response), the scope takes it for its own and the task goes on.
+        """
         with anyio.CancelScope(shield=True):
             while self._running:
                 running = list(self._running)
                 for task in running:
                     task.cancel()
-                await asyncio.wait(running)
+                await asyncio.wait(running, timeout=RECANCEL_S)
 
 
 class ProviderServer:

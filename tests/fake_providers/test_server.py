@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import socket
 import struct
@@ -13,6 +15,7 @@ import pytest
 
 from fake_providers import CloseKind, Closer, FakeProvider, Outcome
 from fake_providers.ledger import RequestRecord, now_ns
+from fake_providers.server import LightTasks
 
 pytestmark = pytest.mark.anyio
 # The plans here hang: the server never closes, so a client close at any time after the
@@ -320,3 +323,24 @@ async def test_ledger_log_keeps_the_whole_history_on_disk(tmp_path: Path) -> Non
     assert [len(c["requests"]) for c in lines] == [2]  # one keep-alive connection, two calls
     assert lines[0]["closed_by"] == "server"  # the provider shut down under it
     assert all(r["outcome"] == "complete" for r in lines[0]["requests"])
+
+
+async def test_closing_outlasts_a_task_that_took_its_cancel_for_another() -> None:
+    """A cancel that an anyio scope swallows (its own cancel landed at the same moment) must
+    not leave the server waiting forever for that task when it stops."""
+    tasks = LightTasks()
+    waiting = anyio.Event()
+
+    async def swallows_one_cancel() -> None:
+        waiting.set()
+        # What a scope exit does with a cancel it believes it sent: the task goes on.
+        with contextlib.suppress(asyncio.CancelledError):
+            await anyio.sleep_forever()
+        await anyio.sleep_forever()
+
+    tasks.spawn(swallows_one_cancel())
+    await waiting.wait()
+    closing = asyncio.ensure_future(tasks.close())
+    done, _ = await asyncio.wait([closing], timeout=5)
+    assert closing in done, "the server still waits for a task it cancelled once"
+    assert len(tasks) == 0
