@@ -151,10 +151,11 @@ def requests(
 
 # ----------------------------------------------------------------------------- steps
 
-type Option = tuple[int, Callable[[Draw], Step]]
+type Move = Step | tuple[Step, ...]  # one step, or a few drawn as one (see `_hand_off`)
+type Option = tuple[int, Callable[[Draw], Move]]
 
 
-def _one_of(steps: Sequence[Step]) -> Callable[[Draw], Step]:
+def _one_of(steps: Sequence[Step]) -> Callable[[Draw], Move]:
     return lambda draw: choose(draw, steps)
 
 
@@ -231,6 +232,48 @@ def _aimed(world: World) -> bool:
     return False
 
 
+def _hand_off_options(world: World, room: int) -> list[Option]:
+    """A cancel at the hand-off: the front turn of a session is let go (if it is held) and
+    waited for, and the cancel comes the moment it has ended, while a turn is queued behind
+    it. The session is then between two runs for a few turns of the agent's loop; an agent
+    that hands its queue over late looks idle there and loses the cancel.
+
+    Those steps are drawn one by one too, but five in a row (prompt, follow-up, release,
+    wait, cancel) came out of about 1 schedule in 1,000, so a search of 1,000 examples
+    missed that window at 4 seeds of 5. Drawn as one move, once a turn is queued behind a
+    held one, it is one choice away. The cancel names no stream, or the queued turn's:
+    naming the turn that just ended is a stale-name cancel, drawn step by step elsewhere."""
+    if not world.menu.followups:
+        return []
+    found: list[Option] = []
+    for session in sorted(world.used):
+        live = world.live(session)
+        if len(live) < 2:
+            continue
+        front, behind = live[0], live[1]
+        lead: tuple[Step, ...] = (Release(front.prompt.turn),) if world.may_hold(front) else ()
+        if len(lead) + 2 > room:
+            continue
+        names = (None, behind.prompt.turn) if world.menu.named else (None,)
+        then = (*lead, Await(front.prompt.turn))
+        found.append((4 if world.held_ahead(behind) else 1, _then_cancel(world, then, names)))
+    return found
+
+
+def _then_cancel(
+    world: World, then: tuple[Step, ...], names: tuple[int | None, ...]
+) -> Callable[[Draw], Move]:
+    last = then[-1]
+    assert isinstance(last, Await)
+    session = world.turns[last.turn].prompt.session
+    twice = tuple(Twice) if world.menu.twice else (Twice.NO,)
+
+    def move(draw: Draw) -> Move:
+        return (*then, Cancel(session, choose(draw, names), choose(draw, twice)))
+
+    return move
+
+
 def _other_options(world: World) -> list[Option]:
     found: list[Option] = []
     fronts = [t for t in world.turns.values() if t.state == "front"]
@@ -251,7 +294,8 @@ def _other_options(world: World) -> list[Option]:
 
 
 def options(world: World) -> list[Option]:
-    """What may come next, by weight; the first (a prompt) is what shrinking tends to."""
+    """The steps that may come next, by weight; the first (a prompt) is what shrinking
+    tends to."""
     return [
         *_prompt_options(world),
         *_reach_options(world),
@@ -260,9 +304,24 @@ def options(world: World) -> list[Option]:
     ]
 
 
-def next_step(draw: Draw, world: World) -> Step | None:
-    """One step the world allows now, chosen by weight (None: nothing is possible)."""
-    found = options(world)
+HAND_OFF_ODDS = (False, False, False, True)  # a hand-off move, where one is possible
+
+
+def next_move(draw: Draw, world: World, room: int = MAX_STEPS) -> Move | None:
+    """What the world allows now: a hand-off move (a quarter of the time where a turn is
+    queued behind another), else one step chosen by weight. None: nothing is possible.
+
+    Whether to make the hand-off move is its own choice, drawn before the step's, and only
+    where a turn is queued: so a shrinker that drops an earlier step (a third follow-up,
+    say) finds the same choice at the same place, and "no" is what it shrinks toward."""
+    hand_offs = _hand_off_options(world, room)
+    take: bool = bool(hand_offs) and choose(draw, HAND_OFF_ODDS)
+    if take:
+        return _weighted(draw, hand_offs)
+    return _weighted(draw, options(world))
+
+
+def _weighted(draw: Draw, found: list[Option]) -> Move | None:
     total = sum(weight for weight, _ in found)
     if not total:
         return None
@@ -290,9 +349,10 @@ def schedules(
     while len(steps) < max_steps:
         if steps and draw(_below(8)) == 0:
             break
-        step = next_step(draw, world)
-        if step is None:
+        move = next_move(draw, world, max_steps - len(steps))
+        if move is None:
             break
-        world.apply(step)
-        steps.append(step)
+        for step in move if isinstance(move, tuple) else (move,):
+            world.apply(step)
+            steps.append(step)
     return Schedule(profile, kind, tuple(steps))
