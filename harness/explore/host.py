@@ -68,6 +68,7 @@ class Verdict:
     message: str = ""
     timeline: str = ""
     seconds: float = 0.0
+    at_step: int = 0  # the step it failed at (1-based); 0: it did not fail in a step
 
 
 class HostError(RuntimeError):
@@ -235,10 +236,11 @@ class Host:
         retries = self.menu.retries and Capability.RETRIES in self.capabilities
         trace = Trace(schedule.profile, provider, retries)
         status, message = Status.PASSED, ""
+        player = Player(ctx, schedule, trace)
         with _no_gc_pauses():
             try:
                 with anyio.fail_after(limit):
-                    await Player(ctx, schedule, trace).play()
+                    await player.play()
             except Exception as exc:
                 status, message = classify(exc, limit)
         forgotten = ctx.unawaited()
@@ -255,7 +257,8 @@ class Host:
         if status is not Status.PASSED or not clean or agent.examples >= AGENT_EXAMPLES:
             await self._retire(schedule)
         seconds = time.perf_counter() - began
-        return Verdict(status, message, rendered, seconds)
+        at_step = player.at if status is not Status.PASSED else 0
+        return Verdict(status, message, rendered, seconds, at_step)
 
     async def _quiesce(self) -> bool:
         """Open every gate and let what is still in flight end; False when something hangs."""

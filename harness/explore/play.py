@@ -115,10 +115,12 @@ class Player:
         self.schedule = schedule
         self.trace = trace
         self.judge = Judge(ctx, trace)
+        self.at = 0  # the step being played (1-based); after the last, the end's checks
 
     async def play(self) -> None:
         try:
             for n, step in enumerate(self.schedule.steps, start=1):
+                self.at = n
                 self.ctx.note(f"step {n}: {self.schedule.describe()[n - 1]}")
                 await self.step(step)
             await self.judge.end(self.release)

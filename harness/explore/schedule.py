@@ -238,6 +238,13 @@ class Schedule:
     def prompts(self) -> dict[int, Prompt]:
         return {s.turn: s for s in self.steps if isinstance(s, Prompt)}
 
+    def cut(self, after: int) -> Schedule | None:
+        """The first `after` steps (a schedule the strategies could have drawn: each step
+        depends only on those before it), or None if that would leave nothing out."""
+        if not 0 < after < len(self.steps):
+            return None
+        return Schedule(self.profile, self.kind, self.steps[:after])
+
     def sessions(self) -> list[int]:
         return sorted({s.session for s in self.steps if isinstance(s, Prompt | Cancel)})
 

@@ -20,6 +20,7 @@ from hypothesis.errors import Flaky, Unsatisfiable
 from harness.explore.host import Host, Status, Verdict
 from harness.explore.menu import Menu
 from harness.explore.schedule import Schedule
+from harness.explore.shrink import shrink_steps
 from harness.explore.strategies import MAX_STEPS, schedules
 
 CHUNK = 50  # examples per hypothesis run when exploring for a duration
@@ -164,7 +165,7 @@ class Explorer:
             self._last_failing = text
             return self._failures[text][1]
         if self._first_at is not None:
-            if self._shrink_runs >= self.config.shrink_budget:
+            if self._shrink_runs >= self.config.shrink_budget - self._step_reserve():
                 raise _Spent
             self._shrink_runs += 1
         elif self._spent():
@@ -177,9 +178,31 @@ class Explorer:
             self._last_failing = text
             if self._first_at is None:
                 self._first_at = self.report.examples
+            self._cut_after_failure(schedule, verdict)
         elif self._first_at is None:
             self._count(verdict)
         return verdict
+
+    def _cut_after_failure(self, schedule: Schedule, verdict: Verdict) -> None:
+        """Try the schedule cut after the step it failed at, once, as a shrink run.
+
+        The steps after that point never ran in this example. Hypothesis would drop them
+        in time, but it shrinks the choices behind the steps, not the steps themselves, and
+        a shrink budget can run out before it tries; a seed then reported ten steps for a
+        failure at the sixth. A prefix of a drawn schedule is one the strategies could have
+        drawn, so it is a fair candidate; it counts only if it fails in its own run. Tried
+        only when it would be the smallest failure yet."""
+        cut = schedule.cut(verdict.at_step)
+        if cut is None or cut.to_text() in self._failures:
+            return
+        if len(cut.steps) >= min(len(s.steps) for s, _ in self._failures.values()):
+            return  # not smaller than a failure already known: not worth a run
+        if self._shrink_runs >= self.config.shrink_budget:
+            return
+        self._shrink_runs += 1
+        again = self.judge(cut)
+        if again.status in FAILING:
+            self._failures[cut.to_text()] = (cut, again)
 
     def _count(self, verdict: Verdict) -> None:
         report = self.report
@@ -218,6 +241,38 @@ class Explorer:
                 "the schedules aim at (see `cancel-harness explore --help` on selectors)"
             )
         if self._last_failing and self.report.finding is None:
-            schedule, verdict = self._failures[self._last_failing]
+            self._shrink_steps()
+            schedule, verdict = self._smallest()
             first = self._first_at or self.report.examples
             self.report.finding = Finding(schedule, verdict, first, self._shrink_runs)
+
+    def _step_reserve(self) -> int:
+        """Shrink runs kept from hypothesis for the step shrinker (a quarter)."""
+        return self.config.shrink_budget // 4
+
+    def _shrink_steps(self) -> None:
+        """After hypothesis: drop whole turns and steps from the smallest failure
+        (`shrink.py`), with the shrink runs left."""
+
+        def fails(schedule: Schedule) -> bool:
+            verdict = self.judge(schedule)
+            if verdict.status in FAILING:
+                self._failures[schedule.to_text()] = (schedule, verdict)
+            return verdict.status in FAILING
+
+        left = self.config.shrink_budget - self._shrink_runs
+        if left > 0:
+            schedule, _ = self._smallest()
+            _, runs = shrink_steps(schedule, self.menu, fails, left, self.config.max_steps)
+            self._shrink_runs += runs
+
+    def _smallest(self) -> tuple[Schedule, Verdict]:
+        """The failure to report: the fewest steps, then hypothesis's last (its best
+        shrink), so a cut prefix wins over a longer schedule it came from."""
+        order = {text: n for n, text in enumerate(self._failures)}
+        last = self._last_failing
+
+        def key(text: str) -> tuple[int, int, int]:
+            return (len(self._failures[text][0].steps), text != last, -order[text])
+
+        return self._failures[min(self._failures, key=key)]

@@ -333,6 +333,83 @@ def _weighted(draw: Draw, found: list[Option]) -> Move | None:
     raise AssertionError("unreachable: n < total")
 
 
+# ------------------------------------------------------------------------- validity
+
+
+def allowed(world: World, step: Step) -> bool:
+    """Whether the strategies could draw `step` now (with the same draws), by the rules
+    the options above are built on. Used to check a schedule edited by the step shrinker
+    (`shrink.py`): an edit that leaves a step the world does not allow (a wait for a point
+    the turn no longer reaches, a follow-up with nothing to follow) is never run."""
+    match step:
+        case Prompt():
+            return _prompt_allowed(world, step)
+        case Reach():
+            return step in _aims(world)
+        case Cancel():
+            return _cancel_allowed(world, step)
+        case Release() | Await() | Leave():
+            turn = world.turns.get(step.turn)
+            if turn is None or turn.state != "front":
+                return False
+            if isinstance(step, Release):
+                return world.may_hold(turn)
+            if isinstance(step, Await):
+                return not world.may_hold(turn)
+            return world.menu.leave and turn.pos > 0 and not turn.answered
+
+
+def _prompt_allowed(world: World, step: Prompt) -> bool:
+    if len(world.turns) >= MAX_TURNS or step.turn != len(world.turns) + 1:
+        return False
+    if step.session not in world.sessions():
+        return False
+    live = world.live(step.session)
+    if live and not (
+        world.menu.followups and len(live) <= MAX_QUEUED and world.held_ahead(live[0])
+    ):
+        return False
+    if step.followup != bool(live) or step.hold_memory != (world.profile is Profile.MEMORY):
+        return False
+    compaction = world.profile is Profile.COMPACTION and step.session in world.history
+    return not step.hold_compaction or (compaction and not step.followup)
+
+
+def _aims(world: World) -> list[Reach]:
+    found: list[Reach] = []
+    for turn in world.turns.values():
+        found += [Reach(turn.prompt.turn, s.point, s.request) for s in world.reachable(turn)]
+        if turn.completed and turn.prompt.hold_memory and not turn.memory_reached:
+            found.append(Reach(turn.prompt.turn, Point.MEMORY))
+    return found
+
+
+def _cancel_allowed(world: World, step: Cancel) -> bool:
+    menu = world.menu
+    sessions = sorted(world.used)
+    busy = [s for s in sessions if world.live(s)]
+    if (not busy and not menu.idle) or step.session not in (busy or sessions):
+        return False
+    if step.twice is not Twice.NO and not menu.twice:
+        return False
+    if step.names is None:
+        return True
+    named = world.turns.get(step.names)
+    return menu.named and named is not None and named.prompt.session == step.session
+
+
+def drawable(schedule: Schedule, menu: Menu, max_steps: int = MAX_STEPS) -> bool:
+    """Whether the strategies could have drawn the whole schedule for this menu."""
+    if schedule.profile not in menu.profiles or len(schedule.steps) > max_steps:
+        return False
+    world = World(menu, schedule.profile, schedule.kind)
+    for step in schedule.steps:
+        if not allowed(world, step):
+            return False
+        world.apply(step)
+    return True
+
+
 @st.composite
 def schedules(
     draw: st.DrawFn,

@@ -81,7 +81,7 @@ def test_a_found_counterexample_comes_with_replay_scenario_and_database_entry(
     replay = next(line for line in out.splitlines() if line.startswith("replay: "))
     scenario = next(line for line in out.splitlines() if line.startswith("scenario: "))
     source = Path(scenario.split()[1]).read_text()
-    assert "@scenario(" in source and "await ctx.cancel(" in source
+    assert "@scenario(" in source and "await ctx.submit(" in source
     saved = json.loads(Path("reports/explore/examples.json").read_text())["examples"]
     assert [e["target"] for e in saved] == ["reference+provider-ignores-cancel"]
 

@@ -79,3 +79,31 @@ def test_a_duration_explores_in_seeded_chunks_until_time_is_up() -> None:
     report = explorer(host, budget=None, duration=0.5).explore()
     assert report.finding is None and report.examples >= 1
     assert report.seconds < 30
+
+
+def test_a_failure_is_cut_after_the_step_it_failed_at_when_hypothesis_has_no_budget_left() -> None:
+    """A failure at the first cancel, found in a longer schedule: with one shrink run left,
+    the report is the schedule up to that cancel, run again and failing, never the steps
+    after it, which did not run."""
+
+    class FailsAtCancel(StubHost):
+        first: tuple[Schedule, int] | None = None
+
+        def run(self, schedule: Schedule) -> Verdict:
+            self.runs[schedule.to_text()] += 1
+            prompted = False
+            for n, step in enumerate(schedule.steps, start=1):
+                prompted |= isinstance(step, Prompt)
+                if prompted and isinstance(step, Cancel):
+                    self.first = self.first or (schedule, n)
+                    return Verdict(Status.FAILED, "the cancel broke it", at_step=n)
+            return Verdict(Status.PASSED)
+
+    host = FailsAtCancel()
+    report = explorer(host, budget=200, shrink_budget=1).explore()
+    assert report.finding is not None and host.first is not None
+    first, at = host.first
+    assert len(first.steps) > at, "premise: the first failure (seed 5) has steps after it"
+    assert report.finding.schedule == first.cut(at)
+    assert report.finding.shrink_runs == 1
+    assert host.runs[report.finding.schedule.to_text()] == 1  # it ran as itself, and failed
