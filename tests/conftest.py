@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -26,3 +27,20 @@ def threaded_provider() -> Iterator[FakeProvider]:
     """A started provider on a background thread, for synchronous clients."""
     with ThreadedFakeProvider() as started:
         yield started
+
+
+@pytest.fixture(autouse=True, scope="session")
+def ctrl_c_as_in_a_terminal() -> Iterator[None]:
+    """Some tests press Ctrl+C on a command they started (`serve`, `proxy`). A suite started
+    with SIGINT ignored (a job started with `&` from a script does that) passes the ignore
+    on to those commands, and they never see the key. Give the suite a terminal's default,
+    so its children start with it too (a handled signal is reset at exec; an ignored one
+    is not)."""
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
