@@ -37,9 +37,7 @@ def _renumbered(step: Step, dropped: int) -> Step | None:
         return turn - 1 if turn > dropped else turn
 
     match step:
-        case Prompt():
-            return None if step.turn == dropped else replace(step, turn=moved(step.turn))
-        case Reach() | Release() | Await() | Leave():
+        case Prompt() | Reach() | Release() | Await() | Leave():
             return None if step.turn == dropped else replace(step, turn=moved(step.turn))
         case Cancel():
             if step.names is None:

@@ -40,7 +40,7 @@ from harness.explore.schedule import (
     ToolKind,
     Twice,
 )
-from harness.explore.world import World
+from harness.explore.world import ModelTurn, World
 
 MAX_STEPS = 10
 MAX_TURNS = 4
@@ -173,17 +173,69 @@ def _prompt(
     return prompt
 
 
-def _prompt_options(world: World) -> list[Option]:
+# The rules for what may be drawn now. The option builders below and `allowed` (which
+# checks a schedule the step shrinker edited) both use these, so they cannot drift apart.
+
+
+def _may_prompt(world: World, session: int) -> bool:
+    """A turn is left, and the session is idle, or busy with a front that is surely held
+    and room in its queue (a follow-up)."""
     if len(world.turns) >= MAX_TURNS:
-        return []
+        return False
+    live = world.live(session)
+    return not live or (
+        world.menu.followups and len(live) <= MAX_QUEUED and world.held_ahead(live[0])
+    )
+
+
+def _may_hold_compaction(world: World, session: int) -> bool:
+    return world.profile is Profile.COMPACTION and session in world.history
+
+
+def _route_aims(world: World, turn: ModelTurn) -> list[Reach]:
+    return [Reach(turn.prompt.turn, s.point, s.request) for s in world.reachable(turn)]
+
+
+def _memory_aim(turn: ModelTurn) -> Reach | None:
+    if turn.completed and turn.prompt.hold_memory and not turn.memory_reached:
+        return Reach(turn.prompt.turn, Point.MEMORY)
+    return None
+
+
+def _cancel_sessions(world: World) -> list[int]:
+    """The sessions a cancel may be drawn for: the busy ones, else (idle cancels) any."""
+    sessions = sorted(world.used)
+    busy = [s for s in sessions if world.live(s)]
+    return busy or (sessions if world.menu.idle else [])
+
+
+def _cancel_names(world: World, session: int) -> list[int | None]:
+    """No stream, or (stream-id targets) any turn of the session, stale ones included."""
+    names: list[int | None] = [None]
+    if world.menu.named:
+        names += [n for n, t in sorted(world.turns.items()) if t.prompt.session == session]
+    return names
+
+
+def _twice(menu: Menu) -> tuple[Twice, ...]:
+    return tuple(Twice) if menu.twice else (Twice.NO,)
+
+
+def _fronts(world: World) -> list[ModelTurn]:
+    return [t for t in world.turns.values() if t.state == "front"]
+
+
+def _may_leave(world: World, turn: ModelTurn) -> bool:
+    return world.menu.leave and turn.pos > 0 and not turn.answered
+
+
+def _prompt_options(world: World) -> list[Option]:
     found: list[Option] = []
     for session in world.sessions():
-        live = world.live(session)
-        if live and not (
-            world.menu.followups and len(live) <= MAX_QUEUED and world.held_ahead(live[0])
-        ):
+        if not _may_prompt(world, session):
             continue
-        compaction = world.profile is Profile.COMPACTION and session in world.history
+        live = world.live(session)
+        compaction = _may_hold_compaction(world, session)
         make = _prompt(world, session, followup=bool(live), compaction=compaction)
         found.append((4 if live else (3 if session == 0 else 2), make))
     return found
@@ -192,30 +244,24 @@ def _prompt_options(world: World) -> list[Option]:
 def _reach_options(world: World) -> list[Option]:
     found: list[Option] = []
     for turn in world.turns.values():
-        aims: list[Step] = [
-            Reach(turn.prompt.turn, s.point, s.request) for s in world.reachable(turn)
-        ]
+        aims: list[Step] = [*_route_aims(world, turn)]
         if aims:
             found.append((5, _one_of(aims)))
-        if turn.completed and turn.prompt.hold_memory and not turn.memory_reached:
-            found.append((4, _one_of([Reach(turn.prompt.turn, Point.MEMORY)])))
+        memory = _memory_aim(turn)
+        if memory is not None:
+            found.append((4, _one_of([memory])))
     return found
 
 
 def _cancel_options(world: World) -> list[Option]:
-    menu = world.menu
-    sessions = sorted(world.used)
-    busy = [s for s in sessions if world.live(s)]
-    if not busy and not menu.idle:
+    sessions = _cancel_sessions(world)
+    if not sessions:
         return []
-    twice = tuple(Twice) if menu.twice else (Twice.NO,)
+    twice = _twice(world.menu)
 
     def cancel(draw: Draw) -> Step:
-        session = choose(draw, busy or sessions)
-        names: list[int | None] = [None]
-        if menu.named:
-            names += [n for n, t in sorted(world.turns.items()) if t.prompt.session == session]
-        return Cancel(session, choose(draw, names), choose(draw, twice))
+        session = choose(draw, sessions)
+        return Cancel(session, choose(draw, _cancel_names(world, session)), choose(draw, twice))
 
     return [(8 if _aimed(world) else 3, cancel)]
 
@@ -266,7 +312,7 @@ def _then_cancel(
     last = then[-1]
     assert isinstance(last, Await)
     session = world.turns[last.turn].prompt.session
-    twice = tuple(Twice) if world.menu.twice else (Twice.NO,)
+    twice = _twice(world.menu)
 
     def move(draw: Draw) -> Move:
         return (*then, Cancel(session, choose(draw, names), choose(draw, twice)))
@@ -276,7 +322,7 @@ def _then_cancel(
 
 def _other_options(world: World) -> list[Option]:
     found: list[Option] = []
-    fronts = [t for t in world.turns.values() if t.state == "front"]
+    fronts = _fronts(world)
     awaitable: list[Step] = [Await(t.prompt.turn) for t in fronts if not world.may_hold(t)]
     if awaitable:
         weight = 6 if isinstance(world.last, Release) else 3
@@ -284,12 +330,9 @@ def _other_options(world: World) -> list[Option]:
     releasable: list[Step] = [Release(t.prompt.turn) for t in fronts if world.may_hold(t)]
     if releasable:
         found.append((2, _one_of(releasable)))
-    if world.menu.leave:
-        streaming: list[Step] = [
-            Leave(t.prompt.turn) for t in fronts if t.pos > 0 and not t.answered
-        ]
-        if streaming:
-            found.append((1, _one_of(streaming)))
+    streaming: list[Step] = [Leave(t.prompt.turn) for t in fronts if _may_leave(world, t)]
+    if streaming:
+        found.append((1, _one_of(streaming)))
     return found
 
 
@@ -338,64 +381,41 @@ def _weighted(draw: Draw, found: list[Option]) -> Move | None:
 
 def allowed(world: World, step: Step) -> bool:
     """Whether the strategies could draw `step` now (with the same draws), by the rules
-    the options above are built on. Used to check a schedule edited by the step shrinker
+    the options are built on. Used to check a schedule edited by the step shrinker
     (`shrink.py`): an edit that leaves a step the world does not allow (a wait for a point
     the turn no longer reaches, a follow-up with nothing to follow) is never run."""
     match step:
         case Prompt():
             return _prompt_allowed(world, step)
         case Reach():
-            return step in _aims(world)
+            turns = world.turns.values()
+            return step in [a for t in turns for a in (*_route_aims(world, t), _memory_aim(t))]
         case Cancel():
-            return _cancel_allowed(world, step)
+            return (
+                step.session in _cancel_sessions(world)
+                and step.names in _cancel_names(world, step.session)
+                and step.twice in _twice(world.menu)
+            )
         case Release() | Await() | Leave():
             turn = world.turns.get(step.turn)
-            if turn is None or turn.state != "front":
+            if turn is None or turn not in _fronts(world):
                 return False
             if isinstance(step, Release):
                 return world.may_hold(turn)
             if isinstance(step, Await):
                 return not world.may_hold(turn)
-            return world.menu.leave and turn.pos > 0 and not turn.answered
+            return _may_leave(world, turn)
 
 
 def _prompt_allowed(world: World, step: Prompt) -> bool:
-    if len(world.turns) >= MAX_TURNS or step.turn != len(world.turns) + 1:
+    session = step.session
+    if step.turn != len(world.turns) + 1 or session not in world.sessions():
         return False
-    if step.session not in world.sessions():
+    if not _may_prompt(world, session) or step.followup != bool(world.live(session)):
         return False
-    live = world.live(step.session)
-    if live and not (
-        world.menu.followups and len(live) <= MAX_QUEUED and world.held_ahead(live[0])
-    ):
+    if step.hold_memory != (world.profile is Profile.MEMORY):
         return False
-    if step.followup != bool(live) or step.hold_memory != (world.profile is Profile.MEMORY):
-        return False
-    compaction = world.profile is Profile.COMPACTION and step.session in world.history
-    return not step.hold_compaction or (compaction and not step.followup)
-
-
-def _aims(world: World) -> list[Reach]:
-    found: list[Reach] = []
-    for turn in world.turns.values():
-        found += [Reach(turn.prompt.turn, s.point, s.request) for s in world.reachable(turn)]
-        if turn.completed and turn.prompt.hold_memory and not turn.memory_reached:
-            found.append(Reach(turn.prompt.turn, Point.MEMORY))
-    return found
-
-
-def _cancel_allowed(world: World, step: Cancel) -> bool:
-    menu = world.menu
-    sessions = sorted(world.used)
-    busy = [s for s in sessions if world.live(s)]
-    if (not busy and not menu.idle) or step.session not in (busy or sessions):
-        return False
-    if step.twice is not Twice.NO and not menu.twice:
-        return False
-    if step.names is None:
-        return True
-    named = world.turns.get(step.names)
-    return menu.named and named is not None and named.prompt.session == step.session
+    return not step.hold_compaction or (_may_hold_compaction(world, session) and not step.followup)
 
 
 def drawable(schedule: Schedule, menu: Menu, max_steps: int = MAX_STEPS) -> bool:

@@ -29,7 +29,9 @@ CLOCKS = (Profile.DEADLINE, Profile.STALE)  # the agent's own clock may end a he
 
 
 @dataclass
-class _Turn:
+class ModelTurn:
+    """One turn as the model sees it: its route's stops and how far along them it is."""
+
     prompt: Prompt
     stops: tuple[Stop, ...]
     ends_completed: bool
@@ -49,21 +51,21 @@ class World:
     menu: Menu
     profile: Profile
     kind: ProviderKind = ProviderKind.OPENAI_CHAT
-    turns: dict[int, _Turn] = field(default_factory=dict)
+    turns: dict[int, ModelTurn] = field(default_factory=dict)
     history: set[int] = field(default_factory=set)  # sessions with a completed turn
     used: set[int] = field(default_factory=lambda: {0})
     last: Step | None = None
 
-    def live(self, session: int) -> list[_Turn]:
+    def live(self, session: int) -> list[ModelTurn]:
         return [
             t for t in self.turns.values() if t.prompt.session == session and t.state != "ended"
         ]
 
-    def front(self, session: int) -> _Turn | None:
+    def front(self, session: int) -> ModelTurn | None:
         live = self.live(session)
         return live[0] if live else None
 
-    def reachable(self, turn: _Turn) -> list[Stop]:
+    def reachable(self, turn: ModelTurn) -> list[Stop]:
         """The stops a wait may aim at: up to and including the next gate."""
         if turn.state != "front" or turn.released or turn.answered or turn.stuck:
             return []
@@ -74,13 +76,13 @@ class World:
                 break
         return found
 
-    def held_ahead(self, turn: _Turn) -> bool:
+    def held_ahead(self, turn: ModelTurn) -> bool:
         """The turn will stop at a gate before it can end (it is surely held)."""
         if turn.released or self.profile in CLOCKS:
             return False
         return any(s.blocking for s in turn.stops[turn.pos :])
 
-    def may_hold(self, turn: _Turn) -> bool:
+    def may_hold(self, turn: ModelTurn) -> bool:
         """Some request of the turn has a gate it may reach (even past a point the route
         cannot predict): only a release lets it end by itself then."""
         if turn.released or self.profile in CLOCKS:
@@ -130,16 +132,16 @@ class World:
                 turn = self.turns[step.turn]
                 self._end(turn, completed=turn.ends_completed and not self.held_ahead(turn))
 
-    def _model(self, prompt: Prompt, state: str) -> _Turn:
+    def _model(self, prompt: Prompt, state: str) -> ModelTurn:
         planned = route(prompt, self.profile, retries=self.menu.retries)
         stops = planned.stops
         if prompt.hold_compaction:
             stops = (Stop(Point.COMPACTION, blocking=True), *stops)
         ends = planned.certain and "completed" in planned.outcomes
         ends = ends and (self.profile is Profile.STALE or "error" not in planned.outcomes)
-        return _Turn(prompt, stops, ends, state)
+        return ModelTurn(prompt, stops, ends, state)
 
-    def _end(self, turn: _Turn, *, completed: bool) -> None:
+    def _end(self, turn: ModelTurn, *, completed: bool) -> None:
         session = turn.prompt.session
         was_front = turn.state == "front"
         turn.state, turn.completed = "ended", completed
