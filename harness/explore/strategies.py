@@ -407,8 +407,85 @@ def allowed(world: World, step: Step) -> bool:
             return _may_leave(world, turn)
 
 
+def _failure_allowed(fault: Fault, *, streaming: bool) -> bool:
+    """Whether `failure` could have drawn `fault`."""
+    match fault.kind:
+        case FaultKind.HTTP:
+            plain = Fault(fault.kind, status=fault.status, retry_after=fault.retry_after)
+            return fault == plain and fault.status in STATUSES and fault.retry_after in RETRY_AFTERS
+        case FaultKind.QUOTA:
+            plain = Fault(fault.kind, status=429, retry_after=fault.retry_after, quota=fault.quota)
+            return (
+                fault == plain and fault.retry_after in RETRY_AFTERS[1:] and fault.quota in QUOTAS
+            )
+        case FaultKind.CONTEXT:
+            return fault == Fault(fault.kind, status=400)
+        case FaultKind.RST | FaultKind.FIN | FaultKind.STREAM_ERROR:
+            if fault.kind is FaultKind.STREAM_ERROR and not streaming:
+                return False
+            return fault == Fault(fault.kind, at=fault.at) and fault.at in _ats(streaming)
+        case _:
+            return False
+
+
+def _ats(streaming: bool) -> range:
+    return range(11) if streaming else range(1)
+
+
+def _last_allowed(fault: Fault, menu: Menu, profile: Profile, tool: ToolKind | None) -> bool:
+    """Whether `last_attempt` could have drawn `fault` for a request asking for `tool`."""
+    streaming = profile is not Profile.JSON
+    kinds = (FaultKind.OK, FaultKind.HOLD, FaultKind.HOLD_HEADERS)
+    if profile is Profile.STALE:
+        kinds = (FaultKind.OK, FaultKind.HOLD, FaultKind.HANG)
+    if fault.kind not in kinds:
+        return False
+    if fault.kind is FaultKind.HOLD_HEADERS:
+        return fault == Fault(fault.kind)
+    held = fault.kind in (FaultKind.HOLD, FaultKind.HANG)
+    ats = _ats(streaming) if held and tool is not ToolKind.BROKEN else range(1)
+    paced = menu.pacing and streaming and fault.kind is not FaultKind.HANG
+    paces = [(p, d if fault.kind is FaultKind.OK else 0) for p, d in PACES] if paced else []
+    return (
+        fault == Fault(fault.kind, at=fault.at, pace=fault.pace, drip=fault.drip)
+        and fault.at in ats
+        and ((fault.pace, fault.drip) in paces or (not paced and not fault.pace and not fault.drip))
+    )
+
+
+def _requests_allowed(world: World, planned: Sequence[Request]) -> bool:
+    """Whether `requests` could have drawn `planned`: for each tool asked for, then for the
+    answer, failed attempts (if errors are on) and the attempt that answers or is held."""
+    menu, profile = world.menu, world.profile
+    streaming = profile is not Profile.JSON
+    kinds = tool_kinds(profile, ProviderKind.parse(world.kind)) if menu.tools else ()
+    tools, failed = 0, 0
+    for n, request in enumerate(planned):
+        final = n == len(planned) - 1
+        if request.fault.fails:
+            failed += 1
+            if (
+                final
+                or request.tool is not None
+                or not menu.errors
+                or failed > max(FAILED_ATTEMPTS)
+                or not _failure_allowed(request.fault, streaming=streaming)
+            ):
+                return False
+            continue
+        failed = 0
+        if final != (request.tool is None) or (request.tool and request.tool not in kinds):
+            return False
+        if not _last_allowed(request.fault, menu, profile, request.tool):
+            return False
+        tools += request.tool is not None
+    return bool(planned) and tools <= max(TOOL_COUNTS)
+
+
 def _prompt_allowed(world: World, step: Prompt) -> bool:
     session = step.session
+    if not _requests_allowed(world, step.requests):
+        return False
     if step.turn != len(world.turns) + 1 or session not in world.sessions():
         return False
     if not _may_prompt(world, session) or step.followup != bool(world.live(session)):

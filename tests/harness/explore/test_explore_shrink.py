@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 
-from harness.explore.menu import full_menu
+from harness.explore.menu import Menu, full_menu
 from harness.explore.schedule import (
     Await,
     Cancel,
@@ -18,6 +18,7 @@ from harness.explore.schedule import (
     Release,
     Request,
     Schedule,
+    ToolKind,
 )
 from harness.explore.shrink import shrink_steps, without_turn
 from harness.explore.strategies import drawable, schedules
@@ -29,13 +30,13 @@ HOLD, OK = Request(Fault(FaultKind.HOLD)), Request(Fault(FaultKind.OK))
 HOLD_HEADERS = Request(Fault(FaultKind.HOLD_HEADERS))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, derandomize=True)
 @given(schedules(EVERYTHING))
 def test_every_drawn_schedule_is_drawable(schedule: Schedule) -> None:
     assert drawable(schedule, EVERYTHING), schedule.describe()
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, derandomize=True)
 @given(schedules(EVERYTHING))
 def test_a_schedule_drawn_for_more_is_not_drawable_for_less(schedule: Schedule) -> None:
     """What a cancel-only target cannot do (a follow-up, a second session, a named cancel,
@@ -50,6 +51,28 @@ def test_a_schedule_drawn_for_more_is_not_drawable_for_less(schedule: Schedule) 
     )
     if beyond:
         assert not drawable(schedule, CANCEL_ONLY), schedule.describe()
+
+
+def test_a_request_the_menu_could_not_draw_makes_the_schedule_undrawable() -> None:
+    """A kept counterexample replayed on a target that cannot do what it needs (a tool, an
+    error, a paced stream) is skipped, as is a fault no strategy draws."""
+    plain = full_menu({Capability.CANCEL, Capability.TOOLS})
+    quiet = Menu(profiles=(Profile.PLAIN,), tools=True)
+    tool = Request(Fault(FaultKind.OK), ToolKind.QUICK)
+    error = Request(Fault(FaultKind.HTTP, status=500))
+    paced = Request(Fault(FaultKind.OK, pace=0.25))
+
+    def one_turn(*planned: Request) -> Schedule:
+        return Schedule(Profile.PLAIN, "openai-chat", (Prompt(1, 0, planned), Cancel(0)))
+
+    assert drawable(one_turn(tool, OK), plain)
+    assert not drawable(one_turn(tool, OK), CANCEL_ONLY)  # no tools there
+    assert not drawable(one_turn(OK, tool), plain)  # a turn ends with its answer
+    assert drawable(one_turn(error, OK), plain) and not drawable(one_turn(error, OK), quiet)
+    assert not drawable(one_turn(OK, error), plain)  # a failure is retried
+    assert drawable(one_turn(paced), plain) and not drawable(one_turn(paced), quiet)
+    assert not drawable(one_turn(Request(Fault(FaultKind.HTTP, status=418))), plain)
+    assert not drawable(one_turn(Request(Fault(FaultKind.OK, at=3))), plain)
 
 
 # The hand-off a seed found, shrunk by hypothesis to 7 steps: t1 (session A) and t4 (a
