@@ -82,7 +82,10 @@ token = st.text(
 )
 junk = st.binary(min_size=1, max_size=80)
 fuzz_settings = settings(
-    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=100,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 
 
@@ -246,7 +249,10 @@ def test_structured_hostile_requests_get_an_answer_and_never_a_5xx(
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(payload=st.binary(min_size=1, max_size=2048))
 def test_raw_bytes_never_end_the_server(shared_provider: FakeProvider, payload: bytes) -> None:
@@ -265,7 +271,10 @@ def tls_provider() -> Iterator[tuple[FakeProvider, httpx.Client]]:
 
 
 @settings(
-    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=20,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
     payload=st.one_of(junk, st.just(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40))
