@@ -3,6 +3,8 @@ and shrink toward the simplest schedule."""
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import find, given, settings
 
 from harness.explore.expect import route
@@ -13,6 +15,7 @@ from harness.explore.schedule import (
     Cancel,
     FaultKind,
     Leave,
+    Point,
     Profile,
     Prompt,
     Reach,
@@ -20,6 +23,7 @@ from harness.explore.schedule import (
     Schedule,
     ToolKind,
 )
+from harness.explore.shrink import shrink_steps
 from harness.explore.strategies import schedules
 from harness.scenario import load_catalogue
 from harness.target import Capability
@@ -128,15 +132,45 @@ def _cancel_at_hand_off(schedule: Schedule) -> bool:
 def test_a_cancel_at_the_hand_off_to_a_queued_turn_is_drawn_and_shrinks_to_a_few_steps() -> None:
     """The hand-off window needs five steps in a row; drawn one by one they came up about
     once in 1,000 schedules, so searches of 1,000 examples missed it. It is one move now,
-    found within 400 schedules, and the release, wait and cancel shrink as one."""
-    smallest = find(
+    found within 400 schedules, and the release, wait and cancel shrink as one; the step
+    shrinker (as explore runs it next) leaves the five steps the window needs."""
+    found = find(
         schedules(EVERYTHING),
         _cancel_at_hand_off,
         settings=settings(database=None, max_examples=400, derandomize=True),
     )
-    assert len(smallest.steps) <= 6, smallest.describe()
+    smallest, _ = shrink_steps(found, EVERYTHING, _cancel_at_hand_off, budget=60)
+    assert len(smallest.steps) == 5, smallest.describe()
     release, wait, cancel = smallest.steps[-3:]
     assert isinstance(release, Release) and wait == Await(release.turn), smallest.describe()
     assert isinstance(cancel, Cancel)
     queued = [s for s in smallest.steps if isinstance(s, Prompt) and s.followup]
     assert [q.session for q in queued] == [cancel.session], smallest.describe()
+
+
+def _cancel_over_background(schedule: Schedule) -> bool:
+    """A cancel in a session the moment a turn's memory extraction is seen held there."""
+    prompts, steps = schedule.prompts(), schedule.steps
+    return any(
+        isinstance(reach, Reach)
+        and reach.point is Point.MEMORY
+        and isinstance(cancel, Cancel)
+        and cancel.session == prompts[reach.turn].session
+        for reach, cancel in itertools.pairwise(steps)
+    )
+
+
+def test_a_cancel_over_held_background_work_is_drawn_and_shrinks_to_four_steps() -> None:
+    """Step by step, a cancel while a turn's background work runs came out of no schedule in
+    400 here; as one move it is found, and shrinks to the turn, its end, its memory call
+    held, and the cancel."""
+    found = find(
+        schedules(EVERYTHING),
+        _cancel_over_background,
+        settings=settings(database=None, max_examples=400, derandomize=True),
+    )
+    smallest, _ = shrink_steps(found, EVERYTHING, _cancel_over_background, budget=60)
+    prompt, wait, reach, cancel = smallest.steps
+    assert isinstance(prompt, Prompt) and prompt.hold_memory, smallest.describe()
+    assert wait == Await(prompt.turn) and reach == Reach(prompt.turn, Point.MEMORY)
+    assert cancel == Cancel(prompt.session), smallest.describe()
