@@ -29,37 +29,20 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 
 from fake_providers.kinds import ProviderKind
 from harness.explore.menu import Menu, full_menu
-from harness.explore.schedule import Cancel, Leave, Profile, Prompt, Schedule, Twice
-from harness.explore.strategies import drawable, schedules
+from harness.explore.schedule import Profile, Schedule
+from harness.explore.strategies import ITEM_WORDS, drawable, schedules, uses
 from harness.target import Capability
 
 REPORT = Path("reports/bench/fuzz_strategies.json")
-ITEMS = ("followups", "named", "sessions", "twice", "errors", "tools", "pacing", "leave")
-
-
-def uses(schedule: Schedule) -> set[str]:
-    """The menu items and profile a schedule cannot be drawn without."""
-    used = {f"profile:{schedule.profile}"}
-    for step in schedule.steps:
-        match step:
-            case Prompt():
-                used |= {"followups"} if step.followup else set()
-                used |= {"sessions"} if step.session else set()
-                used |= {"tools"} if any(r.tool for r in step.requests) else set()
-                used |= {"errors"} if any(r.fault.fails for r in step.requests) else set()
-                paced = any(r.fault.pace or r.fault.drip for r in step.requests)
-                used |= {"pacing"} if paced else set()
-            case Cancel():
-                used |= {"named"} if step.names is not None else set()
-                used |= {"sessions"} if step.session else set()
-                used |= {"twice"} if step.twice is not Twice.NO else set()
-            case Leave():
-                used.add("leave")
-    return used
+ITEMS = tuple(ITEM_WORDS)
 
 
 def offers(menu: Menu) -> set[str]:
     return {f"profile:{p}" for p in menu.profiles} | {i for i in ITEMS if getattr(menu, i)}
+
+
+def needs(schedule: Schedule) -> set[str]:
+    return {f"profile:{schedule.profile}", *uses(schedule)}
 
 
 def random_menu(rng: random.Random) -> Menu:
@@ -95,7 +78,7 @@ def check_menu(menu: Menu, examples: int, run_seed: int, rng: random.Random) -> 
         drawn += 1
         told = "\n".join(schedule.describe())
         assert drawable(schedule, menu), f"drawn but not drawable for {menu}:\n{told}"
-        beyond = uses(schedule) - offers(less)
+        beyond = needs(schedule) - offers(less)
         if beyond:
             assert not drawable(schedule, less), f"uses {beyond}, drawable for {less}:\n{told}"
         assert Schedule.parse(schedule.to_text()) == schedule, f"text does not parse:\n{told}"

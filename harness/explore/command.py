@@ -20,6 +20,7 @@ from harness.explore.menu import Menu
 from harness.explore.scenario_code import scenario_source
 from harness.explore.schedule import Schedule
 from harness.explore.search import Explorer, Finding, Report, SearchConfig
+from harness.explore.strategies import drawable, lacking
 from harness.scenario import Tempo
 from harness.target import Capability, Target
 
@@ -102,9 +103,7 @@ def _explore(host: Host, options: ExploreOptions) -> int:
     )
     saved: list[Schedule] = []
     if options.db is not None:
-        saved = examples.schedules_for(options.db, options.label)
-        if saved:
-            print(f"  trying {len(saved)} saved counterexample(s) from {options.db} first")
+        saved = _runnable_saved(options, examples.schedules_for(options.db, options.label))
 
     def progress(report: Report) -> None:
         if report.examples % PROGRESS_EVERY == 0:
@@ -163,10 +162,41 @@ def _found(options: ExploreOptions, finding: Finding, host: Host) -> None:
         print(f"saved: {options.db} (tried first on the next run)")
 
 
+def _runnable_saved(options: ExploreOptions, saved: Sequence[Schedule]) -> list[Schedule]:
+    """The saved counterexamples this run could have drawn itself. One that needs what the
+    target cannot do (or this run's selectors and `--provider` leave out) is skipped, and
+    said so: run on a target without it, it would fail for the wrong reason."""
+    runnable, skipped = [], []
+    for schedule in saved:
+        fits = ProviderKind.parse(schedule.kind) in options.kinds
+        if fits and drawable(schedule, options.menu):
+            runnable.append(schedule)
+        else:
+            skipped.append(schedule)
+    if runnable:
+        print(f"  trying {len(runnable)} saved counterexample(s) from {options.db} first")
+    if skipped:
+        needs = sorted({n for s in skipped for n in lacking(s, options.menu, options.kinds)})
+        why = f" (they need {', '.join(needs)})" if needs else ""
+        print(
+            f"  skipping {len(skipped)} saved counterexample(s) from {options.db} that this "
+            f"run would not draw{why}: the target, or this run's SELECTOR or --provider, leaves "
+            "that out; --replay runs one anyway"
+        )
+    return runnable
+
+
 def _replay(host: Host, options: ExploreOptions, schedule: Schedule) -> int:
     print(f"cancel-harness explore: replaying {len(schedule.steps)} steps against {options.label}")
     for n, line in enumerate(schedule.describe(), start=1):
         print(f"  {n}. {line}")
+    missing = lacking(schedule, options.menu, options.kinds)
+    if missing or not drawable(schedule, options.menu):
+        needs = f": it needs {', '.join(missing)}" if missing else ""
+        print(
+            f"note: explore would not draw this schedule for {options.label}{needs}; a failure "
+            "may come from what the target cannot do rather than from a bug"
+        )
     verdict = host.run(schedule)
     for _ in range(options.search.reruns):
         if verdict.status is not Status.INDETERMINATE:

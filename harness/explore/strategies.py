@@ -546,6 +546,57 @@ def drawable(schedule: Schedule, menu: Menu, max_steps: int = MAX_STEPS) -> bool
     return True
 
 
+# What each menu item lets a schedule do, as a user reads it.
+ITEM_WORDS = {
+    "followups": "a follow-up while a turn runs",
+    "named": "a cancel naming a stream",
+    "sessions": "a second session",
+    "twice": "a second cancel",
+    "errors": "a failed request",
+    "tools": "a tool call",
+    "pacing": "a paced or dripped stream",
+    "leave": "a caller that stops reading",
+}
+
+
+def uses(schedule: Schedule) -> list[str]:
+    """The menu items (`ITEM_WORDS`' keys) a schedule cannot be drawn without."""
+    used: set[str] = set()
+    for step in schedule.steps:
+        match step:
+            case Prompt():
+                faults = [r.fault for r in step.requests]
+                found = {
+                    "followups": step.followup,
+                    "sessions": bool(step.session),
+                    "tools": any(r.tool for r in step.requests),
+                    "errors": any(f.fails for f in faults),
+                    "pacing": any(f.pace or f.drip for f in faults),
+                }
+                used |= {item for item, yes in found.items() if yes}
+            case Cancel():
+                found = {
+                    "named": step.names is not None,
+                    "sessions": bool(step.session),
+                    "twice": step.twice is not Twice.NO,
+                }
+                used |= {item for item, yes in found.items() if yes}
+            case Leave():
+                used.add("leave")
+    return [item for item in ITEM_WORDS if item in used]
+
+
+def lacking(schedule: Schedule, menu: Menu, kinds: Sequence[ProviderKind] = ()) -> list[str]:
+    """What a schedule needs that the menu (or the provider kinds, when given) does not
+    offer, as a user reads it; empty when the menu offers all it uses."""
+    missing = [ITEM_WORDS[item] for item in uses(schedule) if not getattr(menu, item)]
+    if schedule.profile not in menu.profiles:
+        missing.insert(0, f"the {schedule.profile} profile")
+    if kinds and ProviderKind.parse(schedule.kind) not in kinds:
+        missing.insert(0, f"the {schedule.kind} provider kind")
+    return missing
+
+
 @st.composite
 def schedules(
     draw: st.DrawFn,

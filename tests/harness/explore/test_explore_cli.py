@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.explore import passes
+from harness.explore import examples, passes
 from harness.explore.schedule import (
     Cancel,
     Fault,
@@ -93,6 +93,37 @@ def test_a_found_counterexample_comes_with_replay_scenario_and_database_entry(
     assert main([*args, "--budget", "40"]) == 1  # the saved one is tried first
     out = capsys.readouterr().out
     assert "trying 1 saved counterexample" in out
+
+
+def test_a_saved_counterexample_this_run_would_not_draw_is_skipped_and_said_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A kept schedule with a follow-up, on a run whose menu has none (here narrowed by a
+    selector; a target without a queue is the same): never run, and the user is told."""
+    monkeypatch.chdir(tmp_path)
+    queued = Schedule(
+        Profile.PLAIN,
+        "openai-chat",
+        (
+            Prompt(1, 0, (Req(Fault(FaultKind.HOLD)),)),
+            Prompt(2, 0, (Req(Fault(FaultKind.OK)),), followup=True),
+            Cancel(0),
+        ),
+    )
+    db = tmp_path / "examples.json"
+    examples.save(db, "reference", queued, "failed", "kept from an earlier run")
+    examples.save(db, "reference", HELD, "failed", "kept from an earlier run")
+    args = ["explore", "tag:repeat", *FAST[:2], "--no-calibration", "--db", str(db)]
+    assert main([*args, "--budget", "1", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "trying 1 saved counterexample(s)" in out
+    assert "skipping 1 saved counterexample(s)" in out
+    assert "(they need a follow-up while a turn runs)" in out
+    assert "explored 1 examples" in out  # HELD passed; the search ran its one example
+
+    assert main(["explore", *FAST, "tag:repeat", "--replay", queued.to_text()]) == 0
+    out = capsys.readouterr().out
+    assert "note: explore would not draw this schedule for reference: it needs a follow-up" in out
 
 
 # ------------------------------------------------------------------ soak --explore
