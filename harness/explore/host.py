@@ -35,6 +35,7 @@ from fake_providers.kinds import ProviderKind
 from harness.calibration import calibrate
 from harness.checks import CheckFailed, wait_quietly
 from harness.context import ScenarioContext
+from harness.explore.judge import OWN_BACKOFF_S
 from harness.explore.menu import Menu
 from harness.explore.play import Player
 from harness.explore.profiles import settings_for
@@ -47,6 +48,9 @@ from harness.timeline import Timeline
 from harness.timing import ChildSampler, Indeterminate, StallLog, StallMonitor, heartbeat
 
 STOP_LIMIT = 10.0
+# An example's limit where the agent retries by its own policy: room for a few of its
+# pauses (`judge.OWN_BACKOFF_S`) between failed requests.
+OWN_BACKOFFS_S = 4 * OWN_BACKOFF_S
 # An agent is restarted after this many examples: what it keeps of past sessions (events,
 # transcripts) would otherwise make every later example a little slower.
 AGENT_EXAMPLES = 100
@@ -200,7 +204,10 @@ class Host:
     def run(self, schedule: Schedule, *, limit: float | None = None) -> Verdict:
         """Run one schedule to its verdict (synchronously)."""
         assert self._portal is not None, "use the host inside `with`"
-        limit = limit if limit is not None else max(30.0, self.tempo(1500))
+        if limit is None:
+            limit = max(30.0, self.tempo(1500))
+            if self.menu.errors and Capability.RETRIES not in self.capabilities:
+                limit = max(limit, OWN_BACKOFFS_S)  # the agent's own pauses (judge.py)
         self.runs += 1
         future = self._portal.start_task_soon(self._example, schedule, self.runs, limit)
         try:

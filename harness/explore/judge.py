@@ -17,6 +17,7 @@ import anyio
 
 from fake_providers import RequestRecord
 from fake_providers.ledger import Closer
+from fake_providers.records import Outcome as Ending
 from harness import invariants
 from harness.checks import CheckFailed, ms, wait_quietly
 from harness.context import ScenarioContext
@@ -29,6 +30,12 @@ from harness.timing import Indeterminate
 
 type Releaser = Callable[[TurnTrace], Awaitable[None]]
 MAX_WINDOWS = 4  # waits for a turn that keeps making progress, before it is indeterminate
+# After a failed request, an agent whose retries the harness does not configure (no
+# `retries` capability) waits as its own policy says before it tries again: the SDKs back
+# off up to 8 s, gemini-cli from 5 s up to 30 s plus 30% jitter. Until this long without
+# progress such a turn is in a pause, not stuck. A cancelled turn gets no such allowance.
+OWN_BACKOFF_S = 45.0
+FAILED_ENDS = frozenset({Ending.SERVER_CLOSED, Ending.SERVER_RESET, Ending.STREAM_ERROR})
 ANY_OUTCOME = frozenset({"completed", "cancelled", "timeout", "error", "max_turns", "max_budget"})
 
 
@@ -95,9 +102,10 @@ class Judge:
         the turn's end (the hand-off to a queued run) must not be pushed out of that window
         by extra waits here."""
         assert turn.sub is not None
-        window = max(2.0, self.ctx.tempo(60 + turn.route.budget))
+        planned = max(2.0, self.ctx.tempo(60 + turn.route.budget))
         began, seen = time.monotonic_ns(), self._progress(turn)
         for _ in range(MAX_WINDOWS):
+            window = OWN_BACKOFF_S if self._in_own_backoff(turn) else planned
             try:
                 return await self.ctx.outcome(turn.sub, window)
             except CheckFailed:
@@ -125,6 +133,17 @@ class Judge:
             f"t{turn.turn} was still making progress after {MAX_WINDOWS} windows of "
             f"{ms(window)}: too slow to judge on this machine"
         )
+
+    def _in_own_backoff(self, turn: TurnTrace) -> bool:
+        """The turn's latest request failed (an error status, or the provider dropped it),
+        no cancel was aimed at the turn, and the agent retries by a policy of its own."""
+        if self.trace.retries or turn.targeted_ns is not None or turn.expect_cancelled:
+            return False
+        mains = self.trace.main_requests(turn)
+        last = mains[-1] if mains else None
+        if last is None or last.outcome is None:
+            return False
+        return (last.status or 0) >= 400 or last.outcome in FAILED_ENDS
 
     def _progress(self, turn: TurnTrace) -> tuple[int, ...]:
         """What changes while the turn moves: its requests, their events and ends, tools."""

@@ -30,6 +30,7 @@ from harness.explore.schedule import (
     ToolKind,
 )
 from harness.scenario import Tempo
+from harness.target import Capability, Target
 from harness.targets import make_target
 from reference_agent.retry import RetryPolicy
 
@@ -236,3 +237,24 @@ def test_a_retry_sooner_than_the_providers_retry_after_breaks_the_retry_contract
     verdict = judged(hosts[""], plan)
     assert verdict.status is Status.FAILED, f"{verdict.status}: {verdict.message}"
     assert "to wait the 300 ms the provider asked for (retry-after)" in verdict.message
+
+
+def test_an_agent_that_retries_by_its_own_slow_policy_is_paused_not_stuck(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found on gemini-cli (it waits 5 s before its first retry): a target whose retries the
+    harness does not configure may pause after a failed request for longer than a plain
+    turn's window. That pause is its policy, not a hang; the turn must pass once it goes on.
+    A turn that never goes on is still stuck (OWN_BACKOFF_S later)."""
+    monkeypatch.setattr(RetryPolicy, "delay", lambda self, retry, hint: 5.0)
+
+    def own_policy() -> Target:
+        target = make_target("reference")
+        target.capabilities = target.capabilities - {Capability.RETRIES}
+        return target
+
+    plan = schedule(plain(1, Request(Fault(FaultKind.HTTP, status=500)), Request()), Await(1))
+    with Host(own_policy, full_menu(own_policy().capabilities), tempo=Tempo(0.01), seed=1) as host:
+        verdict = judged(host, plan)
+    assert verdict.status is Status.PASSED, f"{verdict.message}\n{verdict.timeline}"
+    assert verdict.seconds >= 5.0  # it did pause, for longer than two plain windows
