@@ -107,6 +107,7 @@ STOP_REASONS = dict(
 )
 REPLAY_ROLES = {"user_message_chunk": "user", "agent_message_chunk": "assistant"}
 MAX_LINE = 50 * 1024 * 1024
+CLIENT_NOTIFICATIONS = frozenset({"session/update"})  # what ACP lets an agent notify a client
 CLIENT_INFO = Implementation(name="cancel-harness", version="0.1")
 
 
@@ -199,9 +200,17 @@ class _Pipe:
             except ValueError:
                 self._target._note(t_ns, f"acp: agent wrote a non-JSON line {line[:60]!r}")
                 continue
-            if isinstance(message, dict):
-                self._target._received(message, t_ns)
-                return message
+            if not isinstance(message, dict):
+                continue
+            method = message.get("method")
+            if "id" not in message and method not in CLIENT_NOTIFICATIONS:
+                # A notification of the agent's own (qwen-code sends
+                # `qwen/notify/session/prompt-suggestion`): JSON-RPC has it ignored. The acp
+                # library would log a traceback for each one; note it once instead.
+                self._target._unknown_notification(str(method), t_ns)
+                continue
+            self._target._received(message, t_ns)
+            return message
 
     async def close(self) -> None:
         async with self._lock:
@@ -266,6 +275,7 @@ class AcpTarget:
         self._changed = anyio.Event()
         self._notes: list[TimelineNote] = []
         self._pids_seen: set[int] = set()
+        self._ignored: set[str] = set()  # methods of notifications ACP does not define
 
     # ------------------------------------------------------------------- lifecycle
 
@@ -559,6 +569,11 @@ class AcpTarget:
             turn.sent.set()
         elif method == "session/load" and "id" in message:
             self._loads[message["id"]] = str(params.get("sessionId", ""))
+
+    def _unknown_notification(self, method: str, t_ns: int) -> None:
+        if method not in self._ignored:
+            self._ignored.add(method)
+            self._note(t_ns, f"acp: ignored the agent's notification {method!r} (not ACP's)")
 
     def _received(self, message: dict[str, Any], t_ns: int) -> None:
         if message.get("method") == "session/update":

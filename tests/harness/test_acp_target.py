@@ -150,3 +150,54 @@ async def test_an_agent_that_dies_before_calling_the_model_is_reported_as_such(
     assert "before its model call was held at gate 'main': no request reached" in result.message
     assert "the agent exited with status 3" in result.message
     assert "pydantic ValidationError: model settings invalid" in result.message
+
+
+# An ACP agent that notifies the client of things ACP does not define (as qwen-code does
+# with `qwen/notify/session/prompt-suggestion`) around an ordinary answer.
+CHATTY = r"""
+import json, sys
+
+def send(msg):
+    print(json.dumps({"jsonrpc": "2.0", **msg}), flush=True)
+
+for line in sys.stdin:
+    msg = json.loads(line)
+    method, rid = msg.get("method"), msg.get("id")
+    if method == "initialize":
+        send({"id": rid, "result": {"protocolVersion": 1, "agentCapabilities": {}}})
+    elif method == "session/new":
+        send({"id": rid, "result": {"sessionId": "s1"}})
+    elif method == "session/prompt":
+        for extra in ("vendor/notify/suggestion", "vendor/notify/suggestion", "_vendor/ping"):
+            send({"method": extra, "params": {"sessionId": "s1", "text": "try this"}})
+        text = {"type": "text", "text": "hello"}
+        update = {"sessionUpdate": "agent_message_chunk", "content": text}
+        send({"method": "session/update", "params": {"sessionId": "s1", "update": update}})
+        send({"id": rid, "result": {"stopReason": "end_turn"}})
+"""
+
+
+async def test_notifications_acp_does_not_define_are_ignored_and_noted_once(
+    tmp_path: Path, provider: FakeProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    script = tmp_path / "chatty.py"
+    script.write_text(CHATTY)
+    target = AcpTarget(
+        command=[sys.executable, str(script)],
+        startup_timeout=WAIT,
+        capabilities=THIRD_PARTY_CAPABILITIES,
+    )
+    await target.start(endpoint(provider), AgentSettings())
+    try:
+        session = await target.new_session()
+        for _ in range(2):
+            outcome = await target.wait_outcome(await target.submit(session, "Hi."), WAIT)
+            assert outcome.stop_reason == "completed" and outcome.text == "hello"
+    finally:
+        await target.stop()
+    notes = [n.what for n in target.notes() if "ignored" in n.what]
+    assert notes == [
+        "acp: ignored the agent's notification 'vendor/notify/suggestion' (not ACP's)",
+        "acp: ignored the agent's notification '_vendor/ping' (not ACP's)",
+    ]
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
