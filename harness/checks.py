@@ -418,7 +418,7 @@ class Checks:
         late_note = (
             later != settled
             and not self.ctx.has(Capability.ATOMIC_TURNS)
-            and _only_user_entries_changed(settled, later)
+            and only_user_entries_changed(settled, later)
         )
         if late_note:
             # The prompt, or a note that it was interrupted, written down a little late: no
@@ -660,7 +660,7 @@ def requests_story(reqs: Sequence[RequestRecord], rel: Callable[[int], str]) -> 
     return "; ".join(parts) + more
 
 
-def _only_user_entries_changed(before: Transcript, after: Transcript) -> bool:
+def only_user_entries_changed(before: Transcript, after: Transcript) -> bool:
     """Did only user entries change (no answer, tool output or usage added or altered)?"""
     others = [e for e in before.entries if e.role != "user"]
     return before.usage == after.usage and others == [e for e in after.entries if e.role != "user"]

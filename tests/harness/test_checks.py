@@ -6,12 +6,16 @@ import re
 from collections.abc import Awaitable, Callable
 
 import pytest
-from tiny_agent import example_registry, tiny_factory
+from tiny_agent import CAPS, example_registry, tiny_factory
 
 from harness.cases import Case, CaseResult, RunConfig, Status
+from harness.explore.host import Host, Verdict
+from harness.explore.host import Status as ExploreStatus
+from harness.explore.menu import full_menu
+from harness.explore.schedule import Await, Fault, FaultKind, Profile, Prompt, Request, Schedule
 from harness.faults import hold, side_of
 from harness.runner import Runner
-from harness.scenario import Registry, ScenarioContext, SettingsFactory
+from harness.scenario import Registry, ScenarioContext, SettingsFactory, Tempo
 from harness.target import AgentSettings
 
 pytestmark = pytest.mark.anyio
@@ -257,3 +261,20 @@ async def test_user_text_written_after_the_stop_is_a_warning_an_answer_is_a_ghos
     ghost = await run(spec.fn, spec.settings, late_interrupt_note=True, commit_after_timeout=True)
     assert ghost.status is Status.FAILED
     assert "(no ghost turn)" in ghost.message
+
+
+def test_explore_judges_late_user_text_as_the_catalogue_does() -> None:
+    """Found on claude-agent-acp: explore called its late-recorded prompt a ghost turn. The
+    same agent and schedule: user text written after the stop passes, an answer fails."""
+    held = Request(Fault(FaultKind.HOLD, at=3))
+    plan = Schedule(Profile.DEADLINE, "openai-chat", (Prompt(1, 0, (held,)), Await(1)))
+
+    def judged(**switches: bool) -> Verdict:
+        host = Host(tiny_factory(**switches), full_menu(CAPS), tempo=Tempo(0.01), seed=1)
+        with host:
+            return host.run(plan)
+
+    noted = judged(late_interrupt_note=True)
+    assert noted.status is ExploreStatus.PASSED, noted.message
+    ghost = judged(late_interrupt_note=True, commit_after_timeout=True)
+    assert ghost.status is ExploreStatus.FAILED and "(no ghost turn)" in ghost.message
