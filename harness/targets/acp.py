@@ -203,11 +203,15 @@ class _Pipe:
             if not isinstance(message, dict):
                 continue
             method = message.get("method")
-            if "id" not in message and method not in CLIENT_NOTIFICATIONS:
+            if (
+                "id" not in message
+                and isinstance(method, str)
+                and method not in CLIENT_NOTIFICATIONS
+            ):
                 # A notification of the agent's own (qwen-code sends
                 # `qwen/notify/session/prompt-suggestion`): JSON-RPC has it ignored. The acp
                 # library would log a traceback for each one; note it once instead.
-                self._target._unknown_notification(str(method), t_ns)
+                self._target._unknown_notification(method, t_ns)
                 continue
             self._target._received(message, t_ns)
             return message

@@ -170,6 +170,7 @@ for line in sys.stdin:
     elif method == "session/prompt":
         for extra in ("vendor/notify/suggestion", "vendor/notify/suggestion", "_vendor/ping"):
             send({"method": extra, "params": {"sessionId": "s1", "text": "try this"}})
+        send({"params": {"neither": "a method nor an id"}})
         text = {"type": "text", "text": "hello"}
         update = {"sessionUpdate": "agent_message_chunk", "content": text}
         send({"method": "session/update", "params": {"sessionId": "s1", "update": update}})
