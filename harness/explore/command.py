@@ -117,6 +117,10 @@ def _explore(host: Host, options: ExploreOptions) -> int:
     report = explorer.explore(saved)
     for note in report.notes:
         print(f"note: {note}")
+    if report.noted:
+        print(f"findings (noted, not failures) in {report.noted} passed example(s); the first:")
+        for finding in report.findings:
+            print(f"  - {finding}")
     if report.finding is not None:
         _found(options, report.finding, host)
     print(
@@ -203,6 +207,8 @@ def _replay(host: Host, options: ExploreOptions, schedule: Schedule) -> int:
             break
         verdict = host.run(schedule)
     print(f"\n{verdict.status}: {verdict.message}" if verdict.message else f"\n{verdict.status}")
+    for finding in verdict.findings:
+        print(f"finding (noted, not a failure): {finding}")
     if verdict.timeline and (options.verbose or verdict.status is not Status.PASSED):
         print(f"\ntimeline:\n{verdict.timeline}")
     return EXIT_FOUND if verdict.status in (Status.FAILED, Status.ERROR) else EXIT_OK

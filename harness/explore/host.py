@@ -73,6 +73,7 @@ class Verdict:
     timeline: str = ""
     seconds: float = 0.0
     at_step: int = 0  # the step it failed at (1-based); 0: it did not fail in a step
+    findings: tuple[str, ...] = ()  # noted, not failed: side traffic, user text written late
 
 
 class HostError(RuntimeError):
@@ -265,7 +266,7 @@ class Host:
             await self._retire(schedule)
         seconds = time.perf_counter() - began
         at_step = player.at if status is not Status.PASSED else 0
-        return Verdict(status, message, rendered, seconds, at_step)
+        return Verdict(status, message, rendered, seconds, at_step, tuple(ctx.warnings))
 
     async def _quiesce(self) -> bool:
         """Open every gate and let what is still in flight end; False when something hangs."""

@@ -394,10 +394,12 @@ class Judge:
             # As the catalogue judges it (checks.no_ghost_turn): the prompt, or a note that
             # it was interrupted, written down a little late is the agent's policy; no
             # answer and no usage appeared, so no turn was committed.
-            self.ctx.timeline.stamp(
-                f"finding: {self.trace.sessions[session]} recorded user text after "
-                f"t{last.turn} was reported {out.stop_reason}: {describe_change(settled, later)}"
+            finding = (
+                f"{self.trace.sessions[session]} recorded user text after t{last.turn} was "
+                f"reported {out.stop_reason}: {describe_change(settled, later)}"
             )
+            self.ctx.timeline.stamp(f"finding: {finding}")
+            self.ctx.warnings.append(finding)
             return
         if later != settled:
             raise CheckFailed(

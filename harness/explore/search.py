@@ -48,6 +48,9 @@ class Finding:
     saved: bool = False
 
 
+MAX_FINDINGS = 3  # findings of passed examples shown in the report
+
+
 @dataclass
 class Report:
     """What one exploration did."""
@@ -61,6 +64,8 @@ class Report:
     example_seconds: float = 0.0  # time inside the runs (start-up and shrinking excluded)
     finding: Finding | None = None
     notes: list[str] = field(default_factory=list)
+    noted: int = 0  # examples that passed with findings (side traffic, user text written late)
+    findings: list[str] = field(default_factory=list)  # the first few, one per example
 
     @property
     def rate(self) -> float:
@@ -209,6 +214,10 @@ class Explorer:
         match verdict.status:
             case Status.PASSED:
                 report.passed += 1
+                if verdict.findings:
+                    report.noted += 1
+                    if len(report.findings) < MAX_FINDINGS:
+                        report.findings.append(verdict.findings[0])
             case Status.DISCARDED:
                 report.discarded += 1
             case _:

@@ -276,5 +276,7 @@ def test_explore_judges_late_user_text_as_the_catalogue_does() -> None:
 
     noted = judged(late_interrupt_note=True)
     assert noted.status is ExploreStatus.PASSED, noted.message
+    (finding,) = noted.findings  # reported as the catalogue's warning is
+    assert "recorded user text after t1 was reported timeout" in finding
     ghost = judged(late_interrupt_note=True, commit_after_timeout=True)
     assert ghost.status is ExploreStatus.FAILED and "(no ghost turn)" in ghost.message

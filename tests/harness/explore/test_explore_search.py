@@ -53,6 +53,23 @@ def test_nothing_found_runs_exactly_the_budget() -> None:
     assert report.examples == 30 == report.passed
 
 
+def test_findings_of_passed_examples_are_counted_and_the_first_few_kept() -> None:
+    """What a passed example noted (user text written late, side traffic) reaches the
+    report: how many examples noted something, and the first few findings to read."""
+
+    class Noting(StubHost):
+        def run(self, schedule: Schedule) -> Verdict:
+            n = sum(self.runs.values())
+            self.runs[schedule.to_text()] += 1
+            said = (f"finding {n}",) if n % 2 == 0 else ()
+            return Verdict(Status.PASSED, findings=said)
+
+    report = explorer(Noting(fails=False), budget=10).explore()
+    assert report.finding is None and report.passed == 10
+    assert report.noted == 5
+    assert report.findings == ["finding 0", "finding 2", "finding 4"]
+
+
 def test_an_indeterminate_example_is_re_run_and_never_reported_as_a_failure() -> None:
     class Unsure(StubHost):
         def run(self, schedule: Schedule) -> Verdict:
