@@ -415,20 +415,9 @@ class Checks:
         )
         await anyio.sleep(self.ctx.tempo(5) if settle is None else settle)  # watch window
         later = await self.ctx.transcript(session)
-        late_note = (
-            later != settled
-            and not self.ctx.has(Capability.ATOMIC_TURNS)
-            and only_user_entries_changed(settled, later)
-        )
-        if late_note:
-            # The prompt, or a note that it was interrupted, written down a little late: no
-            # answer and no usage appeared, so no turn was committed (the agent's policy).
-            finding = (
-                f"{session} recorded user text after turn {turn.turn_id} was reported "
-                f"{turn.stop_reason}: {describe_change(settled, later)}"
-            )
-            self.ctx.timeline.stamp(f"finding: {finding}")
-            self.ctx.warnings.append(finding)
+        if noted_late_user_text(
+            self.ctx, session, f"turn {turn.turn_id}", turn.stop_reason, settled, later
+        ):
             return
         if later != settled:
             raise CheckFailed(
@@ -660,7 +649,32 @@ def requests_story(reqs: Sequence[RequestRecord], rel: Callable[[int], str]) -> 
     return "; ".join(parts) + more
 
 
-def only_user_entries_changed(before: Transcript, after: Transcript) -> bool:
+def noted_late_user_text(
+    ctx: CheckContext,
+    session: str,
+    turn: str,
+    stop_reason: str,
+    settled: Transcript,
+    later: Transcript,
+) -> bool:
+    """The prompt, or a note that it was interrupted, written down a little after the stop
+    was reported: no answer and no usage appeared, so no turn was committed (the agent's
+    policy, unless the target declares `atomic-turns`). Noted as a finding; True if so.
+    Shared by the catalogue's no-ghost check and explore's."""
+    if later == settled or ctx.has(Capability.ATOMIC_TURNS):
+        return False
+    if not _only_user_entries_changed(settled, later):
+        return False
+    finding = (
+        f"{session} recorded user text after {turn} was reported {stop_reason}: "
+        f"{describe_change(settled, later)}"
+    )
+    ctx.timeline.stamp(f"finding: {finding}")
+    ctx.warnings.append(finding)
+    return True
+
+
+def _only_user_entries_changed(before: Transcript, after: Transcript) -> bool:
     """Did only user entries change (no answer, tool output or usage added or altered)?"""
     others = [e for e in before.entries if e.role != "user"]
     return before.usage == after.usage and others == [e for e in after.entries if e.role != "user"]

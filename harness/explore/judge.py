@@ -19,7 +19,7 @@ from fake_providers import RequestRecord
 from fake_providers.ledger import Closer
 from fake_providers.records import Outcome as Ending
 from harness import invariants
-from harness.checks import CheckFailed, ms, only_user_entries_changed, wait_quietly
+from harness.checks import CheckFailed, ms, noted_late_user_text, wait_quietly
 from harness.context import ScenarioContext
 from harness.explore.contracts import Contracts, poll
 from harness.explore.schedule import Cancel, Profile, session_name
@@ -386,21 +386,9 @@ class Judge:
         await wait_quietly(ledger, lambda _: all(r.outcome for r in mains), self.ctx.tempo(10))
         await anyio.sleep(self.ctx.tempo(3))  # a watch window: a late commit lands in it
         later = await self.ctx.transcript(self.trace.sessions[session])
-        if (
-            later != settled
-            and not self.ctx.has(Capability.ATOMIC_TURNS)
-            and only_user_entries_changed(settled, later)
-        ):
-            # As the catalogue judges it (checks.no_ghost_turn): the prompt, or a note that
-            # it was interrupted, written down a little late is the agent's policy; no
-            # answer and no usage appeared, so no turn was committed.
-            finding = (
-                f"{self.trace.sessions[session]} recorded user text after t{last.turn} was "
-                f"reported {out.stop_reason}: {describe_change(settled, later)}"
-            )
-            self.ctx.timeline.stamp(f"finding: {finding}")
-            self.ctx.warnings.append(finding)
-            return
+        name = self.trace.sessions[session]
+        if noted_late_user_text(self.ctx, name, f"t{last.turn}", out.stop_reason, settled, later):
+            return  # as the catalogue judges it: the agent's policy, not a ghost turn
         if later != settled:
             raise CheckFailed(
                 f"expected the state of {self.trace.sessions[session]} to stay as it was when "
