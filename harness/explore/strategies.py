@@ -57,6 +57,7 @@ BROKEN_ARGUMENTS = frozenset(
 RETRY_AFTERS: tuple[float | None, ...] = (None, 1.0, 2.0, 3.0, 15.0, 20.0, 25.0, 30.0)
 QUOTAS = ("requests", "tokens")
 PACES = ((0.0, 0), (0.25, 0), (0.5, 0), (0.0, 4000), (0.25, 4000))  # tempo/event, drip B/s
+EVENT_POINTS = 11  # a fault mid-stream comes after 0 to 10 events
 
 type Draw = Callable[[st.SearchStrategy[Any]], Any]
 
@@ -90,7 +91,7 @@ def failure(draw: Draw, *, streaming: bool) -> Fault:
         case FaultKind.CONTEXT:
             return Fault(kind, status=400)
         case _:
-            return Fault(kind, at=draw(_below(11)) if streaming else 0)
+            return Fault(kind, at=draw(_below(EVENT_POINTS)) if streaming else 0)
 
 
 def last_attempt(draw: Draw, menu: Menu, profile: Profile) -> Fault:
@@ -99,11 +100,8 @@ def last_attempt(draw: Draw, menu: Menu, profile: Profile) -> Fault:
     may hang instead; it never holds before headers there (how long an agent waits for
     headers is its own business)."""
     streaming = profile is not Profile.JSON
-    kinds = (FaultKind.OK, FaultKind.HOLD, FaultKind.HOLD_HEADERS)
-    if profile is Profile.STALE:
-        kinds = (FaultKind.OK, FaultKind.HOLD, FaultKind.HANG)
-    kind = choose(draw, kinds)
-    at = draw(_below(11)) if streaming and kind in (FaultKind.HOLD, FaultKind.HANG) else 0
+    kind = choose(draw, _last_kinds(profile))
+    at = draw(_below(EVENT_POINTS)) if streaming and kind in (FaultKind.HOLD, FaultKind.HANG) else 0
     pace, drip = (
         choose(draw, PACES)
         if menu.pacing and streaming and kind is not FaultKind.HANG
@@ -112,6 +110,17 @@ def last_attempt(draw: Draw, menu: Menu, profile: Profile) -> Fault:
     if kind is FaultKind.HOLD_HEADERS:
         return Fault(kind)
     return Fault(kind, at=at, pace=pace, drip=drip if kind is FaultKind.OK else 0)
+
+
+def _last_kinds(profile: Profile) -> tuple[FaultKind, ...]:
+    if profile is Profile.STALE:
+        return (FaultKind.OK, FaultKind.HOLD, FaultKind.HANG)
+    return (FaultKind.OK, FaultKind.HOLD, FaultKind.HOLD_HEADERS)
+
+
+def _ats(streaming: bool) -> range:
+    """The event counts a fault mid-stream may come after (none without a stream)."""
+    return range(EVENT_POINTS) if streaming else range(1)
 
 
 def tool_kinds(profile: Profile, kind: ProviderKind) -> tuple[ToolKind, ...]:
@@ -303,7 +312,8 @@ def _hand_off_options(world: World, room: int) -> list[Option]:
             continue
         names = (None, behind.prompt.turn) if world.menu.named else (None,)
         then = (*lead, Await(front.prompt.turn))
-        found.append((4 if world.held_ahead(behind) else 1, _then_cancel(world, then, names)))
+        move = _then_cancel(world, then, session, names)
+        found.append((4 if world.held_ahead(behind) else 1, move))
     return found
 
 
@@ -336,20 +346,14 @@ def _background_options(world: World, room: int) -> list[Option]:
         if aim is None or session not in _cancel_sessions(after):
             continue
         names = tuple(_cancel_names(after, session))
-        found.append((1, _then_cancel(world, (*lead, aim), names, session)))
+        found.append((1, _then_cancel(world, (*lead, aim), session, names)))
     return found
 
 
 def _then_cancel(
-    world: World,
-    then: tuple[Step, ...],
-    names: tuple[int | None, ...],
-    session: int | None = None,
+    world: World, then: tuple[Step, ...], session: int, names: tuple[int | None, ...]
 ) -> Callable[[Draw], Move]:
-    last = then[-1]
-    if session is None:
-        assert isinstance(last, Await)
-        session = world.turns[last.turn].prompt.session
+    """The steps `then`, and a cancel of `session` at once (naming one of `names`)."""
     twice = _twice(world.menu)
 
     def move(draw: Draw) -> Move:
@@ -467,17 +471,10 @@ def _failure_allowed(fault: Fault, *, streaming: bool) -> bool:
             return False
 
 
-def _ats(streaming: bool) -> range:
-    return range(11) if streaming else range(1)
-
-
 def _last_allowed(fault: Fault, menu: Menu, profile: Profile, tool: ToolKind | None) -> bool:
     """Whether `last_attempt` could have drawn `fault` for a request asking for `tool`."""
     streaming = profile is not Profile.JSON
-    kinds = (FaultKind.OK, FaultKind.HOLD, FaultKind.HOLD_HEADERS)
-    if profile is Profile.STALE:
-        kinds = (FaultKind.OK, FaultKind.HOLD, FaultKind.HANG)
-    if fault.kind not in kinds:
+    if fault.kind not in _last_kinds(profile):
         return False
     if fault.kind is FaultKind.HOLD_HEADERS:
         return fault == Fault(fault.kind)
@@ -488,7 +485,7 @@ def _last_allowed(fault: Fault, menu: Menu, profile: Profile, tool: ToolKind | N
     return (
         fault == Fault(fault.kind, at=fault.at, pace=fault.pace, drip=fault.drip)
         and fault.at in ats
-        and ((fault.pace, fault.drip) in paces or (not paced and not fault.pace and not fault.drip))
+        and (fault.pace, fault.drip) in (paces or [(0.0, 0)])
     )
 
 
